@@ -1,0 +1,20 @@
+"""The bus: an emitter for producers and consumer groups for workers, on Kafka or the embedded log."""
+
+from __future__ import annotations
+
+from trainwire.bus.base import Consumer, Message, Record, Transport
+from trainwire.bus.emitter import Emitter, EmitterStats, make_transport
+from trainwire.config import Settings
+
+__all__ = ["Consumer", "Emitter", "EmitterStats", "Message", "Record", "Transport", "make_transport", "open_consumer"]
+
+
+def open_consumer(settings: Settings, topics: list[str], group: str) -> Consumer:
+    """A consumer group member on the bus ``settings`` implies (not started yet)."""
+    if settings.embedded_bus:
+        from trainwire.bus.local import LocalConsumer
+
+        return LocalConsumer(settings.data_dir, topics, group)
+    from trainwire.bus.kafka import KafkaConsumer
+
+    return KafkaConsumer(settings, topics, group)

@@ -1,0 +1,397 @@
+"""The emitter: how a training loop puts events on the bus without waiting for it.
+
+``emit(event)`` appends to a bounded in-memory queue and returns; a background thread runs an
+asyncio loop that serializes events, publishes them in batches (aiokafka does the batching,
+linger and compression on Kafka) and keeps counters.
+
+Nothing is dropped silently:
+
+- when the bus is unreachable (at start or later) or refuses a batch, the messages go to the
+  spool, an append-only file, and are replayed in order once the bus is back;
+- when the queue is full, ``emit`` writes the event to the spool on the caller's thread;
+- an event that cannot even be serialized is counted as ``failed`` and logged with the reason;
+- at exit (normal, Ctrl+C, or an exception in the caller) ``close()`` runs from ``atexit`` and
+  drains the queue within a deadline; what is left is in the spool, which the next emitter for
+  the same bus and data directory replays.
+
+After ``os.fork()`` the child gets a fresh queue and thread (events queued in the parent are
+the parent's to send).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from trainwire.bus.base import Message, Transport
+from trainwire.bus.spool import Spool, spool_dir
+from trainwire.config import Settings
+from trainwire.errors import BusError
+from trainwire.events import Event, encode
+from trainwire.topics import event_topic
+
+logger = logging.getLogger("trainwire.emitter")
+
+
+@dataclass(frozen=True)
+class EmitterStats:
+    """What the emitter has done with the events given to it."""
+
+    sent: int
+    """Delivered to the bus on first try."""
+    spooled: int
+    """Written to the spool (bus unreachable, batch refused, or queue full)."""
+    replayed: int
+    """Delivered from the spool later."""
+    failed: int
+    """Neither delivered nor spooled (could not be serialized, or the spool could not be written)."""
+    queued: int
+    """In memory now, waiting for the background thread."""
+    spool_pending: int
+    """In the spool now, waiting for the bus."""
+
+
+class _RateLimitedLog:
+    def __init__(self, every_s: float = 10.0):
+        self.every_s = every_s
+        self._last: dict[str, float] = {}
+
+    def warning(self, key: str, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last.get(key, -1e9) >= self.every_s:
+            self._last[key] = now
+            logger.warning(msg, *args)
+
+
+_live_emitters: weakref.WeakSet[Emitter] = weakref.WeakSet()
+
+
+def _reset_emitters_after_fork() -> None:
+    for emitter in list(_live_emitters):
+        emitter._after_fork()
+
+
+os.register_at_fork(after_in_child=_reset_emitters_after_fork)
+
+
+class Emitter:
+    """Non-blocking event publisher for the embedded bus or Kafka.
+
+    Args:
+        settings: where to publish (default: :meth:`Settings.from_env`).
+        transport: a ready transport instead of the one ``settings`` implies.
+        max_queue: events held in memory before ``emit`` spools on the caller's thread.
+        batch_size: events per batch handed to the transport; a full batch wakes the thread early.
+        linger_ms: how long the thread waits for more events before sending a partial batch.
+        close_timeout_s: the deadline of ``close()`` (and of the exit hook).
+        retry_backoff_s: first and largest wait between reconnection attempts.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        transport: Transport | None = None,
+        max_queue: int = 100_000,
+        batch_size: int = 2_000,
+        linger_ms: int = 20,
+        close_timeout_s: float = 10.0,
+        retry_backoff_s: tuple[float, float] = (0.25, 5.0),
+    ):
+        self.settings = settings or Settings.from_env()
+        self._transport = transport or make_transport(self.settings)
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._linger_s = linger_ms / 1000
+        self._close_timeout_s = close_timeout_s
+        self._backoff_min, self._backoff_max = retry_backoff_s
+        target = "local" if self.settings.embedded_bus else str(self.settings.kafka)
+        self._spool = Spool(spool_dir(self.settings.data_dir, target))
+        self._log = _RateLimitedLog()
+        self._start_lock = threading.Lock()
+        self._init_runtime_state()
+        _live_emitters.add(self)
+
+    def _init_runtime_state(self) -> None:
+        self._queue: deque[Event] = deque()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_async: asyncio.Event | None = None
+        self._flush_waiters: list[threading.Event] = []
+        self._waiters_lock = threading.Lock()
+        self._closing = False
+        self._closed = False
+        self._deadline = float("inf")
+        self._sent = self._spooled = self._replayed = self._failed = 0
+
+    # ------------------------------------------------------------------ caller side
+
+    def emit(self, event: Event) -> None:
+        """Queue ``event`` for publishing and return at once. Never raises."""
+        queue = self._queue
+        if self._thread is None:
+            if self._closed:
+                self._spill(event)
+                return
+            self._start()
+        if len(queue) >= self._max_queue:
+            self._spill(event)
+            return
+        queue.append(event)
+        if len(queue) == self._batch_size:
+            self._wake()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event emitted so far is delivered or spooled (and fsynced).
+
+        Returns False if ``timeout`` (seconds) passed first.
+        """
+        if self._thread is None or not self._thread.is_alive():
+            return not self._queue
+        waiter = threading.Event()
+        with self._waiters_lock:
+            self._flush_waiters.append(waiter)
+        self._wake()
+        return waiter.wait(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Deliver or spool everything, stop the thread and disconnect. Idempotent."""
+        if self._closed:
+            return
+        atexit.unregister(self.close)
+        timeout = self._close_timeout_s if timeout is None else timeout
+        self._deadline = time.monotonic() + timeout
+        self._closing = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._wake()
+            thread.join(timeout + 2.0)
+        self._closed = True
+        self._thread = None
+        if self._queue:  # the thread could not finish in time: keep the rest on disk
+            self._spill_many(list(self._queue))
+            self._queue.clear()
+        self._spool.close()
+        if self._spool.pending:
+            logger.warning(
+                "trainwire: %d events could not reach the bus and wait in %s; "
+                "the next trainwire process on this data directory delivers them",
+                self._spool.pending,
+                self._spool.path,
+            )
+
+    def stats(self) -> EmitterStats:
+        """Counters of sent, spooled, replayed and failed events, and what is pending now."""
+        return EmitterStats(
+            sent=self._sent,
+            spooled=self._spooled,
+            replayed=self._replayed,
+            failed=self._failed,
+            queued=len(self._queue),
+            spool_pending=self._spool.pending,
+        )
+
+    def __enter__(self) -> Emitter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is not None:
+                return
+            started = threading.Event()
+            thread = threading.Thread(target=self._thread_main, args=(started,), name="trainwire-emitter", daemon=True)
+            thread.start()
+            started.wait()
+            self._thread = thread
+            atexit.register(self.close)
+
+    def _wake(self) -> None:
+        loop, wake = self._loop, self._wake_async
+        if loop is not None and wake is not None:
+            try:
+                loop.call_soon_threadsafe(wake.set)
+            except RuntimeError:  # the loop already stopped
+                pass
+
+    def _spill(self, event: Event) -> None:
+        self._spill_many([event])
+
+    def _spill_many(self, events: list[Event]) -> None:
+        messages = self._encode(events)
+        try:
+            self._spool.append(messages)
+            self._spooled += len(messages)
+        except OSError as exc:
+            self._failed += len(messages)
+            self._log.warning("spool", "trainwire: cannot write the spool %s: %s", self._spool.path, exc)
+
+    def _after_fork(self) -> None:
+        self._start_lock = threading.Lock()
+        self._init_runtime_state()
+        self._spool.forget_after_fork()
+        self._transport = make_transport(self.settings)
+
+    # ------------------------------------------------------------------ background thread
+
+    def _thread_main(self, started: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._run(started))
+        except Exception:  # the telemetry thread must never take the process down
+            logger.exception("trainwire: emitter thread failed; remaining events go to the spool")
+            self._spill_many(list(self._queue))
+            self._queue.clear()
+        finally:
+            self._release_flush_waiters()
+            loop.close()
+
+    async def _run(self, started: threading.Event) -> None:
+        self._wake_async = asyncio.Event()
+        started.set()
+        connected = False
+        next_attempt = 0.0
+        backoff = self._backoff_min
+        try:
+            adopted = self._spool.adopt_orphans()
+            if adopted:
+                logger.info("trainwire: replaying %d events left in the spool by an earlier process", adopted)
+        except OSError as exc:
+            self._log.warning("adopt", "trainwire: cannot read old spools: %s", exc)
+        while True:
+            if not (self._queue or self._flush_waiters or self._closing):
+                try:
+                    await asyncio.wait_for(self._wake_async.wait(), self._linger_s)
+                except TimeoutError:
+                    pass
+                self._wake_async.clear()
+            past_deadline = time.monotonic() >= self._deadline
+            if not connected and not past_deadline and time.monotonic() >= next_attempt:
+                try:
+                    await asyncio.wait_for(self._transport.start(), self._remaining(30.0))
+                    connected, backoff = True, self._backoff_min
+                except (BusError, TimeoutError) as exc:
+                    next_attempt = time.monotonic() + backoff
+                    backoff = min(backoff * 2, self._backoff_max)
+                    self._log.warning("connect", "trainwire: bus unreachable, spooling events: %s", exc)
+            if connected and self._spool.pending:
+                connected = await self._replay()
+            connected = await self._drain(connected and not past_deadline)
+            if self._flush_waiters:
+                self._release_flush_waiters(only_if_drained=True)
+            if self._closing and not self._queue and (not self._spool.pending or not connected or past_deadline):
+                break
+        if connected:
+            try:
+                await asyncio.wait_for(self._transport.stop(), self._remaining(5.0))
+            except (BusError, TimeoutError, OSError) as exc:
+                self._log.warning("stop", "trainwire: closing the bus connection failed: %s", exc)
+
+    def _remaining(self, cap: float) -> float:
+        return max(0.1, min(cap, self._deadline - time.monotonic()))
+
+    async def _replay(self) -> bool:
+        """Send spooled messages in order; return whether the bus is still good."""
+        while self._spool.pending:
+            messages, cursor = self._spool.peek(self._batch_size)
+            if not messages:
+                return True
+            try:
+                failed = await asyncio.wait_for(self._transport.send_batch(messages), self._remaining(60.0))
+            except TimeoutError:
+                failed = messages
+            if failed:
+                await self._disconnect()
+                return False
+            self._spool.advance(cursor, len(messages))
+            self._replayed += len(messages)
+        return True
+
+    async def _drain(self, connected: bool) -> bool:
+        """Send (or spool) everything queued now; return whether the bus is still good."""
+        queue = self._queue
+        while queue:
+            batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
+            messages = self._encode(batch)
+            if connected and not self._spool.pending:
+                try:
+                    failed = await asyncio.wait_for(self._transport.send_batch(messages), self._remaining(60.0))
+                except TimeoutError:
+                    failed = messages
+                self._sent += len(messages) - len(failed)
+                if failed:
+                    await self._disconnect()
+                    connected = False
+                    self._spool_messages(failed)
+            else:
+                self._spool_messages(messages)
+        return connected
+
+    def _spool_messages(self, messages: list[Message]) -> None:
+        try:
+            self._spool.append(messages)
+            self._spooled += len(messages)
+        except OSError as exc:
+            self._failed += len(messages)
+            self._log.warning(
+                "spool", "trainwire: cannot write the spool %s, %d events lost: %s", self._spool.path, len(messages), exc
+            )
+
+    def _encode(self, events: list[Event]) -> list[Message]:
+        prefix = self.settings.topic_prefix
+        messages = []
+        for event in events:
+            try:
+                messages.append(Message(event_topic(prefix, event.event_type), event.key, encode(event)))
+            except (TypeError, ValueError) as exc:
+                self._failed += 1
+                self._log.warning(
+                    "encode", "trainwire: event %s (%s) cannot be serialized: %s", event.event_id, event.event_type, exc
+                )
+        return messages
+
+    async def _disconnect(self) -> None:
+        try:
+            await asyncio.wait_for(self._transport.stop(), 5.0)
+        except (BusError, TimeoutError, OSError):
+            pass
+
+    def _sync(self) -> None:
+        try:
+            self._transport.sync()
+            self._spool.sync()
+        except OSError as exc:
+            self._log.warning("sync", "trainwire: fsync failed: %s", exc)
+
+    def _release_flush_waiters(self, only_if_drained: bool = False) -> None:
+        """Wake ``flush()`` callers; with ``only_if_drained``, only once everything they emitted is out."""
+        with self._waiters_lock:
+            if only_if_drained and self._queue:
+                return
+            waiters, self._flush_waiters = self._flush_waiters, []
+        if only_if_drained:
+            self._sync()
+        for waiter in waiters:
+            waiter.set()
+
+
+def make_transport(settings: Settings) -> Transport:
+    """The transport ``settings`` implies: Kafka when bootstrap servers are set, else the local log."""
+    if settings.embedded_bus:
+        from trainwire.bus.local import LocalTransport
+
+        return LocalTransport(settings.data_dir)
+    from trainwire.bus.kafka import KafkaTransport
+
+    return KafkaTransport(settings)

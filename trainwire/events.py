@@ -1,0 +1,457 @@
+"""The event model: one envelope for everything, a typed payload per event type.
+
+Every event on the bus is an :class:`Event`::
+
+    {"event_id": "0193...", "event_type": "interaction", "schema_version": 1, "run_id": "grpo-7",
+     "source": {"host": "gpu-3", "process": 4121, "library": "trainwire"},
+     "ts": "2026-11-22T17:35:00.123456Z", "payload": {...}}
+
+``event_id`` is a UUIDv7 (unique, ordered by creation time), ``ts`` is UTC with microseconds.
+Payload classes declare their fields once; the same declaration drives validation on decode,
+the Arrow columns written to ClickHouse and the table schema checks.
+
+Serialization is orjson. Non-finite floats (a NaN loss is a thing worth knowing about) are
+written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` in float fields and read
+back as floats, so every event round-trips exactly. Inside free-form JSON objects
+(``metadata``, ``evidence``) orjson writes non-finite floats as ``null``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import Enum
+from typing import Any, ClassVar
+
+import orjson
+
+from trainwire.errors import EventError
+
+SCHEMA_VERSION = 1
+"""Version of the envelope and payload layout this code writes."""
+
+# --------------------------------------------------------------------------- ids and time
+
+_id_lock = threading.Lock()
+_id_last_ms = 0
+_id_seq = 0
+
+
+def new_event_id() -> str:
+    """A UUIDv7 string: 48 bits of Unix milliseconds, a 12-bit in-process sequence, 62 random bits.
+
+    Ids made by one process are strictly increasing; ids from different processes are unique
+    by their random bits (taken from ``os.urandom``, so forked children do not repeat them).
+    """
+    global _id_last_ms, _id_seq
+    now_ms = time.time_ns() // 1_000_000
+    with _id_lock:
+        if now_ms > _id_last_ms:
+            _id_last_ms, _id_seq = now_ms, 0
+        else:
+            _id_seq += 1
+            if _id_seq > 0xFFF:
+                _id_last_ms, _id_seq = _id_last_ms + 1, 0
+        ms, seq = _id_last_ms, _id_seq
+    rand_b = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+    value = (ms << 80) | (0x7 << 76) | (seq << 64) | (0b10 << 62) | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def utc_now() -> datetime:
+    """The current time, UTC, with microseconds."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Who produced an event: host name, process id and the producing library."""
+
+    host: str
+    process: int
+    library: str = "trainwire"
+
+    _cache: ClassVar[dict[tuple[int, str], Source]] = {}
+
+    @classmethod
+    def current(cls, library: str = "trainwire") -> Source:
+        """This process's source (cached per pid, so a forked child reports its own pid)."""
+        key = (os.getpid(), library)
+        source = cls._cache.get(key)
+        if source is None:
+            source = cls._cache[key] = cls(socket.gethostname(), key[0], library)
+        return source
+
+
+# --------------------------------------------------------------------------- field kinds
+
+
+class Kind(Enum):
+    """What a payload field holds; drives validation, Arrow and ClickHouse types."""
+
+    STR = "str"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    FLOAT_MAP = "float_map"  # dict[str, float]
+    JSON = "json"  # free-form JSON object, dict[str, Any]
+    PROMPT = "prompt"  # text, or chat messages [{"role": ..., "content": ...}]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One payload field: its name, kind, and whether it may be None / may be omitted."""
+
+    name: str
+    kind: Kind
+    nullable: bool
+    required: bool
+
+
+def spec(kind: Kind) -> dict[str, Any]:
+    """Field metadata marking the kind of a payload dataclass field."""
+    return {"kind": kind}
+
+
+_NONFINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def _finite_or_text(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _check(kind: Kind, value: Any, path: str) -> Any:
+    """Validate one decoded value of ``kind``; return it in its Python form."""
+    if kind is Kind.STR:
+        if isinstance(value, str):
+            return value
+        raise EventError(path, f"expected a string, got {_describe(value)}")
+    if kind is Kind.INT:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise EventError(path, f"expected an integer, got {_describe(value)}")
+    if kind is Kind.FLOAT:
+        if isinstance(value, float):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and value in _NONFINITE_TEXT:
+            return _NONFINITE_TEXT[value]
+        raise EventError(path, f"expected a number, got {_describe(value)}")
+    if kind is Kind.BOOL:
+        if isinstance(value, bool):
+            return value
+        raise EventError(path, f"expected true or false, got {_describe(value)}")
+    if kind is Kind.FLOAT_MAP:
+        if not isinstance(value, dict):
+            raise EventError(path, f"expected an object of numbers, got {_describe(value)}")
+        return {k: _check(Kind.FLOAT, v, f"{path}.{k}") for k, v in value.items()}
+    if kind is Kind.JSON:
+        if isinstance(value, dict):
+            return value
+        raise EventError(path, f"expected an object, got {_describe(value)}")
+    if kind is Kind.PROMPT:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list):
+            for i, message in enumerate(value):
+                if not isinstance(message, dict) or not isinstance(message.get("role"), str):
+                    raise EventError(f"{path}[{i}]", "expected a chat message with a string 'role'")
+                if "content" not in message:
+                    raise EventError(f"{path}[{i}].content", "missing")
+            return value
+        raise EventError(path, f"expected text or a list of chat messages, got {_describe(value)}")
+    raise AssertionError(kind)  # pragma: no cover - the enum is closed
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+# --------------------------------------------------------------------------- payloads
+
+
+class Payload:
+    """Base of the typed payloads. Subclasses are slotted dataclasses with kinded fields."""
+
+    __slots__ = ()
+    EVENT_TYPE: ClassVar[str]
+    TOPIC: ClassVar[str]  # the topic suffix and the ClickHouse table name
+    FIELDS: ClassVar[tuple[FieldSpec, ...]]
+    _FLOATS: ClassVar[tuple[str, ...]]
+    _FLOAT_MAPS: ClassVar[tuple[str, ...]]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The payload as a JSON-ready dict (non-finite floats as text)."""
+        out = {f.name: getattr(self, f.name) for f in self.FIELDS}
+        for name in self._FLOATS:
+            value = out[name]
+            if value is not None and not math.isfinite(value):
+                out[name] = _finite_or_text(value)
+        for name in self._FLOAT_MAPS:
+            values = out[name]
+            if not all(math.isfinite(v) for v in values.values()):
+                out[name] = {k: _finite_or_text(v) for k, v in values.items()}
+        return out
+
+    @classmethod
+    def from_json_dict(cls, data: Any, path: str = "payload") -> Payload:
+        """Validate a decoded JSON object and build the payload; errors name the field."""
+        if not isinstance(data, dict):
+            raise EventError(path, f"expected an object, got {_describe(data)}")
+        known = {f.name for f in cls.FIELDS}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise EventError(f"{path}.{unknown[0]}", f"unknown field for {cls.EVENT_TYPE}")
+        values: dict[str, Any] = {}
+        for f in cls.FIELDS:
+            if f.name not in data:
+                if f.required:
+                    raise EventError(f"{path}.{f.name}", "missing")
+                continue
+            value = data[f.name]
+            if value is None:
+                if not f.nullable:
+                    raise EventError(f"{path}.{f.name}", "must not be null")
+                values[f.name] = None
+            else:
+                values[f.name] = _check(f.kind, value, f"{path}.{f.name}")
+        return cls(**values)
+
+
+PAYLOAD_TYPES: dict[str, type[Payload]] = {}
+
+
+def payload_type(event_type: str, topic: str):  # noqa: ANN201 - decorator
+    """Register a payload dataclass under ``event_type``, stored in topic/table ``topic``."""
+
+    def register(cls: type[Payload]) -> type[Payload]:
+        specs = []
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            kind = f.metadata["kind"]
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            nullable = "None" in str(f.type)
+            specs.append(FieldSpec(f.name, kind, nullable, required))
+        cls.EVENT_TYPE = event_type
+        cls.TOPIC = topic
+        cls.FIELDS = tuple(specs)
+        cls._FLOATS = tuple(s.name for s in specs if s.kind is Kind.FLOAT)
+        cls._FLOAT_MAPS = tuple(s.name for s in specs if s.kind is Kind.FLOAT_MAP)
+        PAYLOAD_TYPES[event_type] = cls
+        return cls
+
+    return register
+
+
+Prompt = str | list[dict[str, Any]]
+
+
+@payload_type("interaction", "interactions")
+@dataclass(slots=True)
+class Interaction(Payload):
+    """One LLM call or one sampled completion: what went in, what came out, how it scored."""
+
+    prompt: Prompt = field(metadata=spec(Kind.PROMPT))
+    completion: str = field(default="", metadata=spec(Kind.STR))
+    reward: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    rewards: dict[str, float] = field(default_factory=dict, metadata=spec(Kind.FLOAT_MAP))
+    success: bool = field(default=True, metadata=spec(Kind.BOOL))
+    error: str | None = field(default=None, metadata=spec(Kind.STR))
+    latency_ms: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    prompt_tokens: int | None = field(default=None, metadata=spec(Kind.INT))
+    completion_tokens: int | None = field(default=None, metadata=spec(Kind.INT))
+    model: str | None = field(default=None, metadata=spec(Kind.STR))
+    step: int | None = field(default=None, metadata=spec(Kind.INT))
+    group_id: str | None = field(default=None, metadata=spec(Kind.STR))
+    group_index: int | None = field(default=None, metadata=spec(Kind.INT))
+    advantage: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    metadata: dict[str, Any] = field(default_factory=dict, metadata=spec(Kind.JSON))
+
+
+@payload_type("train_step", "train_steps")
+@dataclass(slots=True)
+class TrainStep(Payload):
+    """The numbers a trainer logs at one step; anything beyond the named ones goes in ``metrics``."""
+
+    step: int = field(metadata=spec(Kind.INT))
+    epoch: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    loss: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    grad_norm: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    learning_rate: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    metrics: dict[str, float] = field(default_factory=dict, metadata=spec(Kind.FLOAT_MAP))
+
+
+@payload_type("judge_request", "judge_requests")
+@dataclass(slots=True)
+class JudgeRequest(Payload):
+    """Ask the judge to grade one interaction."""
+
+    interaction_id: str = field(metadata=spec(Kind.STR))
+    prompt: Prompt = field(metadata=spec(Kind.PROMPT))
+    completion: str = field(metadata=spec(Kind.STR))
+    reference: str | None = field(default=None, metadata=spec(Kind.STR))
+    step: int | None = field(default=None, metadata=spec(Kind.INT))
+    reward: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    metadata: dict[str, Any] = field(default_factory=dict, metadata=spec(Kind.JSON))
+
+
+@payload_type("judge_score", "judge_scores")
+@dataclass(slots=True)
+class JudgeScore(Payload):
+    """The judge's verdict on one interaction; a failed judgement has ``success=False`` and no score."""
+
+    interaction_id: str = field(metadata=spec(Kind.STR))
+    judge_model: str = field(metadata=spec(Kind.STR))
+    template_version: str = field(metadata=spec(Kind.STR))
+    success: bool = field(default=True, metadata=spec(Kind.BOOL))
+    score: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    score_normalized: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    reasoning: str | None = field(default=None, metadata=spec(Kind.STR))
+    raw_output: str = field(default="", metadata=spec(Kind.STR))
+    error: str | None = field(default=None, metadata=spec(Kind.STR))
+    latency_ms: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    step: int | None = field(default=None, metadata=spec(Kind.INT))
+
+
+@payload_type("logits", "logits")
+@dataclass(slots=True)
+class Logits(Payload):
+    """A target token's logit, probability and rank at one position of one sample's answer."""
+
+    model: str = field(metadata=spec(Kind.STR))
+    sample_id: str = field(metadata=spec(Kind.STR))
+    position: int = field(metadata=spec(Kind.INT))
+    target_token: str = field(metadata=spec(Kind.STR))
+    logit: float = field(metadata=spec(Kind.FLOAT))
+    probability: float = field(metadata=spec(Kind.FLOAT))
+    rank: int = field(metadata=spec(Kind.INT))
+    token_id: int | None = field(default=None, metadata=spec(Kind.INT))
+    level: int | None = field(default=None, metadata=spec(Kind.INT))
+    correct: bool | None = field(default=None, metadata=spec(Kind.BOOL))
+
+
+@payload_type("alert", "alerts")
+@dataclass(slots=True)
+class Alert(Payload):
+    """Something about a run that a person should look at, with the evidence."""
+
+    rule: str = field(metadata=spec(Kind.STR))
+    severity: str = field(metadata=spec(Kind.STR))
+    message: str = field(metadata=spec(Kind.STR))
+    step: int | None = field(default=None, metadata=spec(Kind.INT))
+    evidence: dict[str, Any] = field(default_factory=dict, metadata=spec(Kind.JSON))
+
+
+# --------------------------------------------------------------------------- the envelope
+
+
+@dataclass(slots=True)
+class Event:
+    """The envelope around every payload."""
+
+    run_id: str
+    payload: Payload
+    event_id: str = field(default_factory=new_event_id)
+    ts: datetime = field(default_factory=utc_now)
+    source: Source = field(default_factory=Source.current)
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def event_type(self) -> str:
+        """The payload's registered type name (``interaction``, ``train_step``, ...)."""
+        return self.payload.EVENT_TYPE
+
+    @property
+    def key(self) -> bytes:
+        """The Kafka message key: the run id, so a run stays ordered within a partition."""
+        return self.run_id.encode()
+
+
+_ENVELOPE = ("event_id", "event_type", "schema_version", "run_id", "source", "ts", "payload")
+
+
+def encode(event: Event) -> bytes:
+    """Serialize an event to JSON bytes with orjson."""
+    return orjson.dumps(
+        {
+            "event_id": event.event_id,
+            "event_type": event.payload.EVENT_TYPE,
+            "schema_version": event.schema_version,
+            "run_id": event.run_id,
+            "source": event.source,
+            "ts": event.ts,
+            "payload": event.payload.to_json_dict(),
+        },
+        option=orjson.OPT_UTC_Z,
+    )
+
+
+def decode(data: bytes | str, location: str | None = None) -> Event:
+    """Parse and validate one event; raise :class:`EventError` naming the field and the problem.
+
+    ``location`` (a file and line, a topic and offset) is added to the error message.
+    """
+    try:
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError as exc:
+            raise EventError("(event)", f"not valid JSON: {exc}") from None
+        return event_from_dict(obj)
+    except EventError as exc:
+        raise (exc.at(location) if location else exc) from None
+
+
+def event_from_dict(obj: Any) -> Event:
+    """Validate a decoded JSON object as an event."""
+    if not isinstance(obj, dict):
+        raise EventError("(event)", f"expected a JSON object, got {_describe(obj)}")
+    for name in _ENVELOPE:
+        if name not in obj:
+            raise EventError(name, "missing")
+    unknown = sorted(set(obj) - set(_ENVELOPE))
+    if unknown:
+        raise EventError(unknown[0], "unknown envelope field")
+    event_type = obj["event_type"]
+    payload_cls = PAYLOAD_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if payload_cls is None:
+        raise EventError("event_type", f"unknown event type {event_type!r}; known: {', '.join(PAYLOAD_TYPES)}")
+    version = _check(Kind.INT, obj["schema_version"], "schema_version")
+    if not 1 <= version <= SCHEMA_VERSION:
+        raise EventError("schema_version", f"{version} is not supported (this trainwire reads 1..{SCHEMA_VERSION})")
+    source = obj["source"]
+    if not isinstance(source, dict):
+        raise EventError("source", f"expected an object, got {_describe(source)}")
+    return Event(
+        run_id=_check(Kind.STR, obj["run_id"], "run_id"),
+        payload=payload_cls.from_json_dict(obj["payload"]),
+        event_id=_check(Kind.STR, obj["event_id"], "event_id"),
+        ts=_parse_ts(obj["ts"]),
+        source=Source(
+            host=_check(Kind.STR, source.get("host"), "source.host"),
+            process=_check(Kind.INT, source.get("process"), "source.process"),
+            library=_check(Kind.STR, source.get("library"), "source.library"),
+        ),
+        schema_version=version,
+    )
+
+
+def _parse_ts(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise EventError("ts", f"expected an ISO-8601 UTC timestamp, got {_describe(value)}")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventError("ts", f"{value!r} is not an ISO-8601 timestamp") from None
+    if ts.tzinfo is None:
+        raise EventError("ts", f"{value!r} has no time zone; trainwire timestamps are UTC")
+    return ts.astimezone(UTC)

@@ -1,0 +1,318 @@
+"""The ClickHouse store: a ClickHouse server over HTTP, or chdb in-process, through clickhouse-connect.
+
+:func:`open_store` picks the mode from :class:`~trainwire.config.Settings`:
+
+- ``clickhouse`` set (``http(s)://user:password@host:port/database``): a server;
+- otherwise chdb on ``{data_dir}/clickhouse``. chdb lets one process own a data directory, so
+  the first process to open it becomes the *owner*: it holds ``{data_dir}/clickhouse.lock`` and
+  serves queries for other processes on a loopback port (written, with a secret token, to
+  ``{data_dir}/clickhouse.owner.json``). A second process on the same data directory (``trainwire
+  sql`` while a worker runs) gets a :class:`RemoteStore` that sends its statements to the owner.
+
+All modes offer the same methods. Query results come back as Arrow tables; inserts go in as
+Arrow tables (``insert_arrow``), one per event type per batch, never row by row.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+import pyarrow as pa
+
+from trainwire.config import Settings
+from trainwire.errors import StoreError
+from trainwire.events import Event
+from trainwire.store.schema import events_to_arrow
+
+DEFAULT_DATABASE = "trainwire"
+
+
+class Store(ABC):
+    """Statements, queries and Arrow inserts against one ClickHouse database."""
+
+    database: str
+
+    @abstractmethod
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """Run a query; the result as an Arrow table."""
+
+    @abstractmethod
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run a statement (DDL, ``INSERT ... SELECT``, a scalar ``SELECT``) and return its summary."""
+
+    @abstractmethod
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """Insert an Arrow table into ``table`` in one statement."""
+
+    def close(self) -> None:  # noqa: B027 - nothing to release by default
+        """Release the connection (and, for the chdb owner, the data directory)."""
+
+    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run a query; the result as a list of dicts."""
+        return self.query_arrow(sql, parameters).to_pylist()
+
+    def insert_events(self, events: Iterable[Event]) -> int:
+        """Insert events, one Arrow batch per event type; returns how many rows were written."""
+        by_type: dict[type, list[Event]] = {}
+        for event in events:
+            by_type.setdefault(type(event.payload), []).append(event)
+        for payload_cls, batch in by_type.items():
+            self.insert_arrow(payload_cls.TOPIC, events_to_arrow(payload_cls, batch))
+        return sum(len(batch) for batch in by_type.values())
+
+    def migrate(self) -> list[str]:
+        """Apply the schema migrations not applied yet; returns the names applied now."""
+        from trainwire.store.migrations import apply_migrations
+
+        return apply_migrations(self)
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ClientStore(Store):
+    """A clickhouse-connect client (HTTP or chdb), serialized by a lock so threads may share it."""
+
+    def __init__(self, client: Any, database: str, description: str):
+        self._client = client
+        self.database = database
+        self.description = description
+        self._lock = threading.RLock()
+        self._call(client.command, f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        client.database = database
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        with self._lock:
+            try:
+                return fn(*args, **kwargs)
+            except ClickHouseError as exc:
+                raise StoreError(f"{self.description}: {_first_line(exc)}") from exc
+
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        return self._call(self._client.query_arrow, sql, parameters=parameters)
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self._call(self._client.command, sql, parameters=parameters)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        self._call(self._client.insert_arrow, table, data)
+
+    def close(self) -> None:
+        with self._lock:
+            self._client.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --------------------------------------------------------------------------- opening
+
+
+def open_store(settings: Settings | None = None) -> Store:
+    """The store ``settings`` point at: a server, the chdb owner, or a client of the owner."""
+    settings = settings or Settings.from_env()
+    if settings.clickhouse:
+        return _open_server(settings.clickhouse)
+    return _open_embedded(Path(settings.data_dir))
+
+
+def _open_server(url: str) -> Store:
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
+    parts = urlsplit(url)
+    database = parts.path.strip("/") or DEFAULT_DATABASE
+    secure = parts.scheme == "https"
+    try:
+        client = clickhouse_connect.get_client(
+            host=parts.hostname or "localhost",
+            port=parts.port or (8443 if secure else 8123),
+            username=unquote(parts.username or "default"),
+            password=unquote(parts.password or ""),
+            secure=secure,
+            compress="lz4",
+        )
+    except (ClickHouseError, OSError) as exc:
+        where = f"{parts.hostname}:{parts.port}"
+        raise StoreError(f"ClickHouse at {where} is unreachable: {_first_line(exc)}") from exc
+    return ClientStore(client, database, f"ClickHouse {parts.hostname}:{parts.port}/{database}")
+
+
+_LOCK_FILE = "clickhouse.lock"
+_OWNER_FILE = "clickhouse.owner.json"
+_TOKEN_HEADER = "X-Trainwire-Token"
+
+
+def _open_embedded(data_dir: Path) -> Store:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(data_dir / _LOCK_FILE, "a+b")  # noqa: SIM115 - held while this process owns chdb
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return RemoteStore.connect(data_dir)
+    try:
+        import clickhouse_connect
+
+        client = clickhouse_connect.get_client(interface="chdb", path=str(data_dir / "clickhouse"))
+    except Exception as exc:
+        lock.close()
+        raise StoreError(f"cannot open chdb at {data_dir / 'clickhouse'}: {_first_line(exc)}") from exc
+    return EmbeddedStore(client, data_dir, lock)
+
+
+class EmbeddedStore(ClientStore):
+    """chdb owned by this process, also serving other processes' statements on loopback."""
+
+    def __init__(self, client: Any, data_dir: Path, lock: IO[bytes]):
+        super().__init__(client, DEFAULT_DATABASE, f"chdb {data_dir / 'clickhouse'}")
+        self.data_dir = data_dir
+        self._lock_file = lock
+        self._token = secrets.token_hex(16)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="trainwire-chdb-owner", daemon=True).start()
+        owner = {"pid": os.getpid(), "port": self._server.server_address[1], "token": self._token}
+        path = data_dir / _OWNER_FILE
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(owner, handle)
+        os.replace(tmp, path)
+
+    def close(self) -> None:
+        if self._lock_file.closed:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        (self.data_dir / _OWNER_FILE).unlink(missing_ok=True)
+        super().close()
+        fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+        self._lock_file.close()
+
+
+def _handler_for(store: EmbeddedStore) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            pass
+
+        def do_POST(self) -> None:
+            if not secrets.compare_digest(self.headers.get(_TOKEN_HEADER, ""), store._token):
+                self._reply(403, b'{"error": "bad token"}', "application/json")
+                return
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                if self.path == "/insert":
+                    table = self.headers["X-Trainwire-Table"]
+                    store.insert_arrow(table, pa.ipc.open_stream(body).read_all())
+                    self._reply(200, b"{}", "application/json")
+                    return
+                request = json.loads(body)
+                if self.path == "/query":
+                    result = store.query_arrow(request["sql"], request.get("parameters"))
+                    sink = pa.BufferOutputStream()
+                    with pa.ipc.new_stream(sink, result.schema) as writer:
+                        writer.write_table(result)
+                    self._reply(200, sink.getvalue().to_pybytes(), "application/vnd.apache.arrow.stream")
+                elif self.path == "/command":
+                    result = store.command(request["sql"], request.get("parameters"))
+                    self._reply(200, json.dumps({"result": _jsonable(result)}).encode(), "application/json")
+                else:
+                    self._reply(404, b'{"error": "no such endpoint"}', "application/json")
+            except (StoreError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+                self._reply(400, json.dumps({"error": str(exc)}).encode(), "application/json")
+
+        def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+class RemoteStore(Store):
+    """Sends statements to the process that owns an embedded chdb data directory."""
+
+    def __init__(self, data_dir: Path, port: int, token: str, owner_pid: int):
+        self.data_dir = data_dir
+        self.database = DEFAULT_DATABASE
+        self.owner_pid = owner_pid
+        self._url = f"http://127.0.0.1:{port}"
+        self._token = token
+
+    @classmethod
+    def connect(cls, data_dir: Path, wait_s: float = 10.0) -> RemoteStore:
+        """Find the owner of ``data_dir``'s chdb (waiting for it to finish starting)."""
+        path = data_dir / _OWNER_FILE
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                owner = json.loads(path.read_text())
+                return cls(data_dir, int(owner["port"]), str(owner["token"]), int(owner["pid"]))
+            except (OSError, ValueError, KeyError):
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"chdb at {data_dir / 'clickhouse'} is owned by another process that does not answer "
+                        f"(no readable {path}); stop that process or use another data directory"
+                    ) from None
+                time.sleep(0.1)
+
+    def _post(self, endpoint: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+        request = urllib.request.Request(
+            self._url + endpoint, data=body, method="POST", headers={_TOKEN_HEADER: self._token, **(headers or {})}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                return response.read()
+        except urllib.error.HTTPError as exc:
+            try:
+                message = json.loads(exc.read()).get("error", str(exc))
+            except ValueError:
+                message = str(exc)
+            raise StoreError(message) from None
+        except OSError as exc:
+            raise StoreError(f"the process owning chdb (pid {self.owner_pid}) did not answer: {exc}") from exc
+
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        body = self._post("/query", json.dumps({"sql": sql, "parameters": parameters}, default=str).encode())
+        return pa.ipc.open_stream(body).read_all()
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        body = self._post("/command", json.dumps({"sql": sql, "parameters": parameters}, default=str).encode())
+        return json.loads(body)["result"]
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, data.schema) as writer:
+            writer.write_table(data)
+        self._post("/insert", sink.getvalue().to_pybytes(), {"X-Trainwire-Table": table})
