@@ -6,7 +6,17 @@ from trainwire.bus.base import Consumer, Message, Record, Transport
 from trainwire.bus.emitter import Emitter, EmitterStats, make_transport
 from trainwire.config import Settings
 
-__all__ = ["Consumer", "Emitter", "EmitterStats", "Message", "Record", "Transport", "make_transport", "open_consumer"]
+__all__ = [
+    "Consumer",
+    "Emitter",
+    "EmitterStats",
+    "Message",
+    "Record",
+    "Transport",
+    "get_emitter",
+    "make_transport",
+    "open_consumer",
+]
 
 
 def open_consumer(settings: Settings, topics: list[str], group: str) -> Consumer:
@@ -18,3 +28,18 @@ def open_consumer(settings: Settings, topics: list[str], group: str) -> Consumer
     from trainwire.bus.kafka import KafkaConsumer
 
     return KafkaConsumer(settings, topics, group)
+
+
+_default_emitter: Emitter | None = None
+
+
+def get_emitter(settings: Settings | None = None) -> Emitter:
+    """The process-wide emitter, created on first use from ``settings`` (default: the environment).
+
+    Producers (the trainer hook, the OpenAI wrapper, importers) publish through it unless given
+    an emitter of their own. It flushes and closes itself at exit.
+    """
+    global _default_emitter
+    if _default_emitter is None or _default_emitter.closed:
+        _default_emitter = Emitter(settings)
+    return _default_emitter

@@ -188,6 +188,11 @@ class Emitter:
                 self._spool.path,
             )
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has run (later events go straight to the spool)."""
+        return self._closed
+
     def stats(self) -> EmitterStats:
         """Counters of sent, spooled, replayed and failed events, and what is pending now."""
         return EmitterStats(

@@ -1,0 +1,1 @@
+"""Analysis: named SQL queries, reports, plots and the dashboard over the store."""

@@ -1,0 +1,143 @@
+"""The ``trainwire`` command.
+
+Every subcommand gets a :class:`~trainwire.config.Settings` built from the global flags and the
+``TRAINWIRE_*`` environment (flags win) as its click context object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from trainwire.config import Settings
+from trainwire.errors import TrainwireError
+
+
+class _Group(click.Group):
+    """A click group that turns trainwire errors into one clear line and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TrainwireError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--kafka", envvar="TRAINWIRE_KAFKA", help="Kafka bootstrap servers (unset: the embedded bus).")
+@click.option("--clickhouse", envvar="TRAINWIRE_CLICKHOUSE", help="ClickHouse URL http(s)://user:pw@host:port/db.")
+@click.option(
+    "--data-dir",
+    envvar="TRAINWIRE_DATA_DIR",
+    type=click.Path(path_type=Path),
+    help="Embedded bus, spool and chdb data (default ./trainwire-data).",
+)
+@click.option("--topic-prefix", envvar="TRAINWIRE_TOPIC_PREFIX", help="Prefix of every topic (default trainwire).")
+@click.pass_context
+def main(
+    ctx: click.Context, kafka: str | None, clickhouse: str | None, data_dir: Path | None, topic_prefix: str | None
+) -> None:
+    """trainwire: stream what an LLM does in training and inference into statistics, judge scores,
+    fine-tuning data and ClickHouse.
+
+    With no --kafka and no --clickhouse everything runs on this machine: an embedded bus and
+    ClickHouse's engine in-process (chdb), both under --data-dir.
+    """
+    try:
+        ctx.obj = Settings.from_env(kafka=kafka, clickhouse=clickhouse, data_dir=data_dir, topic_prefix=topic_prefix)
+    except TrainwireError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+# --------------------------------------------------------------------------- sql
+
+
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.pass_obj
+def sql(settings: Settings, query: str, fmt: str) -> None:
+    """Run a SQL QUERY against the store and print the result.
+
+    Works while a worker owns the embedded chdb data directory: the query is routed through it.
+    Count events the documented way, with FINAL, e.g.
+    trainwire sql "SELECT run_id, count() FROM interactions FINAL GROUP BY run_id"
+    """
+    from trainwire.store.clickhouse import open_store
+
+    with open_store(settings) as store:
+        table = store.query_arrow(query)
+    rows = table.to_pylist()
+    columns = table.column_names
+    if fmt == "json":
+        click.echo(json.dumps(rows, default=str, ensure_ascii=False, indent=1))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in rows)
+        click.echo(out.getvalue(), nl=False)
+    else:
+        print_table(columns, [[row[c] for c in columns] for row in rows])
+
+
+def print_table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    """Print rows as a console table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    Console(width=max(120, Console().width)).print(table)
+    click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+# --------------------------------------------------------------------------- db
+
+
+@main.group()
+def db() -> None:
+    """Manage the ClickHouse schema."""
+
+
+@db.command()
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Apply the schema migrations that are not applied yet (safe to run again)."""
+    from trainwire.store.clickhouse import open_store
+
+    with open_store(settings) as store:
+        applied = store.migrate()
+    click.echo(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@main.group()
+def topics() -> None:
+    """Manage Kafka topics."""
+
+
+@topics.command("create")
+@click.option("--partitions", type=int, default=6, show_default=True, help="Partitions per topic.")
+@click.option("--replication", type=int, default=1, show_default=True, help="Replication factor.")
+@click.pass_obj
+def topics_create(settings: Settings, partitions: int, replication: int) -> None:
+    """Create every trainwire topic on Kafka (existing topics are left as they are)."""
+    from trainwire.bus.admin import create_topics
+
+    created = asyncio.run(create_topics(settings, partitions=partitions, replication=replication))
+    for name, status in created.items():
+        click.echo(f"{name}: {status}")
+

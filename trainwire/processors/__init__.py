@@ -1,0 +1,1 @@
+"""Processors: plain-Python stream logic (stats, alerts, filters), driven by the worker runtimes."""

@@ -1,0 +1,1 @@
+"""Producers: everything that puts events on the bus (trainer hooks, LLM callers, importers, probes)."""

@@ -1,0 +1,1 @@
+"""Sinks: where processed records end up (ClickHouse, fine-tuning data files)."""
