@@ -102,6 +102,30 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
     click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
+# --------------------------------------------------------------------------- worker
+
+
+@main.command()
+@click.option("--group", default="trainwire-clickhouse", show_default=True, help="Consumer group name.")
+@click.option("--until-idle", type=float, default=None, help="Exit after this many seconds with no new events.")
+@click.pass_obj
+def worker(settings: Settings, group: str, until_idle: float | None) -> None:
+    """Store every event from the bus in ClickHouse (Ctrl+C stops it cleanly).
+
+    Offsets are committed only after ClickHouse acknowledged the batch; undecodable or refused
+    records go to the dead-letter topic with the reason. While this runs on the embedded chdb,
+    `trainwire sql` from another shell is answered through it.
+    """
+    from trainwire.runtime import run_store_worker
+    from trainwire.store.clickhouse import open_store
+
+    with open_store(settings, own_within_s=60) as store:
+        store.migrate()
+        click.echo(f"worker: {'Kafka ' + settings.kafka if settings.kafka else 'embedded bus'} -> ClickHouse")
+        pipeline = run_store_worker(settings, store, group, idle_exit_s=until_idle)
+    click.echo(f"worker stopped: {pipeline.records_in} records, {pipeline.dead_letters.count} dead letters")
+
+
 # --------------------------------------------------------------------------- db
 
 
@@ -141,3 +165,7 @@ def topics_create(settings: Settings, partitions: int, replication: int) -> None
     for name, status in created.items():
         click.echo(f"{name}: {status}")
 
+
+
+if __name__ == "__main__":
+    main()

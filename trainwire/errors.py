@@ -52,7 +52,15 @@ class BusError(TrainwireError):
 
 
 class StoreError(TrainwireError):
-    """ClickHouse failed or refused a statement."""
+    """ClickHouse failed or refused a statement.
+
+    ``retriable`` is True when the failure is the connection's (server down, timeout), so the
+    same statement may succeed later; False when ClickHouse refused the statement itself.
+    """
+
+    def __init__(self, message: str, *, retriable: bool = False):
+        self.retriable = retriable
+        super().__init__(message)
 
 
 class MissingExtraError(TrainwireError, ImportError):

@@ -24,6 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -95,14 +96,16 @@ class ClientStore(Store):
         self.description = description
         self._lock = threading.RLock()
         self._call(client.command, f"CREATE DATABASE IF NOT EXISTS `{database}`")
-        client.database = database
+        self._call(setattr, client, "database", database)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        from clickhouse_connect.driver.exceptions import ClickHouseError
+        from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
         with self._lock:
             try:
                 return fn(*args, **kwargs)
+            except OperationalError as exc:
+                raise StoreError(f"{self.description}: {_first_line(exc)}", retriable=True) from exc
             except ClickHouseError as exc:
                 raise StoreError(f"{self.description}: {_first_line(exc)}") from exc
 
@@ -128,12 +131,16 @@ def _first_line(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- opening
 
 
-def open_store(settings: Settings | None = None) -> Store:
-    """The store ``settings`` point at: a server, the chdb owner, or a client of the owner."""
+def open_store(settings: Settings | None = None, *, own_within_s: float | None = None) -> Store:
+    """The store ``settings`` point at: a server, the chdb owner, or a client of the owner.
+
+    A long-running process (a worker) passes ``own_within_s`` to wait that long to become the
+    owner of the embedded chdb instead of borrowing it from a process that may exit first.
+    """
     settings = settings or Settings.from_env()
     if settings.clickhouse:
         return _open_server(settings.clickhouse)
-    return _open_embedded(Path(settings.data_dir))
+    return _open_embedded(Path(settings.data_dir), own_within_s)
 
 
 def _open_server(url: str) -> Store:
@@ -163,29 +170,45 @@ _OWNER_FILE = "clickhouse.owner.json"
 _TOKEN_HEADER = "X-Trainwire-Token"
 
 
-def _open_embedded(data_dir: Path) -> Store:
+def _open_embedded(data_dir: Path, own_within_s: float | None) -> Store:
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = open(data_dir / _LOCK_FILE, "a+b")  # noqa: SIM115 - held while this process owns chdb
+    deadline = time.monotonic() + (own_within_s or 0.0)
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if own_within_s is None:
+                lock.close()
+                return RemoteStore.connect(data_dir)
+            if time.monotonic() >= deadline:
+                lock.close()
+                raise StoreError(f"chdb at {data_dir / 'clickhouse'} stayed owned by another process") from None
+            time.sleep(0.1)
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        return EmbeddedStore(data_dir, lock)
+    except Exception:
         lock.close()
-        return RemoteStore.connect(data_dir)
-    try:
-        import clickhouse_connect
-
-        client = clickhouse_connect.get_client(interface="chdb", path=str(data_dir / "clickhouse"))
-    except Exception as exc:
-        lock.close()
-        raise StoreError(f"cannot open chdb at {data_dir / 'clickhouse'}: {_first_line(exc)}") from exc
-    return EmbeddedStore(client, data_dir, lock)
+        raise
 
 
 class EmbeddedStore(ClientStore):
-    """chdb owned by this process, also serving other processes' statements on loopback."""
+    """chdb owned by this process, also serving other processes' statements on loopback.
 
-    def __init__(self, client: Any, data_dir: Path, lock: IO[bytes]):
-        super().__init__(client, DEFAULT_DATABASE, f"chdb {data_dir / 'clickhouse'}")
+    chdb keeps session state (the current database) per thread, so every call runs on one
+    dedicated thread, whichever thread makes it.
+    """
+
+    def __init__(self, data_dir: Path, lock: IO[bytes]):
+        self._chdb_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainwire-chdb")
+        path = data_dir / "clickhouse"
+        try:
+            client = self._chdb_thread.submit(_chdb_client, path).result()
+        except Exception as exc:
+            self._chdb_thread.shutdown()
+            raise StoreError(f"cannot open chdb at {path}: {_first_line(exc)}") from exc
+        super().__init__(client, DEFAULT_DATABASE, f"chdb {path}")
         self.data_dir = data_dir
         self._lock_file = lock
         self._token = secrets.token_hex(16)
@@ -200,15 +223,25 @@ class EmbeddedStore(ClientStore):
             json.dump(owner, handle)
         os.replace(tmp, path)
 
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return self._chdb_thread.submit(super()._call, fn, *args, **kwargs).result()
+
     def close(self) -> None:
         if self._lock_file.closed:
             return
         self._server.shutdown()
         self._server.server_close()
         (self.data_dir / _OWNER_FILE).unlink(missing_ok=True)
-        super().close()
+        self._chdb_thread.submit(self._client.close).result()
+        self._chdb_thread.shutdown()
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
+
+
+def _chdb_client(path: Path) -> Any:
+    import clickhouse_connect
+
+    return clickhouse_connect.get_client(interface="chdb", path=str(path))
 
 
 def _handler_for(store: EmbeddedStore) -> type[BaseHTTPRequestHandler]:
@@ -301,7 +334,9 @@ class RemoteStore(Store):
                 message = str(exc)
             raise StoreError(message) from None
         except OSError as exc:
-            raise StoreError(f"the process owning chdb (pid {self.owner_pid}) did not answer: {exc}") from exc
+            raise StoreError(
+                f"the process owning chdb (pid {self.owner_pid}) did not answer: {exc}", retriable=True
+            ) from exc
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
         body = self._post("/query", json.dumps({"sql": sql, "parameters": parameters}, default=str).encode())

@@ -1,0 +1,158 @@
+"""The event model: every type round-trips exactly; bad payloads name the field at fault."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from trainwire.errors import EventError
+from trainwire.events import (
+    PAYLOAD_TYPES,
+    Alert,
+    Event,
+    Interaction,
+    JudgeRequest,
+    JudgeScore,
+    Logits,
+    Source,
+    TrainStep,
+    decode,
+    encode,
+    new_event_id,
+)
+
+SAMPLES = [
+    Interaction(
+        prompt=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}],
+        completion="4",
+        reward=1.0,
+        rewards={"accuracy": 1.0, "format": 0.5},
+        success=True,
+        latency_ms=12.5,
+        prompt_tokens=9,
+        completion_tokens=1,
+        model="tiny",
+        step=3,
+        group_id="3:0",
+        group_index=1,
+        advantage=-0.25,
+        metadata={"answer": "4", "level": 2, "nested": {"a": [1, 2]}},
+    ),
+    Interaction(prompt="plain text prompt", completion="", success=False, error="timeout"),
+    TrainStep(step=10, epoch=0.5, loss=1.25, grad_norm=3.5, learning_rate=1e-5, metrics={"kl": 0.01, "reward": 0.7}),
+    TrainStep(step=11, loss=math.nan, grad_norm=math.inf, metrics={"entropy": -math.inf}),
+    JudgeRequest(interaction_id=new_event_id(), prompt="q", completion="a", reference="a", step=2, reward=0.0),
+    JudgeScore(
+        interaction_id=new_event_id(),
+        judge_model="judge-1",
+        template_version="default-v1",
+        score=4.0,
+        score_normalized=0.75,
+        reasoning="Mostly right.",
+        raw_output="Score: 4\nReasoning: Mostly right.",
+        latency_ms=200.0,
+    ),
+    JudgeScore(interaction_id="x", judge_model="j", template_version="v", success=False, raw_output="??", error="unparseable"),
+    Logits(model="rl", sample_id="s1", position=4, target_token=" wait", logit=3.5, probability=0.01, rank=12, token_id=77, level=3, correct=False),
+    Alert(rule="grad_norm_explosion", severity="critical", message="grad_norm jumped 50x", step=7, evidence={"grad_norm": 500.0}),
+]
+
+
+def same(a: Event, b: Event) -> bool:
+    """Equality that treats NaN as equal to NaN (via the canonical encoding)."""
+    return encode(a) == encode(b) and type(a.payload) is type(b.payload)
+
+
+@pytest.mark.parametrize("payload", SAMPLES, ids=lambda p: p.EVENT_TYPE)
+def test_every_type_round_trips_exactly(payload) -> None:
+    event = Event(run_id="run-1", payload=payload)
+    back = decode(encode(event))
+    assert same(back, event)
+    assert back.event_type == payload.EVENT_TYPE
+    assert back.ts == event.ts and back.ts.tzinfo is not None
+    if not isinstance(payload, TrainStep):
+        assert back == event
+
+
+def test_every_registered_type_has_a_sample() -> None:
+    assert {p.EVENT_TYPE for p in SAMPLES} == set(PAYLOAD_TYPES)
+
+
+def test_non_finite_floats_survive() -> None:
+    back = decode(encode(Event("r", TrainStep(step=1, loss=math.nan, grad_norm=-math.inf, metrics={"x": math.inf}))))
+    assert math.isnan(back.payload.loss)
+    assert back.payload.grad_norm == -math.inf
+    assert back.payload.metrics["x"] == math.inf
+
+
+def test_envelope_fields() -> None:
+    event = Event(run_id="r", payload=TrainStep(step=1))
+    obj = orjson.loads(encode(event))
+    assert set(obj) == {"event_id", "event_type", "schema_version", "run_id", "source", "ts", "payload"}
+    assert obj["ts"].endswith("Z") and len(obj["ts"]) == len("2026-01-01T00:00:00.000000Z")
+    assert obj["source"] == {"host": event.source.host, "process": event.source.process, "library": "trainwire"}
+    assert event.key == b"r"
+
+
+def test_event_ids_are_uuid7_unique_and_time_ordered() -> None:
+    ids = [new_event_id() for _ in range(20_000)]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert all(i[14] == "7" for i in ids[:10])
+
+
+def _raw(**changes) -> bytes:
+    obj = orjson.loads(encode(Event("r", SAMPLES[0])))
+    for path, value in changes.items():
+        target = obj
+        *parents, leaf = path.split("__")
+        for p in parents:
+            target = target[p]
+        if value is KeyError:
+            del target[leaf]
+        else:
+            target[leaf] = value
+    return orjson.dumps(obj)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"payload__reward": "high"}, "payload.reward: expected a number, got str 'high'"),
+        ({"payload__rewards": {"acc": "x"}}, "payload.rewards.acc: expected a number"),
+        ({"payload__prompt": KeyError}, "payload.prompt: missing"),
+        ({"payload__prompt": [{"content": "hi"}]}, "payload.prompt[0]: expected a chat message with a string 'role'"),
+        ({"payload__success": "yes"}, "payload.success: expected true or false"),
+        ({"payload__step": 1.5}, "payload.step: expected an integer"),
+        ({"payload__surprise": 1}, "payload.surprise: unknown field for interaction"),
+        ({"payload__completion": None}, "payload.completion: must not be null"),
+        ({"event_type": "nope"}, "event_type: unknown event type 'nope'"),
+        ({"ts": "yesterday"}, "ts: 'yesterday' is not an ISO-8601 timestamp"),
+        ({"ts": "2026-01-01T00:00:00"}, "has no time zone"),
+        ({"run_id": KeyError}, "run_id: missing"),
+        ({"schema_version": 99}, "schema_version: 99 is not supported"),
+        ({"source__process": "p"}, "source.process: expected an integer"),
+    ],
+)
+def test_bad_payloads_name_the_field(changes, message) -> None:
+    with pytest.raises(EventError) as info:
+        decode(_raw(**changes), location="logs.jsonl:7")
+    assert message in str(info.value)
+    assert str(info.value).startswith("logs.jsonl:7: ")
+
+
+def test_not_json_and_not_an_object() -> None:
+    with pytest.raises(EventError, match=r"^\(event\): not valid JSON"):
+        decode(b"{oops")
+    with pytest.raises(EventError, match="expected a JSON object, got list"):
+        decode(b"[1, 2]")
+
+
+def test_source_is_per_process_and_library() -> None:
+    assert Source.current() is Source.current()
+    assert Source.current("trl").library == "trl"
+    before = datetime.now(UTC)
+    assert before <= Event("r", TrainStep(step=0)).ts <= datetime.now(UTC)
