@@ -79,24 +79,34 @@ class KafkaConsumer(Consumer):
     def __init__(self, settings: Settings, topics: list[str], group: str, **options: Any):
         self.topics = list(topics)
         self.group = group
-        self._consumer = AIOKafkaConsumer(
-            *self.topics,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
+        self._options = {
+            "group_id": group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
             **settings.kafka_client_options(),
             **options,
-        )
+        }
+        self._consumer: AIOKafkaConsumer | None = None
 
     async def start(self) -> None:
+        # aiokafka binds a client to the running loop, so it is built here rather than in __init__.
+        consumer = AIOKafkaConsumer(*self.topics, **self._options)
         try:
-            await self._consumer.start()
+            await consumer.start()
         except (KafkaError, OSError) as exc:
-            await self._consumer.stop()
+            with contextlib.suppress(KafkaError, OSError):
+                await consumer.stop()
             raise BusError(f"cannot join consumer group {self.group!r}: {exc}") from exc
+        self._consumer = consumer
+
+    @property
+    def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise BusError(f"consumer of group {self.group!r} is not started")
+        return self._consumer
 
     async def getmany(self, timeout_ms: int = 1000, max_records: int = 10_000) -> list[Record]:
-        batches = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        batches = await self._started.getmany(timeout_ms=timeout_ms, max_records=max_records)
         return [
             Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp, tuple(r.headers or ()))
             for records in batches.values()
@@ -105,9 +115,11 @@ class KafkaConsumer(Consumer):
 
     async def commit(self) -> None:
         try:
-            await self._consumer.commit()
+            await self._started.commit()
         except KafkaError as exc:
             raise BusError(f"consumer group {self.group!r} could not commit: {exc}") from exc
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            await consumer.stop()
