@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import read_events, run_pipeline_until
+
 from trainwire.bus import Emitter, open_consumer
 from trainwire.bus.base import Message, Transport
 from trainwire.config import Settings
@@ -25,11 +25,13 @@ from trainwire.topics import event_topics
 
 
 def interactions(n: int, run_id: str = "run-a") -> list[Event]:
-    return [Event(run_id, Interaction(prompt=f"q{i}", completion="a" * 100, reward=i / n, step=i // 8)) for i in range(n)]
+    return [
+        Event(run_id, Interaction(prompt=f"q{i}", completion="a" * 100, reward=i / n, step=i // 8)) for i in range(n)
+    ]
 
 
 def test_emit_then_consume_in_order(embedded_settings: Settings) -> None:
-    events = interactions(500) + [Event("run-a", TrainStep(step=1, loss=0.5))]
+    events = [*interactions(500), Event("run-a", TrainStep(step=1, loss=0.5))]
     with Emitter(embedded_settings) as emitter:
         for e in events:
             emitter.emit(e)
@@ -185,8 +187,17 @@ def test_sql_while_the_worker_owns_chdb(tmp_path: Path) -> None:
         answer = None
         while time.monotonic() < deadline:
             sql = subprocess.run(
-                [sys.executable, "-m", "trainwire.cli", "--data-dir", str(data_dir), "sql", "--format", "json",
-                 "SELECT count() AS n FROM interactions FINAL WHERE run_id = 'live'"],
+                [
+                    sys.executable,
+                    "-m",
+                    "trainwire.cli",
+                    "--data-dir",
+                    str(data_dir),
+                    "sql",
+                    "--format",
+                    "json",
+                    "SELECT count() AS n FROM interactions FINAL WHERE run_id = 'live'",
+                ],
                 capture_output=True,
                 text=True,
             )
@@ -196,8 +207,15 @@ def test_sql_while_the_worker_owns_chdb(tmp_path: Path) -> None:
             time.sleep(0.3)
         assert answer is not None, (sql.stdout, sql.stderr)
         table = subprocess.run(
-            [sys.executable, "-m", "trainwire.cli", "--data-dir", str(data_dir), "sql",
-             "SELECT run_id, count() AS n FROM interactions FINAL GROUP BY run_id"],
+            [
+                sys.executable,
+                "-m",
+                "trainwire.cli",
+                "--data-dir",
+                str(data_dir),
+                "sql",
+                "SELECT run_id, count() AS n FROM interactions FINAL GROUP BY run_id",
+            ],
             capture_output=True,
             text=True,
         )

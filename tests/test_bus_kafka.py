@@ -8,6 +8,7 @@ from pathlib import Path
 
 from conftest import local_broker
 from helpers import read_events, run_pipeline_until
+
 from trainwire.bus import Emitter
 from trainwire.bus.admin import create_topics
 from trainwire.config import Settings
@@ -24,7 +25,9 @@ def mixed_events(n: int, run_ids: tuple[str, ...] = ("run-1", "run-2", "run-3"))
         if i % 10 == 9:
             events.append(Event(run, TrainStep(step=i, loss=1.0 / (i + 1), learning_rate=1e-5)))
         elif i % 10 == 8:
-            events.append(Event(run, JudgeScore(interaction_id=f"i{i}", judge_model="j", template_version="v1", score=3.0)))
+            events.append(
+                Event(run, JudgeScore(interaction_id=f"i{i}", judge_model="j", template_version="v1", score=3.0))
+            )
         else:
             events.append(Event(run, Interaction(prompt=f"q{i}", completion="x" * 200, reward=i % 3, step=i // 12)))
     return events

@@ -65,7 +65,9 @@ def test_cli_help_explains_every_subcommand() -> None:
 
 
 def test_cli_flags_win_over_environment(tmp_path: Path) -> None:
-    result = CliRunner(env={"TRAINWIRE_CLICKHOUSE": "nonsense"}).invoke(main, ["--clickhouse", "ftp://x", "db", "migrate"])
+    result = CliRunner(env={"TRAINWIRE_CLICKHOUSE": "nonsense"}).invoke(
+        main, ["--clickhouse", "ftp://x", "db", "migrate"]
+    )
     assert result.exit_code == 2 and "clickhouse: 'ftp://x' is not" in result.output
     ok = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "db", "migrate"])
     assert ok.exit_code == 0 and "applied: 0001_events" in ok.output

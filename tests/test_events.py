@@ -55,9 +55,28 @@ SAMPLES = [
         raw_output="Score: 4\nReasoning: Mostly right.",
         latency_ms=200.0,
     ),
-    JudgeScore(interaction_id="x", judge_model="j", template_version="v", success=False, raw_output="??", error="unparseable"),
-    Logits(model="rl", sample_id="s1", position=4, target_token=" wait", logit=3.5, probability=0.01, rank=12, token_id=77, level=3, correct=False),
-    Alert(rule="grad_norm_explosion", severity="critical", message="grad_norm jumped 50x", step=7, evidence={"grad_norm": 500.0}),
+    JudgeScore(
+        interaction_id="x", judge_model="j", template_version="v", success=False, raw_output="??", error="unparseable"
+    ),
+    Logits(
+        model="rl",
+        sample_id="s1",
+        position=4,
+        target_token=" wait",
+        logit=3.5,
+        probability=0.01,
+        rank=12,
+        token_id=77,
+        level=3,
+        correct=False,
+    ),
+    Alert(
+        rule="grad_norm_explosion",
+        severity="critical",
+        message="grad_norm jumped 50x",
+        step=7,
+        evidence={"grad_norm": 500.0},
+    ),
 ]
 
 

@@ -16,7 +16,8 @@ def schema_snapshot(store) -> list[tuple]:
     return [
         tuple(r.values())
         for r in store.query_rows(
-            "SELECT name, engine, create_table_query FROM system.tables WHERE database = currentDatabase() ORDER BY name"
+            "SELECT name, engine, create_table_query FROM system.tables"
+            " WHERE database = currentDatabase() ORDER BY name"
         )
     ]
 
@@ -44,7 +45,8 @@ def test_tables_match_the_event_model(embedded_settings: Settings) -> None:
             )
             assert {r["name"]: r["type"] for r in rows} == dict(expected_columns(payload_cls)), payload_cls.TOPIC
             engine = store.query_rows(
-                "SELECT engine, sorting_key FROM system.tables WHERE database = currentDatabase() AND name = {t:String}",
+                "SELECT engine, sorting_key FROM system.tables"
+                " WHERE database = currentDatabase() AND name = {t:String}",
                 {"t": payload_cls.TOPIC},
             )[0]
             assert engine["engine"] == "ReplacingMergeTree"
@@ -83,12 +85,14 @@ def test_second_process_is_routed_through_the_owner(embedded_settings: Settings)
         assert isinstance(store, EmbeddedStore)
         store.migrate()
         store.insert_events([Event("r", TrainStep(step=1))])
-        out = subprocess.run([sys.executable, "-c", code, str(embedded_settings.data_dir)], capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(embedded_settings.data_dir)], capture_output=True, text=True
+        )
         assert out.stdout.strip() == 'RemoteStore [{"n": 1}]', out.stderr
         remote = RemoteStore.connect(embedded_settings.data_dir)
         remote.insert_events([Event("r", TrainStep(step=2))])
         assert store.query_rows("SELECT count() AS n FROM train_steps FINAL") == [{"n": 2}]
-        with pytest.raises(StoreError, match="UNKNOWN_TABLE|Unknown table"):
+        with pytest.raises(StoreError, match=r"UNKNOWN_TABLE|Unknown table"):
             remote.query_rows("SELECT * FROM missing_table")
 
 

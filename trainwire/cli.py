@@ -166,6 +166,5 @@ def topics_create(settings: Settings, partitions: int, replication: int) -> None
         click.echo(f"{name}: {status}")
 
 
-
 if __name__ == "__main__":
     main()

@@ -191,17 +191,19 @@ class Payload:
     _FLOATS: ClassVar[tuple[str, ...]]
     _FLOAT_MAPS: ClassVar[tuple[str, ...]]
 
-    def to_json_dict(self) -> dict[str, Any]:
-        """The payload as a JSON-ready dict (non-finite floats as text)."""
+    def to_json(self) -> Payload | dict[str, Any]:
+        """What orjson serializes: the dataclass itself, or a dict with non-finite floats as text."""
+        if all(v is None or math.isfinite(v) for v in map(self.__getattribute__, self._FLOATS)) and all(
+            math.isfinite(v) for name in self._FLOAT_MAPS for v in getattr(self, name).values()
+        ):
+            return self
         out = {f.name: getattr(self, f.name) for f in self.FIELDS}
         for name in self._FLOATS:
             value = out[name]
             if value is not None and not math.isfinite(value):
                 out[name] = _finite_or_text(value)
         for name in self._FLOAT_MAPS:
-            values = out[name]
-            if not all(math.isfinite(v) for v in values.values()):
-                out[name] = {k: _finite_or_text(v) for k, v in values.items()}
+            out[name] = {k: _finite_or_text(v) for k, v in out[name].items()}
         return out
 
     @classmethod
@@ -232,7 +234,7 @@ class Payload:
 PAYLOAD_TYPES: dict[str, type[Payload]] = {}
 
 
-def payload_type(event_type: str, topic: str):  # noqa: ANN201 - decorator
+def payload_type(event_type: str, topic: str):
     """Register a payload dataclass under ``event_type``, stored in topic/table ``topic``."""
 
     def register(cls: type[Payload]) -> type[Payload]:
@@ -390,7 +392,7 @@ def encode(event: Event) -> bytes:
             "run_id": event.run_id,
             "source": event.source,
             "ts": event.ts,
-            "payload": event.payload.to_json_dict(),
+            "payload": event.payload.to_json(),
         },
         option=orjson.OPT_UTC_Z,
     )

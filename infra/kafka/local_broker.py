@@ -155,7 +155,9 @@ class LocalBroker:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Kafka broker exited with {self.process.returncode}; see {self.data_dir}/broker.log")
+                raise RuntimeError(
+                    f"Kafka broker exited with {self.process.returncode}; see {self.data_dir}/broker.log"
+                )
             if port_open(self.port):
                 return self
             time.sleep(0.2)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -93,6 +94,7 @@ class Emitter:
         linger_ms: how long the thread waits for more events before sending a partial batch.
         close_timeout_s: the deadline of ``close()`` (and of the exit hook).
         retry_backoff_s: first and largest wait between reconnection attempts.
+        max_inflight: batches handed to the bus and not yet acknowledged, at most.
     """
 
     def __init__(
@@ -105,6 +107,7 @@ class Emitter:
         linger_ms: int = 20,
         close_timeout_s: float = 10.0,
         retry_backoff_s: tuple[float, float] = (0.25, 5.0),
+        max_inflight: int = 8,
     ):
         self.settings = settings or Settings.from_env()
         self._transport = transport or make_transport(self.settings)
@@ -113,6 +116,7 @@ class Emitter:
         self._linger_s = linger_ms / 1000
         self._close_timeout_s = close_timeout_s
         self._backoff_min, self._backoff_max = retry_backoff_s
+        self._max_inflight = max_inflight
         target = "local" if self.settings.embedded_bus else str(self.settings.kafka)
         self._spool = Spool(spool_dir(self.settings.data_dir, target))
         self._log = _RateLimitedLog()
@@ -131,6 +135,8 @@ class Emitter:
         self._closed = False
         self._deadline = float("inf")
         self._sent = self._spooled = self._replayed = self._failed = 0
+        self._connected = False
+        self._inflight: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ caller side
 
@@ -224,10 +230,8 @@ class Emitter:
     def _wake(self) -> None:
         loop, wake = self._loop, self._wake_async
         if loop is not None and wake is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop already stopped
                 loop.call_soon_threadsafe(wake.set)
-            except RuntimeError:  # the loop already stopped
-                pass
 
     def _spill(self, event: Event) -> None:
         self._spill_many([event])
@@ -265,7 +269,6 @@ class Emitter:
     async def _run(self, started: threading.Event) -> None:
         self._wake_async = asyncio.Event()
         started.set()
-        connected = False
         next_attempt = 0.0
         backoff = self._backoff_min
         try:
@@ -276,28 +279,28 @@ class Emitter:
             self._log.warning("adopt", "trainwire: cannot read old spools: %s", exc)
         while True:
             if not (self._queue or self._flush_waiters or self._closing):
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake_async.wait(), self._linger_s)
-                except TimeoutError:
-                    pass
                 self._wake_async.clear()
             past_deadline = time.monotonic() >= self._deadline
-            if not connected and not past_deadline and time.monotonic() >= next_attempt:
+            if not self._connected and not past_deadline and time.monotonic() >= next_attempt:
                 try:
                     await asyncio.wait_for(self._transport.start(), self._remaining(30.0))
-                    connected, backoff = True, self._backoff_min
+                    self._connected, backoff = True, self._backoff_min
                 except (BusError, TimeoutError) as exc:
                     next_attempt = time.monotonic() + backoff
                     backoff = min(backoff * 2, self._backoff_max)
                     self._log.warning("connect", "trainwire: bus unreachable, spooling events: %s", exc)
-            if connected and self._spool.pending:
-                connected = await self._replay()
-            connected = await self._drain(connected and not past_deadline)
+            if self._connected and self._spool.pending and not self._inflight:
+                await self._replay()
+            await self._drain(past_deadline)
+            if self._flush_waiters or self._closing:
+                await self._settle()
             if self._flush_waiters:
                 self._release_flush_waiters(only_if_drained=True)
-            if self._closing and not self._queue and (not self._spool.pending or not connected or past_deadline):
+            if self._closing and not self._queue and (not self._spool.pending or not self._connected or past_deadline):
                 break
-        if connected:
+        if self._connected:
             try:
                 await asyncio.wait_for(self._transport.stop(), self._remaining(5.0))
             except (BusError, TimeoutError, OSError) as exc:
@@ -306,42 +309,51 @@ class Emitter:
     def _remaining(self, cap: float) -> float:
         return max(0.1, min(cap, self._deadline - time.monotonic()))
 
-    async def _replay(self) -> bool:
-        """Send spooled messages in order; return whether the bus is still good."""
-        while self._spool.pending:
+    async def _settle(self) -> None:
+        """Wait until every batch in flight is delivered or spooled."""
+        while self._inflight:
+            await asyncio.wait(set(self._inflight))
+
+    async def _replay(self) -> None:
+        """Send spooled messages in order, one batch at a time, while the bus takes them."""
+        while self._spool.pending and self._connected:
             messages, cursor = self._spool.peek(self._batch_size)
             if not messages:
-                return True
-            try:
-                failed = await asyncio.wait_for(self._transport.send_batch(messages), self._remaining(60.0))
-            except TimeoutError:
-                failed = messages
+                return
+            failed = await self._send(messages)
             if failed:
                 await self._disconnect()
-                return False
+                return
             self._spool.advance(cursor, len(messages))
             self._replayed += len(messages)
-        return True
 
-    async def _drain(self, connected: bool) -> bool:
-        """Send (or spool) everything queued now; return whether the bus is still good."""
+    async def _drain(self, past_deadline: bool) -> None:
+        """Hand everything queued now to the bus (up to ``max_inflight`` batches at once) or the spool."""
         queue = self._queue
         while queue:
             batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
             messages = self._encode(batch)
-            if connected and not self._spool.pending:
-                try:
-                    failed = await asyncio.wait_for(self._transport.send_batch(messages), self._remaining(60.0))
-                except TimeoutError:
-                    failed = messages
-                self._sent += len(messages) - len(failed)
-                if failed:
-                    await self._disconnect()
-                    connected = False
-                    self._spool_messages(failed)
+            if len(self._inflight) >= self._max_inflight:
+                await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
+            if self._connected and not self._spool.pending and not past_deadline:
+                task = asyncio.create_task(self._deliver(messages))
+                self._inflight.add(task)
+                task.add_done_callback(self._inflight.discard)
             else:
                 self._spool_messages(messages)
-        return connected
+
+    async def _deliver(self, messages: list[Message]) -> None:
+        failed = await self._send(messages)
+        self._sent += len(messages) - len(failed)
+        if failed:
+            self._spool_messages(failed)
+            await self._disconnect()
+
+    async def _send(self, messages: list[Message]) -> list[Message]:
+        try:
+            return await asyncio.wait_for(self._transport.send_batch(messages), self._remaining(60.0))
+        except TimeoutError:
+            return messages
 
     def _spool_messages(self, messages: list[Message]) -> None:
         try:
@@ -350,7 +362,11 @@ class Emitter:
         except OSError as exc:
             self._failed += len(messages)
             self._log.warning(
-                "spool", "trainwire: cannot write the spool %s, %d events lost: %s", self._spool.path, len(messages), exc
+                "spool",
+                "trainwire: cannot write the spool %s, %d events lost: %s",
+                self._spool.path,
+                len(messages),
+                exc,
             )
 
     def _encode(self, events: list[Event]) -> list[Message]:
@@ -367,10 +383,11 @@ class Emitter:
         return messages
 
     async def _disconnect(self) -> None:
-        try:
+        if not self._connected:
+            return
+        self._connected = False
+        with contextlib.suppress(BusError, TimeoutError, OSError):
             await asyncio.wait_for(self._transport.stop(), 5.0)
-        except (BusError, TimeoutError, OSError):
-            pass
 
     def _sync(self) -> None:
         try:
@@ -382,7 +399,7 @@ class Emitter:
     def _release_flush_waiters(self, only_if_drained: bool = False) -> None:
         """Wake ``flush()`` callers; with ``only_if_drained``, only once everything they emitted is out."""
         with self._waiters_lock:
-            if only_if_drained and self._queue:
+            if only_if_drained and (self._queue or self._inflight):
                 return
             waiters, self._flush_waiters = self._flush_waiters, []
         if only_if_drained:
