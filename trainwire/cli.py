@@ -166,5 +166,20 @@ def topics_create(settings: Settings, partitions: int, replication: int) -> None
         click.echo(f"{name}: {status}")
 
 
+# --------------------------------------------------------------------------- commands of the parts
+
+
+def _register_parts() -> None:
+    """Add the subcommands that live next to the code they run."""
+    from trainwire.producers.importers import import_command
+    from trainwire.sinks.dataset import export_command
+
+    main.add_command(import_command)
+    main.add_command(export_command)
+
+
+_register_parts()
+
+
 if __name__ == "__main__":
     main()

@@ -192,11 +192,15 @@ class Payload:
     _FLOAT_MAPS: ClassVar[tuple[str, ...]]
 
     def to_json(self) -> Payload | dict[str, Any]:
-        """What orjson serializes: the dataclass itself, or a dict with non-finite floats as text."""
+        """What orjson serializes: the dataclass itself, or, with non-finite floats, :meth:`to_json_dict`."""
         if all(v is None or math.isfinite(v) for v in map(self.__getattribute__, self._FLOATS)) and all(
             math.isfinite(v) for name in self._FLOAT_MAPS for v in getattr(self, name).values()
         ):
             return self
+        return self.to_json_dict()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The payload as a JSON-ready dict (non-finite floats as text); :meth:`from_json_dict` reads it."""
         out = {f.name: getattr(self, f.name) for f in self.FIELDS}
         for name in self._FLOATS:
             value = out[name]
@@ -352,6 +356,52 @@ class Alert(Payload):
     message: str = field(metadata=spec(Kind.STR))
     step: int | None = field(default=None, metadata=spec(Kind.INT))
     evidence: dict[str, Any] = field(default_factory=dict, metadata=spec(Kind.JSON))
+
+
+@payload_type("reward_stats", "reward_stats")
+@dataclass(slots=True)
+class RewardStatsPayload(Payload):
+    """Rolling statistics of one reward function over one window (published by the stats worker).
+
+    ``window`` is ``steps:N`` (tumbling over N steps) or ``time:Ss`` (sliding over S seconds);
+    ``reward_fn`` is a reward function's name, or ``total``. Times are Unix microseconds.
+    """
+
+    window_start_us: int = field(metadata=spec(Kind.INT))
+    window_end_us: int = field(metadata=spec(Kind.INT))
+    window: str = field(metadata=spec(Kind.STR))
+    reward_fn: str = field(metadata=spec(Kind.STR))
+    step_start: int | None = field(default=None, metadata=spec(Kind.INT))
+    step_end: int | None = field(default=None, metadata=spec(Kind.INT))
+    count: int = field(default=0, metadata=spec(Kind.INT))
+    nonfinite: int = field(default=0, metadata=spec(Kind.INT))
+    mean: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    std: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    min: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    max: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    p10: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    p50: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    p90: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+
+
+@payload_type("group_stats", "group_stats")
+@dataclass(slots=True)
+class GroupStatsPayload(Payload):
+    """GRPO group statistics of one training step (see ``trainwire.processors.stats.GroupStats``)."""
+
+    step: int = field(metadata=spec(Kind.INT))
+    interactions: int = field(default=0, metadata=spec(Kind.INT))
+    groups: int = field(default=0, metadata=spec(Kind.INT))
+    zero_variance_groups: int = field(default=0, metadata=spec(Kind.INT))
+    zero_variance_share: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    mean_group_std: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    reward_mean: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    reward_std: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    length_reward_corr: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    judge_pairs: int = field(default=0, metadata=spec(Kind.INT))
+    judge_pearson: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    judge_spearman: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    judge_median_agreement: float | None = field(default=None, metadata=spec(Kind.FLOAT))
 
 
 # --------------------------------------------------------------------------- the envelope

@@ -12,9 +12,6 @@ from trainwire.events import PAYLOAD_TYPES
 DEAD_LETTER = "dead_letter"
 """Records that could not be processed or stored, with the reason in a header."""
 
-REWARD_STATS = "reward_stats"
-"""Rolling reward statistics published by the stats worker."""
-
 
 def topic_name(prefix: str, name: str) -> str:
     """The full topic name for ``name`` under ``prefix``."""
@@ -32,5 +29,5 @@ def event_topics(prefix: str) -> list[str]:
 
 
 def all_topics(prefix: str) -> list[str]:
-    """Every topic trainwire uses: the event topics, then the stats and dead-letter topics."""
-    return [*event_topics(prefix), topic_name(prefix, REWARD_STATS), topic_name(prefix, DEAD_LETTER)]
+    """Every topic trainwire uses: the event topics, then the dead-letter topic."""
+    return [*event_topics(prefix), topic_name(prefix, DEAD_LETTER)]

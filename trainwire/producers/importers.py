@@ -1,0 +1,794 @@
+"""Import LLM logs people already have: ``trainwire import PATH...``.
+
+Two families of files are understood, recognised per record:
+
+- **GRPO interaction logs** (seed 000): ``llm_logs_YYYYMMDD_HHMMSS.jsonl`` (one record per line)
+  and ``llm_logs_complete_YYYYMMDD_HHMMSS.json`` (a JSON array of the same records). A record is
+  ``{"timestamp", "prompt", "completion", "reward", "metadata"}``.
+- **LLM call logs** (seed 001): ``.jsonl`` files anywhere under a directory, a line per call with
+  ``success``, ``prompt`` (may be missing or empty: ``current_batch_content`` stands in) and
+  ``response`` (an object whose ``answer`` is the output; may be missing).
+
+Every record becomes one ``interaction`` event. Fields of the record that name an Interaction
+field (``step``, ``model``, ``error``, ``rewards``, ...) fill it; everything else is kept in
+``metadata``. The record's ``timestamp`` (ISO-8601, or Unix seconds/milliseconds; a time without
+a zone is read in ``--timezone``, default the local zone, as ``datetime.now()`` wrote it) becomes
+the event time; a record without one gets the file's modification time.
+
+A file whose first non-blank character is ``[`` is read as a JSON array, anything else as JSON
+lines, whatever its name. A directory is searched recursively for ``*.jsonl``, ``*.ndjson`` and
+``llm_logs_complete_*.json`` (other ``.json`` files are imported only when named).
+
+The import streams (memory stays flat on a file of many GB) and is idempotent twice over:
+
+- each event's id is derived from the run id and the record's content (a UUIDv7 whose time is
+  the record's and whose other bits are a SHA-256 of the record), so an event imported twice is
+  the same row and collapses in ClickHouse (``FINAL``); the ``.jsonl`` and ``_complete_.json``
+  files of one seed-000 run hold the same records and give the same events;
+- a ledger, ``{data_dir}/imports/ledger.jsonl``, records each imported file's path, size and
+  SHA-256; importing it again skips what was imported (reported as "already imported"), and a
+  ``.jsonl`` that has grown since (a training run still writing it) is imported from where the
+  last import stopped. ``--force`` ignores the ledger.
+
+A corrupt line is reported with its file and line number and the import goes on. A JSON array
+cannot be resynchronised after a corrupt element, so its records up to the fault are imported
+and the rest of that file is reported.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import fcntl
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+
+from trainwire.bus import Emitter
+from trainwire.config import Settings
+from trainwire.errors import EventError
+from trainwire.events import Event, Interaction, Source
+from trainwire.producers.api import make_interaction
+
+__all__ = [
+    "ImportSummary",
+    "Importer",
+    "SkipRecord",
+    "default_run_id",
+    "import_command",
+    "import_paths",
+    "parse_timestamp",
+    "record_event_id",
+    "record_to_interaction",
+]
+
+CHUNK = 1 << 20
+"""Bytes read at a time from a JSON array file (and when hashing)."""
+
+BACKPRESSURE_QUEUE = 20_000
+"""When this many events wait in the emitter's queue, the import waits for it to drain."""
+
+MAX_ERRORS_KEPT = 100
+"""Error messages kept for the summary (all are counted)."""
+
+LIBRARY = "trainwire.import"
+TIMESTAMP_KEYS = ("timestamp", "ts", "time", "created_at", "datetime")
+DIRECTORY_PATTERNS = ("*.jsonl", "*.ndjson", "llm_logs_complete_*.json")
+
+ALREADY_IMPORTED = "already imported"
+NO_PROMPT = "no prompt (neither prompt nor current_batch_content)"
+
+
+class SkipRecord(Exception):
+    """A well-formed record that is not imported, with the reason (counted in the summary)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
+
+
+# --------------------------------------------------------------------------- one record
+
+
+def parse_timestamp(value: Any, tz: tzinfo | None = None) -> datetime | None:
+    """A record's timestamp as an aware UTC datetime, or None when it cannot be read.
+
+    ISO-8601 text (a time without an offset is in ``tz``, default the local zone), or a number of
+    Unix seconds (milliseconds when above 10^11).
+    """
+    if isinstance(value, str):
+        try:
+            ts = datetime.fromisoformat(value.strip())
+        except ValueError:
+            return None
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=tz) if tz is not None else ts.astimezone()
+        return ts.astimezone(UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        seconds = value / 1000 if abs(value) > 1e11 else value
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            return None
+    return None
+
+
+def _answer_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    return orjson.dumps(value, default=str).decode()
+
+
+def record_to_interaction(obj: Any, path: str = "record") -> tuple[Interaction, str]:
+    """Turn one log record into an :class:`Interaction`; also say which family it is.
+
+    Returns ``(interaction, kind)`` with ``kind`` ``"grpo"`` (seed 000) or ``"llm_call"`` (seed
+    001). Raises :class:`SkipRecord` for a record with no prompt at all and :class:`EventError`
+    (naming the field) for one that is malformed. The timestamp is not read here.
+    """
+    if not isinstance(obj, dict):
+        raise EventError(path, f"expected a JSON object, got {type(obj).__name__}")
+    llm_call = "completion" not in obj and ("response" in obj or "current_batch_content" in obj or "success" in obj)
+    consumed = {"prompt", "completion", "reward", "metadata", "response", "success"}
+    extra_meta: dict[str, Any] = {}
+    prompt = obj.get("prompt")
+    if prompt is None or prompt == "" or prompt == []:
+        prompt = obj.get("current_batch_content")
+        if prompt is None or prompt == "" or prompt == []:
+            raise SkipRecord(NO_PROMPT)
+        consumed.add("current_batch_content")
+        extra_meta["prompt_source"] = "current_batch_content"
+    if "completion" in obj:
+        completion = obj["completion"]
+    elif "response" in obj:
+        response = obj["response"]
+        if isinstance(response, dict):
+            completion = _answer_text(response.get("answer"))
+            rest = {k: v for k, v in response.items() if k != "answer"}
+            if rest:
+                extra_meta["response"] = rest
+        else:
+            completion = _answer_text(response)
+    else:
+        completion = ""
+    fields: dict[str, Any] = {k: v for k, v in obj.items() if k not in consumed}
+    if "success" in obj:
+        success = obj["success"]
+        if not isinstance(success, bool):
+            raise EventError(f"{path}.success", f"expected true or false, got {success!r}"[:120])
+        fields["success"] = success
+    metadata = obj.get("metadata")
+    if metadata is None:
+        metadata = {}
+    elif not isinstance(metadata, dict):
+        metadata = {"metadata": metadata}
+    if extra_meta:
+        metadata = {**metadata, **extra_meta}
+    interaction = make_interaction(
+        prompt, completion, obj.get("reward"), metadata, fields, path=path, lenient=True, sanitize=False
+    )
+    return interaction, "llm_call" if llm_call else "grpo"
+
+
+def _canonical(obj: Any) -> bytes:
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
+
+
+def record_event_id(run_id: str, record: Any, ts: datetime) -> str:
+    """The deterministic event id of ``record`` in ``run_id``: a UUIDv7 with the record's time.
+
+    Its 48 time bits are ``ts`` in Unix milliseconds (so ids still sort by time); its other 74
+    bits come from SHA-256 over the run id and the record's canonical JSON (keys sorted), so the
+    same record gives the same id whichever file, line or format it was read from.
+    """
+    raw = bytearray(hashlib.sha256(run_id.encode() + b"\0" + _canonical(record)).digest()[:16])
+    raw[0:6] = (int(ts.timestamp() * 1000) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+    raw[6] = 0x70 | (raw[6] & 0x0F)  # version 7
+    raw[8] = 0x80 | (raw[8] & 0x3F)  # RFC 4122 variant
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_RUN_SAFE = re.compile(r"[^A-Za-z0-9_.:-]+")
+
+
+def default_run_id(path: Path) -> str:
+    """The run a file's records belong to when ``--run`` is not given: the file name without suffix.
+
+    ``llm_logs_complete_20251013_113045.json`` gives ``llm_logs_20251013_113045``, the same run as
+    the streaming ``llm_logs_20251013_113045.jsonl`` it completes.
+    """
+    stem = path.name
+    for suffix in (".jsonl", ".ndjson", ".json"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    if stem.startswith("llm_logs_complete_"):
+        stem = "llm_logs_" + stem[len("llm_logs_complete_") :]
+    return _RUN_SAFE.sub("_", stem).strip("_") or "import"
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _sniff_array(path: Path) -> bool:
+    """Whether the file's first non-blank character is ``[`` (a JSON array)."""
+    with open(path, "rb") as handle:
+        while True:
+            data = handle.read(4096)
+            if not data:
+                return False
+            stripped = data.lstrip(b" \t\r\n\xef\xbb\xbf")
+            if stripped:
+                return stripped[:1] == b"["
+
+
+class _ArrayError(Exception):
+    def __init__(self, line: int, index: int, problem: str):
+        self.line = line
+        self.index = index
+        self.problem = problem
+
+
+_WS = re.compile(r"[ \t\r\n]*")
+
+
+def iter_json_array(handle: IO[bytes], hasher: Any = None, chunk: int = CHUNK) -> Iterator[tuple[int, int, Any]]:
+    """Stream the elements of a top-level JSON array: ``(index, line, value)``, in constant memory.
+
+    Reads ``chunk`` bytes at a time (feeding each to ``hasher`` when given) and decodes elements
+    with :meth:`json.JSONDecoder.raw_decode`. Raises :class:`_ArrayError` (with the line) on
+    malformed or truncated input; the elements before it have been yielded.
+    """
+    decoder = json.JSONDecoder()
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    buf, pos, line, eof = "", 0, 1, False
+    want = chunk
+
+    def fill() -> None:
+        nonlocal buf, pos, eof, want
+        data = handle.read(want)
+        if hasher is not None and data:
+            hasher.update(data)
+        text = utf8.decode(data, final=not data)
+        if not data:
+            eof = True
+        buf = buf[pos:] + text
+        pos = 0
+
+    def skip_ws() -> None:
+        nonlocal pos, line
+        while True:
+            end = _WS.match(buf, pos).end()
+            line += buf.count("\n", pos, end)
+            pos = end
+            if pos < len(buf) or eof:
+                return
+            fill()
+
+    fill()
+    if buf.startswith("\ufeff"):
+        pos = 1
+    skip_ws()
+    if buf[pos : pos + 1] != "[":
+        raise _ArrayError(line, 0, "expected a JSON array")
+    pos += 1
+    index = 0
+    skip_ws()
+    if buf[pos : pos + 1] == "]":
+        return
+    while True:
+        while True:
+            try:
+                value, end = decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as exc:
+                if eof:
+                    problem = "the file ends inside it" if exc.pos >= len(buf) else exc.msg
+                    raise _ArrayError(line, index, f"not valid JSON: {problem}") from None
+                want = min(want * 2, 64 << 20)
+                fill()
+                continue
+            if end >= len(buf) and not eof:  # a number may go on in the next chunk
+                want = min(want * 2, 64 << 20)
+                fill()
+                continue
+            break
+        want = chunk
+        start_line = line
+        line += buf.count("\n", pos, end)
+        pos = end
+        yield index, start_line, value
+        index += 1
+        skip_ws()
+        sep = buf[pos : pos + 1]
+        if sep == ",":
+            pos += 1
+            skip_ws()
+            continue
+        if sep == "]":
+            pos += 1
+            skip_ws()
+            if pos < len(buf):
+                raise _ArrayError(line, index, "unexpected text after the end of the array")
+            return
+        if not sep:
+            raise _ArrayError(line, index, "the file ends inside the array (truncated?)")
+        raise _ArrayError(line, index, f"expected ',' or ']' after record {index}, found {sep!r}")
+
+
+def _loads(line: bytes) -> Any:
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        # Python's json writes NaN and Infinity, which orjson refuses; accept them here.
+        return json.loads(line)
+
+
+# --------------------------------------------------------------------------- the ledger
+
+
+class Ledger:
+    """What was imported: an append-only JSON-lines file of (path, size, sha256, counts) entries."""
+
+    def __init__(self, data_dir: Path):
+        self.path = Path(data_dir) / "imports" / "ledger.jsonl"
+        self._entries: list[dict[str, Any]] = []
+        if self.path.exists():
+            with open(self.path, "rb") as handle:
+                for raw in handle:
+                    try:
+                        entry = orjson.loads(raw)
+                    except orjson.JSONDecodeError:
+                        continue  # a torn last line of an interrupted write
+                    if isinstance(entry, dict) and {"path", "size", "sha256"} <= entry.keys():
+                        self._entries.append(entry)
+
+    def latest_for(self, path: str) -> dict[str, Any] | None:
+        """The most recent entry for ``path`` (an absolute path)."""
+        for entry in reversed(self._entries):
+            if entry["path"] == path:
+                return entry
+        return None
+
+    def with_content(self, size: int, sha256: str) -> dict[str, Any] | None:
+        """An entry for a complete file of this size and hash, under any path (a moved or copied file)."""
+        for entry in reversed(self._entries):
+            if entry["size"] == size and entry["sha256"] == sha256 and entry.get("complete"):
+                return entry
+        return None
+
+    def sizes(self) -> set[int]:
+        """Sizes of the complete files recorded."""
+        return {e["size"] for e in self._entries if e.get("complete")}
+
+    def add(self, entry: dict[str, Any]) -> None:
+        """Append ``entry`` (locked, so concurrent imports do not interleave lines)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                handle.write(orjson.dumps(entry) + b"\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        self._entries.append(entry)
+
+
+def _hash_prefix(path: Path, size: int) -> Any:
+    """A SHA-256 object fed the first ``size`` bytes of ``path``."""
+    hasher = hashlib.sha256()
+    remaining = size
+    with open(path, "rb") as handle:
+        while remaining > 0:
+            data = handle.read(min(CHUNK, remaining))
+            if not data:
+                break
+            hasher.update(data)
+            remaining -= len(data)
+    return hasher
+
+
+# --------------------------------------------------------------------------- the import
+
+
+@dataclass
+class ImportSummary:
+    """What an import did: counts by outcome, by run and by record family, and the errors."""
+
+    files: int = 0
+    imported: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    error_count: int = 0
+    runs: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
+    notes: Counter[str] = field(default_factory=Counter)
+    files_skipped: int = 0
+
+    def error(self, message: str) -> None:
+        """Count an error; keep its message while fewer than :data:`MAX_ERRORS_KEPT` are kept."""
+        self.error_count += 1
+        if len(self.errors) < MAX_ERRORS_KEPT:
+            self.errors.append(message)
+
+    def lines(self) -> list[str]:
+        """The summary as text lines for the console."""
+        kinds = {"grpo": "GRPO interaction log", "llm_call": "LLM call log"}
+        out = [f"imported {self.imported} record{'s' if self.imported != 1 else ''} from {self.files} file(s)"]
+        for kind, count in sorted(self.kinds.items()):
+            out.append(f"  {kinds.get(kind, kind)}: {count}")
+        if self.runs:
+            out.append("runs: " + ", ".join(f"{run} ({count})" for run, count in sorted(self.runs.items())))
+        total_skipped = sum(self.skipped.values())
+        if total_skipped or self.files_skipped:
+            out.append(f"skipped {total_skipped} record{'s' if total_skipped != 1 else ''}:")
+            for reason, count in self.skipped.most_common():
+                out.append(f"  {reason}: {count}")
+            if self.files_skipped:
+                out.append(f"  ({self.files_skipped} file(s) already imported in full)")
+        for note, count in self.notes.most_common():
+            out.append(f"note: {note}: {count}")
+        if self.error_count:
+            out.append(f"errors: {self.error_count} record(s) could not be imported:")
+            out.extend(f"  {message}" for message in self.errors)
+            if self.error_count > len(self.errors):
+                out.append(f"  ... and {self.error_count - len(self.errors)} more")
+        return out
+
+
+class Importer:
+    """Imports log files into the bus through one emitter, keeping the ledger and a summary.
+
+    Args:
+        settings: where the ledger lives (``data_dir``) and, without ``emitter``, where events go.
+        emitter: publish through this emitter (not closed here); default a new one, closed at the end.
+        run_id: the run of every record; default :func:`default_run_id` of each file.
+        timezone: the zone of timestamps written without one; default the local zone.
+        force: ignore the ledger (import everything again; ids still collapse in ClickHouse).
+        progress: show a progress bar on a terminal.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        emitter: Emitter | None = None,
+        run_id: str | None = None,
+        timezone: tzinfo | None = None,
+        force: bool = False,
+        progress: bool = True,
+    ):
+        self.settings = settings
+        self._own_emitter = emitter is None
+        self.emitter = emitter or Emitter(settings)
+        self.run_id = run_id
+        self.tz = timezone
+        self.force = force
+        self.progress = progress
+        self.ledger = Ledger(settings.data_dir)
+        self.summary = ImportSummary()
+        self._source = Source.current(library=LIBRARY)
+        self._bar: Any = None
+        self._since_check = 0
+
+    # ---------------------------------------------------------------- files
+
+    @staticmethod
+    def find_files(paths: list[Path]) -> list[Path]:
+        """The files to import: each file named, and the log files under each directory (sorted)."""
+        found: list[Path] = []
+        seen: set[Path] = set()
+        for path in paths:
+            if path.is_dir():
+                matches = sorted({p for pattern in DIRECTORY_PATTERNS for p in path.rglob(pattern) if p.is_file()})
+            else:
+                matches = [path]
+            for match in matches:
+                resolved = match.resolve()
+                if resolved not in seen:
+                    seen.add(resolved)
+                    found.append(match)
+        return found
+
+    def run(self, paths: list[Path]) -> ImportSummary:
+        """Import every file under ``paths``; returns the summary (also on Ctrl+C, then re-raised)."""
+        files = self.find_files(paths)
+        for path in paths:
+            if path.is_dir() and not any(f.is_relative_to(path) for f in files):
+                self.summary.notes[f"no log files under {path}"] += 1
+        total = 0
+        for f in files:
+            with contextlib.suppress(OSError):
+                total += f.stat().st_size
+        from tqdm import tqdm
+
+        self._bar = tqdm(
+            total=total, unit="B", unit_scale=True, desc="import", disable=None if self.progress else True, leave=False
+        )
+        try:
+            for path in files:
+                self._bar.set_postfix_str(path.name, refresh=False)
+                self.import_file(path)
+        finally:
+            self._bar.close()
+            if self._own_emitter:
+                self.emitter.close()
+            else:
+                self.emitter.flush()
+        return self.summary
+
+    def import_file(self, path: Path) -> None:
+        """Import one file (JSON lines or a JSON array), resuming or skipping per the ledger."""
+        try:
+            stat = path.stat()
+            is_array = _sniff_array(path)
+        except OSError as exc:
+            self.summary.error(f"{path}: cannot read: {exc.strerror or exc}")
+            return
+        self.summary.files += 1
+        key = str(path.resolve())
+        size = stat.st_size
+        prior = None if self.force else self.ledger.latest_for(key)
+        start, lines_before, hasher = 0, 0, hashlib.sha256()
+        fallback_ts = datetime.fromtimestamp(stat.st_mtime, UTC)
+        if prior is not None and prior["size"] <= size:
+            prefix = _hash_prefix(path, prior["size"])
+            if prefix.hexdigest() == prior["sha256"]:
+                fallback_ts = _parse_iso(prior.get("ts_fallback")) or fallback_ts
+                if prior["size"] == size:
+                    self._skip_whole(prior, size)
+                    return
+                if not is_array:  # the .jsonl grew: import what was appended
+                    start, lines_before, hasher = prior["size"], prior.get("lines", 0), prefix
+                    self.summary.skipped[ALREADY_IMPORTED] += prior.get("imported", 0)
+                    self._advance(start)
+        elif not self.force and size in self.ledger.sizes():
+            whole = _hash_prefix(path, size)
+            moved = self.ledger.with_content(size, whole.hexdigest())
+            if moved is not None:
+                self._skip_whole(moved, size)
+                return
+        run_id = self.run_id
+        if run_id is None and start and prior is not None:
+            run_id = prior.get("run_id")
+        run_id = run_id or default_run_id(path)
+        state = _FileState(offset=start, lines=lines_before, hasher=hasher)
+        if start and prior is not None:
+            state.imported = prior.get("imported", 0)
+        try:
+            with open(path, "rb") as handle:
+                if is_array:
+                    self._read_array(handle, path, run_id, fallback_ts, state)
+                else:
+                    handle.seek(start)
+                    self._read_lines(handle, path, run_id, fallback_ts, state)
+        except OSError as exc:
+            self.summary.error(f"{path}: cannot read: {exc.strerror or exc}")
+            return
+        except KeyboardInterrupt:
+            if not is_array:  # keep what was read, so the next import resumes here
+                self.emitter.flush()
+                self._record_file(key, state, is_array, run_id, fallback_ts)
+            raise
+        self.emitter.flush()
+        self._record_file(key, state, is_array, run_id, fallback_ts)
+
+    def _record_file(self, key: str, state: _FileState, is_array: bool, run_id: str, fallback_ts: datetime) -> None:
+        self.ledger.add(
+            {
+                "path": key,
+                "size": state.offset,
+                "sha256": state.hasher.hexdigest(),
+                "lines": state.lines,
+                "imported": state.imported,
+                "complete": state.complete,
+                "format": "json-array" if is_array else "jsonl",
+                "run_id": run_id,
+                "ts_fallback": fallback_ts.isoformat(),
+                "imported_at": datetime.now(UTC).isoformat(),
+            }
+        )
+
+    def _skip_whole(self, entry: dict[str, Any], size: int) -> None:
+        self.summary.skipped[ALREADY_IMPORTED] += entry.get("imported", 0)
+        self.summary.files_skipped += 1
+        self._advance(size)
+
+    def _advance(self, nbytes: int) -> None:
+        if self._bar is not None and nbytes:
+            self._bar.update(nbytes)
+
+    # ---------------------------------------------------------------- records
+
+    def _record(self, obj: Any, location: str, run_id: str, fallback_ts: datetime, state: _FileState) -> None:
+        summary = self.summary
+        try:
+            interaction, kind = record_to_interaction(obj)
+        except SkipRecord as skip:
+            summary.skipped[skip.reason] += 1
+            return
+        except EventError as exc:
+            summary.error(str(exc.at(location)))
+            return
+        ts = None
+        for name in TIMESTAMP_KEYS:
+            if name in obj:
+                ts = parse_timestamp(obj[name], self.tz)
+                if ts is None:
+                    summary.notes[f"{name!r} not readable as a time, the file's time used"] += 1
+                    interaction.metadata.setdefault(name, obj[name])
+                else:
+                    interaction.metadata.pop(name, None)
+                break
+        if ts is None:
+            ts = fallback_ts
+        event = Event(
+            run_id=run_id,
+            payload=interaction,
+            event_id=record_event_id(run_id, obj, ts),
+            ts=ts,
+            source=self._source,
+        )
+        self.emitter.emit(event)
+        summary.imported += 1
+        summary.kinds[kind] += 1
+        summary.runs[run_id] += 1
+        state.imported += 1
+        self._since_check += 1
+        if self._since_check >= 1024:
+            self._since_check = 0
+            if self.emitter.stats().queued > BACKPRESSURE_QUEUE:
+                self.emitter.flush()
+
+    def _read_lines(self, handle: IO[bytes], path: Path, run_id: str, fallback_ts: datetime, state: _FileState) -> None:
+        """Import JSON lines from the handle's position, advancing ``state`` line by line."""
+        pending = 0
+        for raw in handle:
+            line_no = state.lines + 1
+            if raw.strip():
+                try:
+                    obj = _loads(raw)
+                except ValueError as exc:
+                    if not raw.endswith(b"\n"):
+                        # The last line, still being written: leave it for the next import.
+                        self.summary.notes["incomplete last line left for the next import"] += 1
+                        state.complete = False
+                        break
+                    self.summary.error(f"{path}:{line_no}: record: not valid JSON: {exc}")
+                else:
+                    self._record(obj, f"{path}:{line_no}", run_id, fallback_ts, state)
+            state.hasher.update(raw)
+            state.offset += len(raw)
+            state.lines = line_no
+            pending += len(raw)
+            if pending >= CHUNK:
+                self._advance(pending)
+                pending = 0
+        self._advance(pending)
+
+    def _read_array(self, handle: IO[bytes], path: Path, run_id: str, fallback_ts: datetime, state: _FileState) -> None:
+        """Import the elements of a JSON array file; ``state`` ends at the end of the file."""
+        last = 0
+        try:
+            for _index, line, obj in iter_json_array(handle, state.hasher):
+                self._record(obj, f"{path}:{line}", run_id, fallback_ts, state)
+                state.lines = line
+                position = handle.tell()
+                if position - last >= CHUNK:
+                    self._advance(position - last)
+                    last = position
+        except _ArrayError as exc:
+            self.summary.error(
+                f"{path}:{exc.line}: record {exc.index}: {exc.problem}; the rest of this file is not imported"
+            )
+            while data := handle.read(CHUNK):  # the ledger keeps the whole file's hash
+                state.hasher.update(data)
+        state.offset = handle.tell()
+        self._advance(state.offset - last)
+
+
+@dataclass
+class _FileState:
+    """How far the import of one file got: bytes and lines consumed, their hash, records imported."""
+
+    offset: int
+    lines: int
+    hasher: Any
+    imported: int = 0
+    complete: bool = True
+
+
+def _parse_iso(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def import_paths(
+    paths: list[Path | str],
+    settings: Settings,
+    *,
+    emitter: Emitter | None = None,
+    run_id: str | None = None,
+    timezone: tzinfo | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> ImportSummary:
+    """Import the log files at ``paths`` (files or directories) into the bus; see the module doc."""
+    importer = Importer(settings, emitter=emitter, run_id=run_id, timezone=timezone, force=force, progress=progress)
+    return importer.run([Path(p) for p in paths])
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _zone(value: str | None) -> tzinfo | None:
+    if value is None or value.lower() == "local":
+        return None
+    if value.upper() in ("UTC", "Z"):
+        return UTC
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a time zone (local, UTC, or a name like Europe/Moscow)") from None
+
+
+@click.command("import")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--run", "run_id", help="Run id of every imported record (default: from each file's name).")
+@click.option(
+    "--timezone",
+    "tz_name",
+    default="local",
+    show_default=True,
+    help="Zone of timestamps written without one (local, UTC, or a name like Europe/Moscow).",
+)
+@click.option("--force", is_flag=True, help="Import again what the ledger says was imported.")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar on a terminal.")
+@click.pass_obj
+def import_command(
+    settings: Settings, paths: tuple[Path, ...], run_id: str | None, tz_name: str, force: bool, progress: bool
+) -> None:
+    """Import LLM logs you already have: GRPO logs (llm_logs_*.jsonl, llm_logs_complete_*.json)
+    and LLM call logs (.jsonl files under a directory).
+
+    Importing the same file again adds nothing (it is reported as already imported); a .jsonl
+    that grew since is imported from where the last import stopped. Corrupt lines are reported
+    with file and line and do not stop the import; the exit status is 1 if there were any.
+    """
+    timezone = _zone(tz_name)
+    importer = Importer(settings, run_id=run_id, timezone=timezone, force=force, progress=progress)
+    try:
+        summary = importer.run(list(paths))
+    except KeyboardInterrupt:
+        for line in importer.summary.lines():
+            click.echo(line)
+        click.echo("interrupted: run the same command again to import the rest", err=True)
+        sys.exit(130)
+    for line in summary.lines():
+        click.echo(line)
+    if summary.error_count:
+        sys.exit(1)
