@@ -13,7 +13,7 @@ from trainwire.bus import Emitter
 from trainwire.bus.admin import create_topics
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, JudgeScore, TrainStep
-from trainwire.runtime import store_pipeline
+from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.store.clickhouse import open_store
 from trainwire.topics import all_topics
 
@@ -60,11 +60,11 @@ def test_emit_kafka_consumer_group_clickhouse_exact_set(kafka_settings: Settings
     assert (stats.sent, stats.spooled, stats.failed) == (3000, 0, 0)
     with open_store(kafka_settings) as store:
         store.migrate()
-        pipeline = store_pipeline(kafka_settings, store, group="ch-sink")
+        pipeline = build_pipeline(kafka_settings, store, WorkerOptions(group="ch-sink", monitor=False))
         run_pipeline_until(pipeline, lambda: pipeline.records_in >= 3000)
         assert stored_ids(store) == {e.event_id for e in events}
         # Redelivery (a new group reads everything again) cannot double-count with FINAL.
-        again = store_pipeline(kafka_settings, store, group="ch-sink-replay")
+        again = build_pipeline(kafka_settings, store, WorkerOptions(group="ch-sink-replay", monitor=False))
         run_pipeline_until(again, lambda: again.records_in >= 3000)
         assert store.query_rows("SELECT count() AS n FROM interactions FINAL") == [
             {"n": sum(1 for e in events if e.event_type == "interaction")}
@@ -104,7 +104,7 @@ def test_broker_unreachable_at_start_then_started(tmp_path: Path) -> None:
         assert stats.sent + stats.replayed == 600
         with open_store(settings) as store:
             store.migrate()
-            pipeline = store_pipeline(settings, store)
+            pipeline = build_pipeline(settings, store, WorkerOptions(monitor=False))
             run_pipeline_until(pipeline, lambda: pipeline.records_in >= 600)
             assert stored_ids(store) == {e.event_id for e in events}
             total = store.query_rows(

@@ -106,24 +106,73 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
 
 
 @main.command()
-@click.option("--group", default="trainwire-clickhouse", show_default=True, help="Consumer group name.")
+@click.option("--group", default="trainwire-worker", show_default=True, help="Consumer group name.")
 @click.option("--until-idle", type=float, default=None, help="Exit after this many seconds with no new events.")
+@click.option("--store/--no-store", default=True, show_default=True, help="Store every event in ClickHouse.")
+@click.option("--monitor/--no-monitor", default=True, show_default=True, help="Reward stats, group stats, alerts.")
+@click.option("--step-window", type=int, default=10, show_default=True, help="Tumbling stats window, in steps.")
+@click.option("--time-window", type=float, default=300.0, show_default=True, help="Sliding stats window, seconds.")
+@click.option("--dataset", "dataset_output", type=click.Path(path_type=Path), help="Write fine-tuning data here.")
+@click.option("--dataset-format", type=click.Choice(["alpaca", "sharegpt", "openai"]), default="alpaca")
+@click.option("--min-reward", type=float, help="Dataset: keep interactions with at least this reward.")
+@click.option("--min-judge-score", type=float, help="Dataset: keep interactions judged at least this (0..1).")
+@click.option("--dedup-field", type=click.Choice(["prompt", "completion", "prompt+completion"]), default="prompt")
+@click.option("--split-ratio", help="Dataset: train,val,test shares, e.g. 0.8,0.1,0.1.")
 @click.pass_obj
-def worker(settings: Settings, group: str, until_idle: float | None) -> None:
-    """Store every event from the bus in ClickHouse (Ctrl+C stops it cleanly).
+def worker(
+    settings: Settings,
+    group: str,
+    until_idle: float | None,
+    store: bool,
+    monitor: bool,
+    step_window: int,
+    time_window: float,
+    dataset_output: Path | None,
+    dataset_format: str,
+    min_reward: float | None,
+    min_judge_score: float | None,
+    dedup_field: str,
+    split_ratio: str | None,
+) -> None:
+    """Process the event stream: store it in ClickHouse, publish reward stats, group stats and health
+    alerts, and write fine-tuning data (Ctrl+C stops it cleanly).
 
-    Offsets are committed only after ClickHouse acknowledged the batch; undecodable or refused
-    records go to the dead-letter topic with the reason. While this runs on the embedded chdb,
-    `trainwire sql` from another shell is answered through it.
+    Offsets are committed only after ClickHouse acknowledged the batch and the dataset files are
+    fsynced; undecodable or refused records go to the dead-letter topic with the reason. While this
+    runs on the embedded chdb, `trainwire sql` from another shell is answered through it.
     """
-    from trainwire.runtime import run_store_worker
+    from trainwire.processors.dataset import DatasetConfig, parse_split_ratio
+    from trainwire.processors.stats import StatsConfig
+    from trainwire.runtime import WorkerOptions, run_worker
     from trainwire.store.clickhouse import open_store
 
-    with open_store(settings, own_within_s=60) as store:
-        store.migrate()
-        click.echo(f"worker: {'Kafka ' + settings.kafka if settings.kafka else 'embedded bus'} -> ClickHouse")
-        pipeline = run_store_worker(settings, store, group, idle_exit_s=until_idle)
-    click.echo(f"worker stopped: {pipeline.records_in} records, {pipeline.dead_letters.count} dead letters")
+    options = WorkerOptions(
+        group=group,
+        store=store,
+        monitor=monitor,
+        stats=StatsConfig(step_window=step_window, time_window_s=time_window, time_hop_s=time_window / 5),
+        dataset_output=dataset_output,
+        dataset_format=dataset_format,
+        dataset=DatasetConfig(
+            min_reward=min_reward,
+            min_judge_score=min_judge_score,
+            dedup_field=dedup_field,
+            split_ratio=parse_split_ratio(split_ratio) if split_ratio else None,
+        ),
+    )
+    bus = f"Kafka {settings.kafka}" if settings.kafka else "the embedded bus"
+    if store:
+        with open_store(settings, own_within_s=60) as ch:
+            ch.migrate()
+            click.echo(f"worker {group}: {bus} -> ClickHouse")
+            pipeline = run_worker(settings, ch, options, idle_exit_s=until_idle)
+    else:
+        click.echo(f"worker {group}: {bus}")
+        pipeline = run_worker(settings, None, options, idle_exit_s=until_idle)
+    click.echo(
+        f"worker stopped: {pipeline.records_in} records, {pipeline.publisher.published} published, "
+        f"{pipeline.dead_letters.count} dead letters"
+    )
 
 
 # --------------------------------------------------------------------------- db
@@ -172,10 +221,11 @@ def topics_create(settings: Settings, partitions: int, replication: int) -> None
 def _register_parts() -> None:
     """Add the subcommands that live next to the code they run."""
     from trainwire.producers.importers import import_command
+    from trainwire.producers.probe import probe_command
     from trainwire.sinks.dataset import export_command
 
-    main.add_command(import_command)
-    main.add_command(export_command)
+    for command in (import_command, export_command, probe_command):
+        main.add_command(command)
 
 
 _register_parts()

@@ -33,11 +33,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from trainwire.bus.base import Message, Transport
+from trainwire.bus.publisher import event_message
 from trainwire.bus.spool import Spool, spool_dir
 from trainwire.config import Settings
 from trainwire.errors import BusError
-from trainwire.events import Event, encode
-from trainwire.topics import event_topic
+from trainwire.events import Event
 
 logger = logging.getLogger("trainwire.emitter")
 
@@ -374,7 +374,7 @@ class Emitter:
         messages = []
         for event in events:
             try:
-                messages.append(Message(event_topic(prefix, event.event_type), event.key, encode(event)))
+                messages.append(event_message(prefix, event))
             except (TypeError, ValueError) as exc:
                 self._failed += 1
                 self._log.warning(

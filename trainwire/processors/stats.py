@@ -38,7 +38,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from trainwire.errors import ConfigError
-from trainwire.events import Event, Interaction, JudgeScore
+from trainwire.events import Event, GroupStatsPayload, Interaction, JudgeScore, RewardStatsPayload
 from trainwire.processors.base import Processor
 
 __all__ = [
@@ -349,6 +349,12 @@ class RewardStats:
             **row,
         }
 
+    def to_event(self) -> Event:
+        """The ``reward_stats`` event to publish (deterministic id, ``ts`` = the window's end)."""
+        return Event(
+            self.run_id, RewardStatsPayload(**self.payload_dict()), event_id=self.event_id(), ts=self.window_end
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class GroupStats:
@@ -403,6 +409,10 @@ class GroupStats:
         row = self.to_row()
         del row["run_id"], row["ts"]
         return row
+
+    def to_event(self) -> Event:
+        """The ``group_stats`` event to publish (deterministic id)."""
+        return Event(self.run_id, GroupStatsPayload(**self.payload_dict()), event_id=self.event_id(), ts=self.ts)
 
 
 # --------------------------------------------------------------------------- small math

@@ -1,31 +1,72 @@
-"""Runtimes: the loops that read the bus and drive processors and sinks."""
+"""Runtimes: the loops that read the bus and drive stages and sinks.
+
+:func:`build_pipeline` assembles the embedded runtime from :class:`WorkerOptions`;
+:func:`run_worker` runs it until SIGINT/SIGTERM.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from trainwire.bus import make_transport, open_consumer
+from trainwire.bus.publisher import Publisher
 from trainwire.config import Settings
+from trainwire.processors.dataset import DatasetConfig
+from trainwire.processors.health import HealthConfig
+from trainwire.processors.stats import StatsConfig
 from trainwire.runtime.pipeline import Pipeline
+from trainwire.runtime.stages import DatasetStage, MonitorStage, Stage, StateStore
 from trainwire.sinks.clickhouse import ClickHouseSink
 from trainwire.sinks.dead_letter import DeadLetters
 from trainwire.store.clickhouse import Store
 from trainwire.topics import event_topics
 
-__all__ = ["Pipeline", "run_store_worker", "store_pipeline"]
+__all__ = ["Pipeline", "WorkerOptions", "build_pipeline", "run_worker"]
 
 
-def store_pipeline(settings: Settings, store: Store, group: str = "trainwire-clickhouse") -> Pipeline:
-    """A pipeline that stores every event topic in ``store`` as consumer group ``group``."""
-    dead_letters = DeadLetters(make_transport(settings), settings.topic_prefix)
-    consumer = open_consumer(settings, event_topics(settings.topic_prefix), group)
-    return Pipeline(consumer, [ClickHouseSink(store, dead_letters)], dead_letters)
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a worker does: store events, monitor (stats and alerts), write fine-tuning data."""
+
+    group: str = "trainwire-worker"
+    store: bool = True
+    monitor: bool = True
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    dataset_output: Path | None = None
+    dataset_format: str = "alpaca"
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+
+    def replace(self, **changes: object) -> WorkerOptions:
+        """A copy with ``changes``."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-def run_store_worker(settings: Settings, store: Store, group: str, idle_exit_s: float | None = None) -> Pipeline:
-    """Run :func:`store_pipeline` until SIGINT/SIGTERM (or idle for ``idle_exit_s``); return it."""
-    pipeline = store_pipeline(settings, store, group)
+def build_pipeline(settings: Settings, store: Store | None, options: WorkerOptions | None = None) -> Pipeline:
+    """The embedded runtime for ``options``, reading every event topic as group ``options.group``."""
+    options = options or WorkerOptions()
+    publisher = Publisher(make_transport(settings))
+    dead_letters = DeadLetters(publisher, settings.topic_prefix)
+    sinks = [ClickHouseSink(store, dead_letters)] if options.store and store is not None else []
+    stages: list[Stage] = []
+    if options.monitor:
+        stages.append(MonitorStage(options.stats, options.health))
+    if options.dataset_output is not None:
+        stages.append(DatasetStage(options.dataset_output, options.dataset_format, options.dataset))
+    consumer = open_consumer(settings, event_topics(settings.topic_prefix), options.group)
+    state = StateStore(Path(settings.data_dir) / "state" / options.group)
+    return Pipeline(consumer, sinks, publisher, dead_letters, settings.topic_prefix, stages=stages, state=state)
+
+
+def run_worker(
+    settings: Settings, store: Store | None, options: WorkerOptions | None = None, idle_exit_s: float | None = None
+) -> Pipeline:
+    """Run :func:`build_pipeline` until SIGINT/SIGTERM (or idle for ``idle_exit_s``); return it."""
+    pipeline = build_pipeline(settings, store, options)
 
     async def main() -> None:
         stop = asyncio.Event()

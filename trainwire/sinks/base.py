@@ -1,4 +1,4 @@
-"""The sink contract: ``add`` records as they come, ``flush`` at a checkpoint.
+"""The sink contract: ``add`` events as they come, ``flush`` at a checkpoint.
 
 A sink raises :class:`SinkBackpressure` from ``flush`` when its destination is unavailable for
 now; the runtime then stops consuming, waits ``retry_after`` seconds and flushes again, and
@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 
 from trainwire.bus.base import Record
 from trainwire.errors import TrainwireError
+from trainwire.events import Event
 
 
 class SinkBackpressure(TrainwireError):
@@ -22,11 +23,11 @@ class SinkBackpressure(TrainwireError):
 
 
 class Sink(ABC):
-    """Receives records between checkpoints and makes them durable on ``flush``."""
+    """Receives events between checkpoints and makes them durable on ``flush``."""
 
     @abstractmethod
-    def add(self, record: Record) -> None:
-        """Take one record (cheap: buffer it)."""
+    def add(self, event: Event, record: Record) -> None:
+        """Take one event, decoded from ``record`` (cheap: buffer it)."""
 
     @abstractmethod
     def flush(self) -> None:

@@ -1,7 +1,7 @@
 """The ClickHouse sink: events from the bus into their tables, in Arrow batches.
 
-``add`` decodes a record (an undecodable one becomes a dead letter naming the field at fault)
-and buffers it; ``flush`` inserts the buffer, one Arrow batch per event type. A connection
+``add`` buffers an event (the runtime decoded it, and made an undecodable record a dead letter
+naming the field at fault); ``flush`` inserts the buffer, one Arrow batch per event type. A connection
 failure raises :class:`~trainwire.sinks.base.SinkBackpressure` so the runtime retries without
 committing; a batch ClickHouse refuses is split to find the events it refuses, which become dead
 letters with ClickHouse's reason, and the rest is stored.
@@ -10,8 +10,8 @@ letters with ClickHouse's reason, and the rest is stored.
 from __future__ import annotations
 
 from trainwire.bus.base import Record
-from trainwire.errors import EventError, StoreError
-from trainwire.events import Event, decode
+from trainwire.errors import StoreError
+from trainwire.events import Event
 from trainwire.sinks.base import Sink, SinkBackpressure
 from trainwire.sinks.dead_letter import DeadLetters
 from trainwire.store.clickhouse import Store
@@ -27,12 +27,7 @@ class ClickHouseSink(Sink):
         self._buffer: list[tuple[Record, Event]] = []
         self.rows_written = 0
 
-    def add(self, record: Record) -> None:
-        try:
-            event = decode(record.value, record.location)
-        except EventError as exc:
-            self.dead_letters.add(record, f"invalid event: {exc}")
-            return
+    def add(self, event: Event, record: Record) -> None:
         self._buffer.append((record, event))
 
     def flush(self) -> None:

@@ -1,0 +1,356 @@
+"""The training-loop hook on real TRL GRPO and HF Trainer runs (CPU, a tiny locally built model)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DataCollatorForLanguageModeling,
+    Trainer,
+    TrainingArguments,
+)
+from trl import GRPOConfig, GRPOTrainer
+
+from trainwire.bus import Emitter, open_consumer
+from trainwire.config import Settings
+from trainwire.events import Event, Interaction, TrainStep, decode
+from trainwire.producers.tiny import TINY_CORPUS, build_tiny_model
+from trainwire.producers.trainer import (
+    TrainwireCallback,
+    instrument_reward_funcs,
+    instrument_trainer,
+    train_step_from_logs,
+)
+from trainwire.topics import event_topics
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+def read_events(settings: Settings) -> list[Event]:
+    """Every event on the bus (the emitter was closed first, so everything is there)."""
+
+    async def main() -> list[Event]:
+        consumer = open_consumer(settings, event_topics(settings.topic_prefix), "reader")
+        await consumer.start()
+        out: list[Event] = []
+        try:
+            while True:
+                records = await consumer.getmany(timeout_ms=300)
+                if not records:
+                    break
+                out.extend(decode(r.value) for r in records)
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(main())
+
+
+def math_dataset(n: int, chat: bool = False) -> Dataset:
+    rows = []
+    for i in range(n):
+        question = f"Question: what is {i} + {i + 1}?"
+        prompt = [{"role": "user", "content": question}] if chat else question
+        rows.append({"prompt": prompt, "answer": str(2 * i + 1), "level": 1 + i % 5})
+    return Dataset.from_list(rows)
+
+
+def grpo_args(tmp_path: Path, **overrides) -> GRPOConfig:
+    options = {
+        "output_dir": str(tmp_path / "out"),
+        "max_steps": 3,
+        "per_device_train_batch_size": 4,
+        "num_generations": 2,
+        "max_completion_length": 6,
+        "learning_rate": 1e-3,
+        "use_cpu": True,
+        "report_to": [],
+        "bf16": False,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": 0,
+        "disable_tqdm": True,
+    }
+    options.update(overrides)
+    return GRPOConfig(**options)
+
+
+class RewardLog:
+    """Real reward functions (one sync, one async) that remember what they returned."""
+
+    def __init__(self) -> None:
+        self.returned: dict[str, list[tuple[str, float]]] = defaultdict(list)
+
+    def funcs(self):
+        log = self.returned
+
+        def distinct_tokens(prompts, completions, completion_ids, **kwargs):
+            values = [float(len(set(ids))) for ids in completion_ids]
+            log["distinct_tokens"].extend(zip(map(_text, completions), values, strict=True))
+            return values
+
+        async def digit_bonus(prompts, completions, answer, **kwargs):
+            await asyncio.sleep(0)
+            texts = [_text(c) for c in completions]
+            values = [float(sum(ch.isdigit() for ch in t) + (a in t)) for t, a in zip(texts, answer, strict=True)]
+            log["digit_bonus"].extend(zip(map(_text, completions), values, strict=True))
+            return values
+
+        return [distinct_tokens, digit_bonus]
+
+
+def _text(completion) -> str:
+    return completion if isinstance(completion, str) else "".join(m["content"] for m in completion)
+
+
+def split(events: list[Event]) -> tuple[list[Interaction], list[TrainStep]]:
+    interactions = [e.payload for e in events if isinstance(e.payload, Interaction)]
+    steps = [e.payload for e in events if isinstance(e.payload, TrainStep)]
+    return interactions, steps
+
+
+def test_grpo_run_emits_one_complete_interaction_per_completion(tiny_model, embedded_settings, tmp_path):
+    rewards = RewardLog()
+    dataset = math_dataset(8)
+    args = grpo_args(
+        tmp_path,
+        max_steps=4,
+        per_device_train_batch_size=2,
+        steps_per_generation=2,
+        reward_weights=[1.0, 0.5],
+    )
+    trainer = GRPOTrainer(
+        model=str(tiny_model),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+        reward_funcs=rewards.funcs(),
+        args=args,
+        train_dataset=dataset,
+    )
+    emitter = Emitter(embedded_settings)
+    callback = instrument_trainer(trainer, run_id="grpo-test", emitter=emitter, log_token_stats=True)
+    assert instrument_trainer(trainer) is callback  # idempotent
+    assert [f.__name__ for f in trainer.reward_funcs] == ["distinct_tokens", "digit_bonus"]
+    assert inspect.iscoroutinefunction(trainer.reward_funcs[1])
+    trainer.train()
+    emitter.close()
+
+    events = read_events(embedded_settings)
+    assert {e.run_id for e in events} == {"grpo-test"}
+    assert {e.source.library for e in events} == {"trl"}
+    interactions, steps = split(events)
+
+    # two generation batches (every steps_per_generation=2 steps) of 2 prompts x 2 generations
+    assert len(interactions) == 8
+    assert sorted({i.step for i in interactions}) == [1, 3]
+
+    # every reward function's value for the same completion, and the weighted total
+    for name in ("distinct_tokens", "digit_bonus"):
+        emitted = sorted((i.completion, i.rewards[name]) for i in interactions)
+        assert emitted == sorted(rewards.returned[name])
+    for i in interactions:
+        assert set(i.rewards) == {"distinct_tokens", "digit_bonus"}
+        assert i.reward == pytest.approx(i.rewards["distinct_tokens"] + 0.5 * i.rewards["digit_bonus"])
+        assert i.completion_tokens is not None and 1 <= i.completion_tokens <= 6
+        assert i.prompt_tokens is not None and i.prompt_tokens > 0
+        assert i.model == str(tiny_model)
+
+    # groups: one prompt, num_generations members indexed 0..G-1, named after the step
+    groups: dict[str, list[Interaction]] = defaultdict(list)
+    for i in interactions:
+        groups[i.group_id].append(i)
+    assert len(groups) == 4
+    rows_by_prompt = {row["prompt"]: row for row in dataset}
+    spread = 0
+    for group_id, members in groups.items():
+        assert group_id.split(":")[0] == str(members[0].step)
+        assert sorted(m.group_index for m in members) == [0, 1]
+        assert len({m.prompt for m in members}) == 1
+        row = rows_by_prompt[members[0].prompt]
+        for m in members:  # the dataset's extra columns travel in the metadata
+            assert m.metadata["answer"] == row["answer"]
+            assert m.metadata["level"] == row["level"]
+        # advantages are TRL's: centred on the group, ordered like the totals
+        low, high = sorted(members, key=lambda m: m.reward)
+        assert low.advantage + high.advantage == pytest.approx(0.0, abs=1e-4)
+        if high.reward > low.reward:
+            assert high.advantage > 0 > low.advantage
+            spread += 1
+        else:
+            assert high.advantage == pytest.approx(0.0, abs=1e-4)
+    assert spread > 0  # the run did produce groups with different rewards
+
+    # per-token logprobs and entropies from the loss computation, one per completion token
+    for i in interactions:
+        logprobs, entropies = i.metadata["token_logprobs"], i.metadata["token_entropies"]
+        assert len(logprobs) == len(entropies) == i.completion_tokens
+        assert all(lp <= 0.0 for lp in logprobs)
+        assert all(h >= 0.0 for h in entropies)
+
+    # a train_step per logging step with what the trainer logged
+    by_step = defaultdict(list)
+    for s in steps:
+        by_step[s.step].append(s)
+    assert sorted(by_step) == [1, 2, 3, 4]
+    for step in (1, 2, 3, 4):
+        logged = by_step[step][0]
+        assert logged.loss is not None and math.isfinite(logged.loss)
+        assert logged.learning_rate is not None and logged.grad_norm is not None and logged.epoch is not None
+        assert "step_time" in logged.metrics and "entropy" in logged.metrics
+    for step in (1, 3):  # the steps that generated: reward metrics match the interactions' totals
+        logged = by_step[step][0]
+        totals = [i.reward for i in interactions if i.step == step]
+        assert logged.metrics["reward"] == pytest.approx(sum(totals) / len(totals), rel=1e-5)
+        assert "rewards/distinct_tokens/mean" in logged.metrics
+        assert "rewards/digit_bonus/mean" in logged.metrics
+        assert "frac_reward_zero_std" in logged.metrics
+        assert "completions/mean_length" in logged.metrics
+    assert any("train_runtime" in s.metrics for s in steps)  # the end-of-training summary
+
+    # TRL's own metrics keep the reward functions' names
+    logged_keys = set().union(*trainer.state.log_history)
+    assert {"rewards/distinct_tokens/mean", "rewards/digit_bonus/mean"} <= logged_keys
+
+
+def test_instrumented_reward_funcs_with_chat_prompts(tiny_model, embedded_settings, tmp_path):
+    rewards = RewardLog()
+    emitter = Emitter(embedded_settings)
+    funcs = instrument_reward_funcs(rewards.funcs(), run_id="chat-run", emitter=emitter, num_generations=2)
+    assert [f.__name__ for f in funcs] == ["distinct_tokens", "digit_bonus"]
+    assert not inspect.iscoroutinefunction(funcs[0]) and inspect.iscoroutinefunction(funcs[1])
+    trainer = GRPOTrainer(
+        model=str(tiny_model),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+        reward_funcs=funcs,
+        args=grpo_args(tmp_path, max_steps=2),
+        train_dataset=math_dataset(4, chat=True),
+        callbacks=[TrainwireCallback(run_id="chat-run", emitter=emitter)],
+    )
+    trainer.train()
+    emitter.close()
+
+    interactions, steps = split(read_events(embedded_settings))
+    assert len(interactions) == 2 * 4
+    for i in interactions:
+        assert isinstance(i.prompt, list) and i.prompt[0]["role"] == "user"
+        assert i.prompt[0]["content"].startswith("Question:")
+        assert set(i.rewards) == {"distinct_tokens", "digit_bonus"}
+        assert i.reward == pytest.approx(i.rewards["distinct_tokens"] + i.rewards["digit_bonus"])
+        assert i.advantage is None  # only the instrumented trainer knows TRL's advantages
+        assert i.step in (1, 2) and i.group_id.startswith(f"{i.step}:")
+        assert i.metadata["completion_messages"][0]["role"] == "assistant"
+    groups = defaultdict(set)
+    for i in interactions:
+        groups[i.group_id].add(i.group_index)
+    assert all(indices == {0, 1} for indices in groups.values()) and len(groups) == 4
+    assert sorted(s.step for s in steps if s.loss is not None) == [1, 2]
+    logged_keys = set().union(*trainer.state.log_history)
+    assert {"rewards/distinct_tokens/mean", "rewards/digit_bonus/mean"} <= logged_keys
+
+
+def test_hf_trainer_gets_the_train_step_stream(tiny_model, embedded_settings, tmp_path):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    dataset = Dataset.from_dict({"text": list(TINY_CORPUS)}).map(
+        lambda row: tokenizer(row["text"]), remove_columns=["text"]
+    )
+    emitter = Emitter(embedded_settings)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "sft"),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        warmup_steps=2,
+        logging_steps=1,
+        use_cpu=True,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        data_collator=DataCollatorForLanguageModeling(tokenizer, mlm=False),
+        callbacks=[TrainwireCallback(run_id="sft-test", emitter=emitter)],
+    )
+    trainer.train()
+    emitter.close()
+
+    events = read_events(embedded_settings)
+    assert {e.source.library for e in events} == {"transformers"}
+    interactions, steps = split(events)
+    assert interactions == []
+    per_step = [s for s in steps if s.loss is not None]
+    assert [s.step for s in per_step] == [1, 2, 3, 4]
+    for s in per_step:
+        assert s.loss > 0 and math.isfinite(s.grad_norm)
+        assert 0 < s.epoch <= 4
+    # the learning rate warms up over two steps, then decays (seed 003)
+    rates = [s.learning_rate for s in per_step]
+    assert rates[0] < rates[1] and rates[2] > rates[3]
+    summary = [s for s in steps if "train_runtime" in s.metrics]
+    assert len(summary) == 1 and summary[0].step == 4
+
+
+def test_train_step_from_logs_keeps_every_number():
+    step = train_step_from_logs(
+        {
+            "loss": 1.5,
+            "grad_norm": torch.tensor(2.0),
+            "learning_rate": 1e-4,
+            "epoch": 0.25,
+            "kl": 0.01,
+            "reward": float("nan"),
+            "rewards/acc/mean": 1,
+            "note": "text",
+            "flag": True,
+            "missing": None,
+        },
+        step=7,
+    )
+    assert (step.step, step.loss, step.grad_norm, step.learning_rate, step.epoch) == (7, 1.5, 2.0, 1e-4, 0.25)
+    assert step.metrics["kl"] == 0.01 and step.metrics["rewards/acc/mean"] == 1.0
+    assert math.isnan(step.metrics["reward"])
+    assert set(step.metrics) == {"kl", "reward", "rewards/acc/mean"}
+
+
+def test_wrappers_wait_for_every_function_and_never_break_the_call(embedded_settings):
+    emitter = Emitter(embedded_settings)
+
+    def first(prompts, completions, **kwargs):
+        return [1.0 for _ in completions]
+
+    def second(prompts, completions, **kwargs):
+        return [None, 2.0]
+
+    wrapped_first, wrapped_second = instrument_reward_funcs([first, second], run_id="unit", emitter=emitter)
+    # a positional call is passed through untouched (nothing to record)
+    assert wrapped_first(["p"], ["c"]) == [1.0]
+
+    prompts, completions = ["p1", "p2"], ["c1", "c2"]
+    columns = {"odd": [{1, 2}, object()], "answer": ["a", "b"]}
+    assert wrapped_first(prompts=prompts, completions=completions, **columns) == [1.0, 1.0]
+    assert emitter.stats().queued == 0  # the batch is not complete yet
+    assert wrapped_second(prompts=prompts, completions=completions, **columns) == [None, 2.0]
+    emitter.close()
+
+    interactions, _ = split(read_events(embedded_settings))
+    by_completion = {i.completion: i for i in interactions}
+    assert set(by_completion) == {"c1", "c2"}
+    assert by_completion["c1"].rewards == {"first": 1.0} and by_completion["c1"].reward == 1.0
+    assert by_completion["c2"].rewards == {"first": 1.0, "second": 2.0} and by_completion["c2"].reward == 3.0
+    assert by_completion["c1"].metadata["answer"] == "a"
+    assert isinstance(by_completion["c1"].metadata["odd"], str)  # not JSON: kept as its text
