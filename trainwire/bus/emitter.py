@@ -136,6 +136,7 @@ class Emitter:
         self._deadline = float("inf")
         self._sent = self._spooled = self._replayed = self._failed = 0
         self._connected = False
+        self._idle = False
         self._inflight: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ caller side
@@ -152,7 +153,8 @@ class Emitter:
             self._spill(event)
             return
         queue.append(event)
-        if len(queue) == self._batch_size:
+        if self._idle or len(queue) == self._batch_size:
+            self._idle = False
             self._wake()
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -278,10 +280,7 @@ class Emitter:
         except OSError as exc:
             self._log.warning("adopt", "trainwire: cannot read old spools: %s", exc)
         while True:
-            if not (self._queue or self._flush_waiters or self._closing):
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_async.wait(), self._linger_s)
-                self._wake_async.clear()
+            await self._wait_for_work(next_attempt)
             past_deadline = time.monotonic() >= self._deadline
             if not self._connected and not past_deadline and time.monotonic() >= next_attempt:
                 try:
@@ -305,6 +304,26 @@ class Emitter:
                 await asyncio.wait_for(self._transport.stop(), self._remaining(5.0))
             except (BusError, TimeoutError, OSError) as exc:
                 self._log.warning("stop", "trainwire: closing the bus connection failed: %s", exc)
+
+    async def _wait_for_work(self, next_attempt: float) -> None:
+        """Sleep until there is something to do, then linger briefly so a batch can fill.
+
+        While idle the thread sleeps without a timer (``emit`` wakes it on the first event), except
+        when it must retry the bus for spooled events.
+        """
+        self._idle = True  # set before looking at the queue: emit() checks it after appending
+        if not (self._queue or self._flush_waiters or self._closing):
+            retry_in = None
+            if self._spool.pending and not self._connected:
+                retry_in = max(0.0, next_attempt - time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake_async.wait(), retry_in)
+        self._idle = False
+        self._wake_async.clear()
+        if len(self._queue) < self._batch_size and not (self._flush_waiters or self._closing):
+            with contextlib.suppress(TimeoutError):  # linger: a full batch or a flush cuts it short
+                await asyncio.wait_for(self._wake_async.wait(), self._linger_s)
+            self._wake_async.clear()
 
     def _remaining(self, cap: float) -> float:
         return max(0.1, min(cap, self._deadline - time.monotonic()))
