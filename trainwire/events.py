@@ -363,7 +363,7 @@ class Alert(Payload):
 class RewardStatsPayload(Payload):
     """Rolling statistics of one reward function over one window (published by the stats worker).
 
-    ``window`` is ``steps:N`` (tumbling over N steps) or ``time:Ss`` (sliding over S seconds);
+    ``window`` is ``steps`` (tumbling over ``step_start..step_end``) or ``time`` (sliding, by event time);
     ``reward_fn`` is a reward function's name, or ``total``. Times are Unix microseconds.
     """
 

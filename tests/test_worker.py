@@ -1,0 +1,156 @@
+"""The worker end to end on the embedded runtime: events in -> stats, alerts, dataset files and rows out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import orjson
+
+from trainwire.bus import Emitter
+from trainwire.config import Settings
+from trainwire.events import Event, Interaction, TrainStep
+from trainwire.processors.dataset import DatasetConfig
+from trainwire.processors.health import HealthConfig
+from trainwire.processors.stats import StatsConfig
+from trainwire.runtime import WorkerOptions, build_pipeline
+from trainwire.store.clickhouse import open_store
+
+GROUPS, GENERATIONS = 4, 4
+
+
+def reward_of(step: int, group: int, index: int) -> tuple[float, float]:
+    """(accuracy, format) rewards; group 0 has the same reward everywhere (zero variance)."""
+    if group == 0:
+        return 1.0, 0.5
+    return float((step + group + index) % 2), 0.25 * index
+
+
+def training_events(steps: range) -> list[Event]:
+    events: list[Event] = []
+    for step in steps:
+        for group in range(GROUPS):
+            for index in range(GENERATIONS):
+                acc, fmt = reward_of(step, group, index)
+                events.append(
+                    Event(
+                        "grpo-run",
+                        Interaction(
+                            prompt=[{"role": "user", "content": f"step {step} question {group}"}],
+                            completion=f"answer {step}-{group}-{index}",
+                            reward=acc + fmt,
+                            rewards={"accuracy": acc, "format": fmt},
+                            step=step,
+                            group_id=f"{step}:{group}",
+                            group_index=index,
+                            completion_tokens=10 + index,
+                        ),
+                    )
+                )
+        loss = math.nan if step == 5 else 1.0 / (step + 1)
+        events.append(Event("grpo-run", TrainStep(step=step, loss=loss, grad_norm=1.0, learning_rate=1e-5)))
+    return events
+
+
+def options(tmp_path: Path) -> WorkerOptions:
+    return WorkerOptions(
+        stats=StatsConfig(step_window=4, time_window_s=3600, time_hop_s=600),
+        health=HealthConfig(loss_horizon=0),
+        dataset_output=tmp_path / "out" / "sft.jsonl",
+        dataset_format="openai",
+        dataset=DatasetConfig(min_reward=1.0, dedup_field="completion", split_ratio=(0.8, 0.1, 0.1)),
+    )
+
+
+def run_worker_once(settings: Settings, opts: WorkerOptions) -> None:
+    with open_store(settings) as store:
+        store.migrate()
+        pipeline = build_pipeline(settings, store, opts)
+        asyncio.run(pipeline.run(idle_exit_s=1.5))
+
+
+def emit_all(settings: Settings, events: list[Event]) -> None:
+    with Emitter(settings) as emitter:
+        for e in events:
+            emitter.emit(e)
+
+
+def expected_total_mean(steps: range) -> float:
+    values = [sum(reward_of(s, g, i)) for s in steps for g in range(GROUPS) for i in range(GENERATIONS)]
+    return sum(values) / len(values)
+
+
+def test_worker_end_to_end_with_a_restart(embedded_settings: Settings, tmp_path: Path) -> None:
+    first, second = training_events(range(0, 6)), training_events(range(6, 12))
+    emit_all(embedded_settings, first)
+    run_worker_once(embedded_settings, options(tmp_path))
+    emit_all(embedded_settings, second)
+    run_worker_once(embedded_settings, options(tmp_path))  # a new process: state comes from the data dir
+
+    produced = first + second
+    with open_store(embedded_settings) as store:
+        counts = store.query_rows(
+            "SELECT (SELECT count() FROM interactions FINAL) AS i, (SELECT count() FROM train_steps FINAL) AS t"
+        )[0]
+        assert counts == {"i": 12 * GROUPS * GENERATIONS, "t": 12}
+        stored = {r["event_id"] for r in store.query_rows("SELECT event_id FROM interactions FINAL")}
+        assert stored == {e.event_id for e in produced if e.event_type == "interaction"}
+
+        windows = store.query_rows(
+            "SELECT step_start, step_end, reward_fn, count, mean FROM reward_stats FINAL "
+            "WHERE window = 'steps' ORDER BY step_start, reward_fn"
+        )
+        # steps 0-3 and 4-7 are closed (a later step arrived); 8-11 stays open for the next events.
+        assert [(w["step_start"], w["reward_fn"], w["count"]) for w in windows] == [
+            (s, fn, 4 * GROUPS * GENERATIONS) for s in (0, 4) for fn in ("accuracy", "format", "total")
+        ]
+        total = {w["step_start"]: w["mean"] for w in windows if w["reward_fn"] == "total"}
+        assert math.isclose(total[0], expected_total_mean(range(0, 4)))
+        assert math.isclose(total[4], expected_total_mean(range(4, 8)))  # spans the restart
+
+        groups = store.query_rows(
+            "SELECT step, groups, zero_variance_groups, zero_variance_share FROM group_stats FINAL ORDER BY step"
+        )
+        assert [g["step"] for g in groups] == list(range(11))
+        assert all(
+            (g["groups"], g["zero_variance_groups"], g["zero_variance_share"]) == (GROUPS, 1, 0.25) for g in groups
+        )
+
+        alerts = store.query_rows("SELECT rule, step, severity, message FROM alerts FINAL WHERE rule = 'nonfinite'")
+        assert [(a["rule"], a["step"]) for a in alerts] == [("nonfinite", 5)]
+        assert "loss" in alerts[0]["message"]
+
+    kept = {
+        f"answer {s}-{g}-{i}"
+        for s in range(12)
+        for g in range(GROUPS)
+        for i in range(GENERATIONS)
+        if sum(reward_of(s, g, i)) >= 1.0
+    }
+    written = []
+    for split in ("train", "val", "test"):
+        path = tmp_path / "out" / f"sft_{split}.jsonl"
+        for line in path.read_text().splitlines():
+            record = orjson.loads(line)
+            assert [m["role"] for m in record["messages"]] == ["user", "assistant"]
+            written.append(record["messages"][-1]["content"])
+    assert sorted(written) == sorted(kept)  # every kept example once, across the restart
+
+
+def test_worker_replays_nothing_twice_after_a_lost_commit(embedded_settings: Settings, tmp_path: Path) -> None:
+    """A crash after the flush but before the commit: the records come again, nothing doubles."""
+    emit_all(embedded_settings, training_events(range(0, 3)))
+    run_worker_once(embedded_settings, options(tmp_path))
+    offsets = embedded_settings.data_dir / "bus" / "_groups" / "trainwire-worker.json"
+    json.loads(offsets.read_text())
+    offsets.unlink()  # the group forgets its position: every record is delivered again
+    run_worker_once(embedded_settings, options(tmp_path))
+    with open_store(embedded_settings) as store:
+        assert store.query_rows("SELECT count() AS n FROM interactions FINAL") == [{"n": 3 * GROUPS * GENERATIONS}]
+        assert store.query_rows("SELECT count() AS n FROM group_stats FINAL") == [{"n": 2}]
+    lines = sum(len((tmp_path / "out" / f"sft_{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test"))
+    assert lines == sum(
+        1 for s in range(3) for g in range(GROUPS) for i in range(GENERATIONS) if sum(reward_of(s, g, i)) >= 1.0
+    )
