@@ -1,0 +1,327 @@
+"""The judge worker: interactions in, ``judge_request`` and ``judge_score`` events out.
+
+:class:`JudgeWorker` is one consumer group member on two topics:
+
+- ``interactions``: each record goes through the :class:`~trainwire.judge.trigger.JudgeTrigger`;
+  the chosen ones are published as ``judge_request`` events (which the store worker writes to
+  ClickHouse, and which come back to this worker on the other topic);
+- ``judge_requests``: each batch is graded concurrently by the :class:`~trainwire.judge.client.Judge`
+  and published as ``judge_score`` events, one per request, failed judgements included.
+
+The commit order of one batch, written down once in :meth:`JudgeWorker.process_batch`:
+
+1. every record decoded and handled (requests published, scores judged and published);
+2. the emitter flushed (every event delivered to the bus, or fsynced to its spool);
+3. dead letters (undecodable records) published;
+4. consumer offsets committed.
+
+A crash replays at most one batch; the trigger's request ids and the scores' ids are derived
+from what they answer (and keep its timestamp), so the repeats collapse in ClickHouse, and the
+judge cache means a replayed request costs no second call.
+
+``trainwire judge run`` runs it; ``trainwire worker`` stores what it publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from trainwire.bus import Emitter, make_transport, open_consumer
+from trainwire.bus.publisher import Publisher
+from trainwire.config import Settings
+from trainwire.errors import BusError, EventError
+from trainwire.events import Event, Interaction, JudgeRequest, JudgeScore, decode
+from trainwire.judge.trigger import JudgeTrigger, TriggerConfig
+from trainwire.sinks.dead_letter import DeadLetters
+from trainwire.topics import event_topic
+
+if TYPE_CHECKING:
+    from trainwire.judge.client import Judge, JudgeConfig
+
+__all__ = ["JudgeWorker", "judge_command", "score_event", "score_event_id"]
+
+logger = logging.getLogger("trainwire.judge")
+LIBRARY = "trainwire.judge"
+_SCORE_NAMESPACE = uuid.UUID("9d2b4f61-3c7a-4e0d-8f15-6a9e2c3b7d48")
+
+
+def score_event_id(request_event_id: str, judge_model: str, template_version: str) -> str:
+    """The id of a score event: the same for the same request judged by the same judge and template."""
+    return str(uuid.uuid5(_SCORE_NAMESPACE, f"{request_event_id}\0{judge_model}\0{template_version}"))
+
+
+def score_event(request: Event, score: JudgeScore) -> Event:
+    """The ``judge_score`` event answering ``request`` (same run, same time, a derived id)."""
+    return Event(
+        run_id=request.run_id,
+        payload=score,
+        event_id=score_event_id(request.event_id, score.judge_model, score.template_version),
+        ts=request.ts,
+    )
+
+
+class JudgeWorker:
+    """Consumes interactions and judge requests, publishes requests and scores (see the module docstring).
+
+    Args:
+        settings: the bus to use.
+        judge: the judge that grades requests.
+        trigger: turns interactions into requests; None to only grade requests others publish.
+        group: the consumer group.
+        emitter: publishes requests and scores (default: a new one on ``settings``, closed by :meth:`run`).
+        max_batch: records per batch (a batch is judged concurrently, then committed).
+        flush_timeout_s: how long to wait for the emitter at a checkpoint before giving up on the batch.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        judge: Judge,
+        *,
+        trigger: JudgeTrigger | None = None,
+        group: str = "trainwire-judge",
+        emitter: Emitter | None = None,
+        max_batch: int | None = None,
+        flush_timeout_s: float = 60.0,
+    ):
+        self.settings = settings
+        self.judge = judge
+        self.trigger = trigger
+        self.group = group
+        self._own_emitter = emitter is None
+        self.emitter = emitter or Emitter(settings)
+        self.max_batch = max_batch or max(64, judge.config.concurrency * 4)
+        self.flush_timeout_s = flush_timeout_s
+        prefix = settings.topic_prefix
+        self.topics = [event_topic(prefix, "judge_request")]
+        if trigger is not None:
+            self.topics.insert(0, event_topic(prefix, "interaction"))
+        self._publisher = Publisher(make_transport(settings))
+        self.dead_letters = DeadLetters(self._publisher, prefix)
+        self.records_in = 0
+        self.requests_out = 0
+        self.scores_out = 0
+        self.failed_scores = 0
+
+    async def run(self, stop: asyncio.Event | None = None, idle_exit_s: float | None = None) -> None:
+        """Consume until ``stop`` is set, or until nothing new arrived for ``idle_exit_s`` seconds."""
+        stop = stop or asyncio.Event()
+        consumer = open_consumer(self.settings, self.topics, self.group)
+        await consumer.start()
+        try:
+            last_record = time.monotonic()
+            while not stop.is_set():
+                records = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
+                if records:
+                    await self.process_batch(records)
+                    await consumer.commit()
+                    last_record = time.monotonic()
+                elif idle_exit_s is not None and time.monotonic() - last_record >= idle_exit_s:
+                    break
+        finally:
+            await consumer.stop()
+            await self._publisher.close()
+            if self._own_emitter:
+                await asyncio.to_thread(self.emitter.close)
+
+    async def process_batch(self, records: list[Any]) -> None:
+        """Handle one batch up to the point where its offsets may be committed (steps 1-3 of the order)."""
+        self.records_in += len(records)
+        requests: list[Event] = []
+        for record in records:
+            try:
+                event = decode(record.value, record.location)
+            except EventError as exc:
+                self.dead_letters.add(record, str(exc))
+                continue
+            if isinstance(event.payload, Interaction):
+                if self.trigger is not None:
+                    for out in self.trigger.process(event):
+                        self.emitter.emit(out)
+                        self.requests_out += 1
+            elif isinstance(event.payload, JudgeRequest):
+                requests.append(event)
+        if requests:
+            scores = await self.judge.judge_many([r.payload for r in requests])  # type: ignore[misc]
+            for request, score in zip(requests, scores, strict=True):
+                self.emitter.emit(score_event(request, score))
+                self.scores_out += 1
+                self.failed_scores += not score.success
+        if not await asyncio.to_thread(self.emitter.flush, self.flush_timeout_s):
+            raise BusError(f"the emitter did not flush within {self.flush_timeout_s:g}s; the batch is not committed")
+        await self._publisher.flush()
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The click options that build a :class:`JudgeConfig` (shared by ``judge run`` and ``judge eval``)."""
+    options = [
+        click.option("--url", "base_url", envvar="TRAINWIRE_JUDGE_URL", help="OpenAI-compatible API of the judge."),
+        click.option("--model", envvar="TRAINWIRE_JUDGE_MODEL", help="Judge model name."),
+        click.option("--api-key", envvar="TRAINWIRE_JUDGE_API_KEY", help="API key of the judge server."),
+        click.option("--template", envvar="TRAINWIRE_JUDGE_TEMPLATE", help="Template: default, ru, or a file."),
+        click.option(
+            "--examples",
+            envvar="TRAINWIRE_JUDGE_EXAMPLES",
+            type=click.Path(exists=True, dir_okay=False),
+            help="Few-shot examples, a JSONL file.",
+        ),
+        click.option("--concurrency", type=int, default=None, help="Judge calls in flight at most (default 8)."),
+        click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds per judge call (default 60)."),
+        click.option("--retries", "max_retries", type=int, default=None, help="Retries on 429/5xx (default 4)."),
+        click.option("--structured", is_flag=True, default=None, help="Ask for JSON output (response_format)."),
+        click.option("--no-cache", "no_cache", is_flag=True, help="Do not use the judge cache."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def config_from_options(options: dict[str, Any]) -> JudgeConfig:
+    """A :class:`JudgeConfig` from the values of :func:`judge_options` (None = not given)."""
+    from trainwire.judge.client import JudgeConfig
+
+    names = ("base_url", "model", "api_key", "template", "examples", "concurrency", "timeout_s", "max_retries")
+    values = {name: options.get(name) for name in names}
+    values["structured"] = options.get("structured") or None
+    values["cache"] = False if options.get("no_cache") else None
+    return JudgeConfig.from_env(**values)
+
+
+@click.group("judge")
+def judge_command() -> None:
+    """LLM-as-a-judge: grade interactions with a model behind an OpenAI-compatible API (vLLM)."""
+
+
+@judge_command.command("run")
+@judge_options
+@click.option("--group", default="trainwire-judge", show_default=True, help="Consumer group name.")
+@click.option("--until-idle", type=float, default=None, help="Exit after this many seconds with no new events.")
+@click.option("--sample-rate", type=float, default=1.0, show_default=True, help="Share of interactions to judge.")
+@click.option("--runs", "runs", multiple=True, help="Only runs matching this glob (repeatable; default all).")
+@click.option("--min-reward", type=float, default=None, help="Only interactions with reward >= this.")
+@click.option("--max-reward", type=float, default=None, help="Only interactions with reward <= this.")
+@click.option(
+    "--success",
+    type=click.Choice(["true", "false", "any"]),
+    default="true",
+    show_default=True,
+    help="Only successful calls, only failed ones, or both.",
+)
+@click.option("--no-trigger", is_flag=True, help="Do not read interactions; only grade judge_request events.")
+@click.pass_obj
+def judge_run(
+    settings: Settings,
+    group: str,
+    until_idle: float | None,
+    sample_rate: float,
+    runs: tuple[str, ...],
+    min_reward: float | None,
+    max_reward: float | None,
+    success: str,
+    no_trigger: bool,
+    **options: Any,
+) -> None:
+    """Grade interactions from the bus and publish judge_score events (Ctrl+C stops it cleanly).
+
+    Reads the interactions topic, publishes a judge_request for each chosen interaction, grades
+    the requests concurrently and publishes the scores. `trainwire worker` stores both in ClickHouse.
+    """
+    from trainwire.judge.client import Judge
+
+    config = config_from_options(options)
+    trigger = None
+    if not no_trigger:
+        trigger = JudgeTrigger(
+            TriggerConfig(
+                sample_rate=sample_rate,
+                runs=runs or ("*",),
+                min_reward=min_reward,
+                max_reward=max_reward,
+                success={"true": True, "false": False, "any": None}[success],
+            )
+        )
+    judge = Judge(config, cache_dir=Path(settings.data_dir) / "judge")
+    worker = JudgeWorker(settings, judge, trigger=trigger, group=group)
+    click.echo(f"judge: {config.model} at {config.base_url}, template {judge.template_version}")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await worker.run(stop, idle_exit_s=until_idle)
+        finally:
+            await judge.aclose()
+
+    asyncio.run(main())
+    stats = judge.stats
+    click.echo(
+        f"judge stopped: {worker.records_in} records, {worker.requests_out} requests, {worker.scores_out} scores "
+        f"({worker.failed_scores} failed), {stats.cache_hits} from cache, {stats.retries} retries, "
+        f"{worker.dead_letters.count} dead letters"
+    )
+
+
+@judge_command.command("eval")
+@click.argument("csv_path", metavar="DATA.csv", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@judge_options
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default sqlite in data dir).")
+@click.option("--experiment", default="trainwire-judge", show_default=True, help="MLflow experiment name.")
+@click.option("--run-name", default=None, help="MLflow run name (default: judge-eval-<file name>).")
+@click.pass_obj
+def judge_eval(
+    settings: Settings,
+    csv_path: Path,
+    tracking_uri: str | None,
+    experiment: str,
+    run_name: str | None,
+    **options: Any,
+) -> None:
+    """Grade a CSV of inputs,predictions (expectations optional) with the judge through mlflow.genai.evaluate.
+
+    Logs an MLflow run with each row's score and reasoning (a table) and the mean score.
+    """
+    from trainwire.judge.mlflow_log import evaluate_csv
+
+    config = config_from_options(options)
+    result = evaluate_csv(
+        csv_path,
+        config,
+        tracking_uri=tracking_uri,
+        data_dir=settings.data_dir,
+        experiment=experiment,
+        run_name=run_name,
+    )
+    mean = "n/a" if result.mean_score is None else f"{result.mean_score:.3f}"
+    click.echo(
+        f"judged {result.rows} rows: {result.succeeded} scored, {result.rows - result.succeeded} failed, "
+        f"mean score {mean}; MLflow run {result.run_id} at {result.tracking_uri}"
+    )
+
+
+@judge_command.command("log")
+@click.argument("run_id")
+@click.option("--tracking-uri", envvar="MLFLOW_TRACKING_URI", help="MLflow tracking URI (default sqlite in data dir).")
+@click.option("--experiment", default="trainwire-judge", show_default=True, help="MLflow experiment name.")
+@click.option("--run-name", default=None, help="MLflow run name (default: the trainwire run id).")
+@click.pass_obj
+def judge_log(settings: Settings, run_id: str, tracking_uri: str | None, experiment: str, run_name: str | None) -> None:
+    """Log RUN_ID's judge scores (from ClickHouse) to MLflow: mean score per step and a table of examples."""
+    from trainwire.judge.mlflow_log import log_run_from_store, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri, settings.data_dir)
+    mlflow_run = log_run_from_store(settings, run_id, tracking_uri=uri, experiment=experiment, run_name=run_name)
+    click.echo(f"logged the judgements of {run_id} as MLflow run {mlflow_run} at {uri}")
