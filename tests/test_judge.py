@@ -307,6 +307,19 @@ def test_tiny_transformers_model_gives_a_failed_judgement_with_its_raw_text(tmp_
     assert score.judge_model == "tiny"
 
 
+def test_guided_choice_makes_the_tiny_model_answer_in_format(tmp_path: Path):
+    """With vLLM-style guided_choice the server returns the likeliest of `Score: 1..5`, so it parses."""
+    from trainwire.producers.tiny import build_tiny_model
+
+    with TransformersChatServer(build_tiny_model(tmp_path / "tiny", seed=0)) as server:
+        judge = Judge(config(server, guided_choice=True))
+        score = grade(judge, "What is 2 + 2?", "4", reference="4", interaction_id="i")
+        assert server.requests[0]["guided_choice"] == [f"Score: {n}" for n in range(1, 6)]
+    assert score.success and score.score in {1.0, 2.0, 3.0, 4.0, 5.0}
+    assert score.raw_output == f"Score: {score.score:g}"
+    assert score.score_normalized == (score.score - 1) / 4
+
+
 def test_missing_openai_names_the_extra():
     code = (
         "import sys; sys.modules['openai'] = None\n"

@@ -97,6 +97,9 @@ class JudgeConfig:
     concurrency: int = 8
     structured: bool = False
     """Ask for a JSON answer through ``response_format`` (a JSON schema; vLLM enforces it)."""
+    guided_choice: bool = False
+    """Constrain the answer to one of ``Score: N`` for each whole N on the scale (vLLM's
+    ``guided_choice``): the server picks the choice its model finds likeliest; no reasoning."""
     cache: bool = True
 
     def __post_init__(self) -> None:
@@ -285,6 +288,7 @@ class Judge:
             c.temperature,
             c.max_tokens,
             c.structured,
+            c.guided_choice,
         ]
         return hashlib.sha256(orjson.dumps(material)).hexdigest()
 
@@ -404,6 +408,8 @@ class Judge:
                     },
                 },
             }
+        if c.guided_choice:
+            options["guided_choice"] = [f"Score: {n}" for n in range(int(c.scale_low), int(c.scale_high) + 1)]
         return options
 
     async def _call(self, messages: list[dict[str, str]]) -> str:

@@ -271,6 +271,10 @@ class TransformersChatServer(OpenAICompatibleServer):
         if not isinstance(ids, torch.Tensor):  # newer tokenizers return a BatchEncoding
             ids = ids["input_ids"]
         ids = ids[:, -self.max_input_tokens :]
+        choices = body.get("guided_choice")
+        if isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
+            text = self._likeliest(ids, choices)
+            return 200, self.completion_payload(text, int(ids.shape[1]), len(self.tokenizer(text)["input_ids"])), {}
         max_new = min(self.max_new_tokens, int(body.get("max_tokens") or self.max_new_tokens))
         temperature = float(body.get("temperature") or 0.0)
         with self._generate_lock, torch.inference_mode():
@@ -288,3 +292,17 @@ class TransformersChatServer(OpenAICompatibleServer):
         new = out[0, ids.shape[1] :]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return 200, self.completion_payload(text, int(ids.shape[1]), int(new.shape[0])), {}
+
+    def _likeliest(self, ids: Any, choices: list[str]) -> str:
+        """vLLM's ``guided_choice``: the choice with the highest log-likelihood after the prompt."""
+        torch = self._torch
+        best, best_score = choices[0], float("-inf")
+        with self._generate_lock, torch.inference_mode():
+            for choice in choices:
+                choice_ids = torch.tensor([self.tokenizer(" " + choice, add_special_tokens=False)["input_ids"]])
+                full = torch.cat([ids, choice_ids], dim=1)
+                logits = self.lm(full).logits[0, ids.shape[1] - 1 : -1]
+                score = torch.log_softmax(logits, dim=-1).gather(1, choice_ids[0].unsqueeze(1)).sum().item()
+                if score > best_score:
+                    best, best_score = choice, score
+        return best
