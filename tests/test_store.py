@@ -40,7 +40,8 @@ def test_tables_match_the_event_model(embedded_settings: Settings) -> None:
         store.migrate()
         for payload_cls in PAYLOAD_TYPES.values():
             rows = store.query_rows(
-                "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}",
+                "SELECT name, type FROM system.columns WHERE database = currentDatabase() AND table = {t:String}"
+                " AND default_kind != 'MATERIALIZED'",
                 {"t": payload_cls.TOPIC},
             )
             assert {r["name"]: r["type"] for r in rows} == dict(expected_columns(payload_cls)), payload_cls.TOPIC

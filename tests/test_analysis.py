@@ -1,0 +1,547 @@
+"""The analysis queries, the report and the ``query`` / ``analyze`` commands on a crafted dataset in chdb."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trainwire.analysis.commands import analyze_command, query_command
+from trainwire.analysis.queries import QueryError, get_query, list_queries, parse_query, run_query
+from trainwire.analysis.report import to_jsonable
+from trainwire.events import Alert, Event, Interaction, JudgeScore, Logits, TrainStep
+from trainwire.processors.stats import GroupStatsAggregator, StatsConfig, pearson, spearman
+from trainwire.store.clickhouse import open_store
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+# (run, step, group, reward, rewards, prompt, completion, completion_tokens, success, seconds after T0)
+ROWS = [
+    ("a", 0, "g0", 1.0, {"acc": 1.0, "fmt": 0.0}, "ab", "abcd", 2, True, 0),
+    ("a", 0, "g0", 1.0, {"acc": 1.0, "fmt": 0.0}, "abc", "abcdefgh", 4, True, 10),
+    ("a", 0, "g1", 0.0, {"acc": 0.0, "fmt": 0.0}, "abcd", "ab", 1, True, 20),
+    ("a", 0, "g1", 1.0, {"acc": 1.0, "fmt": 0.0}, "ab", "abcdef", 3, True, 30),
+    ("a", 1, "g2", 2.0, {"acc": 1.0, "fmt": 1.0}, "абв", "abcdefghij", 5, True, 70),
+    ("a", 1, "g2", 0.5, {"acc": 0.5, "fmt": 0.0}, "ab", "abcd", None, True, 80),
+    ("a", 1, None, None, {}, "a", "x", None, True, 90),
+    ("a", None, None, math.nan, {}, "abcdef", "", None, False, 130),
+    ("b", 0, "g0", 0.0, {"acc": 0.0}, "q", "xx", 1, True, 0),
+    ("b", 0, "g0", 0.0, {"acc": 0.0}, "q", "xxxx", 2, True, 5),
+    ("b", 0, "g1", 1.5, {"acc": 1.0}, "q", "xxxxxx", 3, True, 6),
+    ("b", 0, "g1", 0.5, {"acc": 1.0}, "q", "xxxxxxxx", 4, True, 7),
+]
+
+
+def _interactions() -> list[Event]:
+    events = []
+    for i, (run, step, group, reward, rewards, prompt, completion, ctok, ok, sec) in enumerate(ROWS):
+        payload = Interaction(
+            prompt=prompt,
+            completion=completion,
+            reward=reward,
+            rewards=rewards,
+            success=ok,
+            step=step,
+            group_id=group,
+            prompt_tokens=len(prompt),
+            completion_tokens=ctok,
+            metadata={"i": i},
+        )
+        events.append(Event(run, payload, event_id=f"ev-{i:02d}", ts=T0 + timedelta(seconds=sec)))
+    return events
+
+
+INTERACTIONS = _interactions()
+JUDGED = {"ev-00": 0.9, "ev-01": 0.8, "ev-02": 0.2, "ev-03": 0.6, "ev-04": 1.0}  # ev-02 re-judged: 0.1 then 0.2
+
+
+def _judge_scores() -> list[Event]:
+    def score(i: int, target: str, value: float | None, sec: int, ok: bool = True) -> Event:
+        payload = JudgeScore(
+            interaction_id=target,
+            judge_model="judge",
+            template_version="v1",
+            success=ok,
+            score=None if value is None else value * 10,
+            score_normalized=value,
+        )
+        return Event("a", payload, event_id=f"js-{i}", ts=T0 + timedelta(seconds=sec))
+
+    events = [score(i, target, value, 200 + i) for i, (target, value) in enumerate(JUDGED.items())]
+    events.append(score(10, "ev-02", 0.1, 150))  # the earlier verdict on ev-02: the later one (0.2) counts
+    events.append(score(11, "ev-05", None, 210, ok=False))
+    return events
+
+
+def _others() -> list[Event]:
+    events = [
+        Event("a", TrainStep(step=0, loss=2.0, learning_rate=1e-5, grad_norm=1.5, epoch=0.0), ts=T0),
+        Event(
+            "a",
+            TrainStep(step=1, loss=1.5, learning_rate=2e-5, grad_norm=1.0, epoch=0.5),
+            ts=T0 + timedelta(seconds=60),
+        ),
+        Event(
+            "a",
+            TrainStep(step=1, loss=1.25, learning_rate=2e-5, grad_norm=0.5, epoch=0.5),
+            ts=T0 + timedelta(seconds=61),
+        ),
+        Event(
+            "a", Alert(rule="reward_collapse", severity="warning", message="m1", step=1), ts=T0 + timedelta(seconds=100)
+        ),
+        Event(
+            "a", Alert(rule="reward_collapse", severity="warning", message="m2", step=3), ts=T0 + timedelta(seconds=300)
+        ),
+        Event(
+            "b", Alert(rule="grad_explosion", severity="critical", message="m3", step=0), ts=T0 + timedelta(seconds=50)
+        ),
+    ]
+    # logits: model x word x level x correct; probability = base(model) + 0.01 * level + (0.05 if correct)
+    for model, base in (("m1", 0.1), ("m2", 0.3)):
+        for word in ("wait", "so"):
+            for level in (1, 2):
+                for correct in (True, False):
+                    sample = f"{level}-{correct}"
+                    prob = base + 0.01 * level + (0.05 if correct else 0.0) + (0.1 if word == "so" else 0.0)
+                    events.append(
+                        Event(
+                            "probe",
+                            Logits(
+                                model=model,
+                                sample_id=sample,
+                                position=level - 1,
+                                target_token=word,
+                                logit=math.log(prob),
+                                probability=prob,
+                                rank=level,
+                                level=level,
+                                correct=correct,
+                            ),
+                            ts=T0,
+                        )
+                    )
+    return events
+
+
+def _rewards(run: str | None = None, fn: str = "total") -> list[float]:
+    out = []
+    for run_id, _step, _g, reward, rewards, *_ in ROWS:
+        if run is not None and run_id != run:
+            continue
+        value = reward if fn == "total" else rewards.get(fn)
+        if value is not None and math.isfinite(value):
+            out.append(value)
+    return out
+
+
+def _quantile(values: list[float], q: float) -> float:
+    s = sorted(values)
+    pos = q * (len(s) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+
+def _pstd(values: list[float]) -> float:
+    m = sum(values) / len(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def _histogram(values: list[float], bins: int) -> list[int]:
+    lo, hi = min(values), max(values)
+    counts = [0] * bins
+    for v in values:
+        counts[min(int((v - lo) / ((hi - lo) / bins)), bins - 1)] += 1
+    return counts
+
+
+def _median(values: list[float]) -> float:
+    return _quantile(values, 0.5)
+
+
+@pytest.fixture
+def store(embedded_settings):
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.insert_events(INTERACTIONS + _judge_scores() + _others())
+        yield store
+
+
+def _close(a: object, b: object) -> bool:
+    """Equal, floats up to rounding (parallel aggregation may sum in another order)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+def _by(rows: list[dict], *keys: str) -> dict:
+    return {tuple(r[k] for k in keys) if len(keys) > 1 else r[keys[0]]: r for r in rows}
+
+
+# --------------------------------------------------------------------------- the library
+
+
+def test_every_query_has_a_documented_header_and_runs_on_an_empty_store(embedded_settings):
+    queries = list_queries()
+    assert len(queries) >= 20
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        for query in queries:
+            assert query.description, query.name
+            assert all(p.type for p in query.params)
+            params = {"order": "random"} if query.name == "samples" else {}
+            table = run_query(store, query.name, **params)
+            if query.name not in ("reward_histogram", "length_histogram"):
+                assert table.num_rows == 0, query.name
+
+
+def test_parameter_errors_name_the_parameter(store):
+    with pytest.raises(QueryError, match="unknown parameter bogus"):
+        run_query(store, "reward_summary", bogus=1)
+    with pytest.raises(QueryError, match=r"parameter bins \(UInt32\)"):
+        run_query(store, "reward_histogram", bins="many")
+    with pytest.raises(QueryError, match="expected one of prompt_chars, completion_chars"):
+        run_query(store, "length_histogram", measure="words")
+    with pytest.raises(QueryError, match="no such query"):
+        run_query(store, "nope")
+    query = parse_query(
+        "-- name: needs\n-- description: d\n-- param: step Int64 -- required\n-- param: x Float64 = 1.5\n"
+        "SELECT {step:Int64} + {x:Float64} AS v"
+    )
+    assert query.param("step").required and not query.param("x").required
+    with pytest.raises(QueryError, match="missing required parameter step"):
+        query.bind({})
+    assert query.bind({"step": "3"}) == {"step": 3, "x": 1.5}
+    with pytest.raises(QueryError, match="differ from those used"):
+        parse_query("-- name: bad\n-- param: a Int64 = 1\nSELECT {b:Int64}")
+
+
+def test_reward_summary_histogram_and_high_quality(store):
+    rows = _by(run_query(store, "reward_summary").to_pylist(), "run_id")
+    assert set(rows) == {"a", "b"}
+    a = rows["a"]
+    values = _rewards("a")
+    assert (a["interactions"], a["rewarded"]) == (8, 6)
+    assert a["mean"] == pytest.approx(sum(values) / 6)
+    assert a["std"] == pytest.approx(_pstd(values))
+    assert (a["min"], a["max"]) == (0.0, 2.0)
+    for column, q in (("p10", 0.1), ("p25", 0.25), ("median", 0.5), ("p75", 0.75), ("p90", 0.9)):
+        assert a[column] == pytest.approx(_quantile(values, q)), column
+    everything = run_query(store, "reward_summary", by_run=False).to_pylist()
+    assert [(r["run_id"], r["rewarded"]) for r in everything] == [("*", 10)]
+    only_b = run_query(store, "reward_summary", runs=["b"], reward_fn="acc").to_pylist()
+    assert [(r["run_id"], r["mean"]) for r in only_b] == [("b", 0.5)]
+
+    hist = run_query(store, "reward_histogram", bins=4).to_pylist()
+    assert [(r["bin"], r["bin_start"], r["bin_end"], r["count"]) for r in hist] == [
+        (0, 0.0, 0.5, 3),
+        (1, 0.5, 1.0, 2),
+        (2, 1.0, 1.5, 3),
+        (3, 1.5, 2.0, 2),
+    ]
+    per_run = run_query(store, "reward_histogram", bins=4, by_run=True).to_pylist()
+    assert [r["count"] for r in per_run if r["run_id"] == "b"] == [2, 1, 0, 1]
+    fmt = run_query(store, "reward_histogram", runs=["a"], reward_fn="fmt", bins=2).to_pylist()
+    assert [(r["bin_start"], r["bin_end"], r["count"]) for r in fmt] == [(0.0, 0.5, 5), (0.5, 1.0, 1)]
+    constant = run_query(store, "reward_histogram", runs=["b"], reward_fn="acc", bins=5).to_pylist()
+    assert [(r["bin"], r["count"]) for r in constant] == [(0, 2), (1, 0), (2, 0), (3, 0), (4, 2)]
+    single = run_query(store, "reward_histogram", runs=["a"], reward_fn="acc", bins=3, by_run=True).to_pylist()
+    assert sum(r["count"] for r in single) == 6
+
+    hq = _by(run_query(store, "high_quality", threshold=1.0).to_pylist(), "run_id")
+    assert (hq["a"]["rewarded"], hq["a"]["high_quality"]) == (6, 4)
+    assert hq["a"]["high_quality_share"] == pytest.approx(4 / 6)
+    assert (hq["b"]["high_quality"], hq["b"]["high_quality_share"]) == (1, 0.25)
+
+
+def test_reward_over_steps_time_and_functions(store):
+    steps = _by(run_query(store, "reward_by_step").to_pylist(), "run_id", "step")
+    assert set(steps) == {("a", 0), ("a", 1), ("b", 0)}
+    assert (steps["a", 1]["interactions"], steps["a", 1]["rewarded"], steps["a", 1]["mean"]) == (3, 2, 1.25)
+    assert steps["a", 0]["std"] == pytest.approx(_pstd([1.0, 1.0, 0.0, 1.0]))
+    assert (steps["b", 0]["min"], steps["b", 0]["max"]) == (0.0, 1.5)
+
+    by_minute = run_query(store, "reward_by_time", runs=["a"], bucket_s=60).to_pylist()
+    assert [(r["bucket_start"], r["interactions"], r["rewarded"], r["mean"]) for r in by_minute] == [
+        (T0, 4, 4, 0.75),
+        (T0 + timedelta(minutes=1), 3, 2, 1.25),
+        (T0 + timedelta(minutes=2), 1, 0, None),
+    ]
+
+    fns = _by(run_query(store, "reward_functions").to_pylist(), "run_id", "reward_fn")
+    assert [k for k in fns if k[0] == "a"] == [("a", "total"), ("a", "acc"), ("a", "fmt")]
+    assert fns["a", "acc"]["count"] == 6
+    assert fns["a", "acc"]["mean"] == pytest.approx(sum(_rewards("a", "acc")) / 6)
+    assert fns["a", "fmt"]["std"] == pytest.approx(_pstd(_rewards("a", "fmt")))
+    assert (fns["b", "total"]["min"], fns["b", "total"]["max"], fns["b", "acc"]["count"]) == (0.0, 1.5, 4)
+
+
+def test_lengths_and_their_relation_to_reward(store):
+    rows = _by(run_query(store, "lengths", runs=["a"]).to_pylist(), "measure")
+    assert list(rows) == ["prompt_chars", "completion_chars", "prompt_tokens", "completion_tokens"]
+    prompt_chars = [len(r[5]) for r in ROWS if r[0] == "a"]
+    assert rows["prompt_chars"]["count"] == 8
+    assert rows["prompt_chars"]["mean"] == pytest.approx(sum(prompt_chars) / 8)  # "абв" counts 3, not 6 bytes
+    assert rows["prompt_chars"]["max"] == 6
+    tokens = [r[7] for r in ROWS if r[0] == "a" and r[7] is not None]
+    assert rows["completion_tokens"]["count"] == len(tokens)
+    assert rows["completion_tokens"]["median"] == pytest.approx(_median(tokens))
+
+    hist = run_query(store, "length_histogram", measure="completion_chars", bins=5).to_pylist()
+    assert [r["count"] for r in hist] == _histogram([len(r[6]) for r in ROWS], 5)
+    assert (hist[0]["bin_start"], hist[-1]["bin_end"]) == (0.0, 10.0)
+
+    buckets = run_query(store, "length_vs_reward", measure="completion_tokens", bins=2).to_pylist()
+    # completion_tokens 1..5 -> [1, 3) and [3, 5]: tokens 1, 2 vs 3, 4, 5
+    low = [r[3] for r in ROWS if r[7] is not None and r[7] < 3]
+    high = [r[3] for r in ROWS if r[7] is not None and r[7] >= 3]
+    assert [(r["bucket"], r["interactions"]) for r in buckets] == [(0, len(low)), (1, len(high))]
+    assert buckets[0]["mean_reward"] == pytest.approx(sum(low) / len(low))
+    assert buckets[1]["mean_reward"] == pytest.approx(sum(high) / len(high))
+
+    corr = _by(run_query(store, "length_reward_correlation").to_pylist(), "run_id")
+    pairs = [(len(r[6]), r[3]) for r in ROWS if r[0] == "a" and r[3] is not None and math.isfinite(r[3])]
+    assert corr["a"]["rewarded"] == 6
+    assert corr["a"]["completion_chars_corr"] == pytest.approx(pearson([p[0] for p in pairs], [p[1] for p in pairs]))
+    assert corr["b"]["prompt_chars_corr"] is None  # every prompt of b is one character: no variation
+
+
+def test_group_stats_match_the_stream_processor(store):
+    aggregator = GroupStatsAggregator(StatsConfig())
+    emitted = [stats for event in INTERACTIONS for stats in aggregator.add_interaction(event)]
+    expected = {(g.run_id, g.step): g for g in emitted + aggregator.flush()}
+    rows = _by(run_query(store, "group_stats").to_pylist(), "run_id", "step")
+    assert set(rows) == set(expected)
+    for key, stats in expected.items():
+        row = rows[key]
+        for column in ("interactions", "groups", "zero_variance_groups"):
+            assert row[column] == getattr(stats, column), (key, column)
+        for column in ("zero_variance_share", "mean_group_std", "reward_mean", "reward_std", "length_reward_corr"):
+            want = getattr(stats, column)
+            assert (row[column] is None) == (want is None), (key, column)
+            if want is not None:
+                assert row[column] == pytest.approx(want, abs=1e-9), (key, column)
+    assert (rows["a", 0]["groups"], rows["a", 0]["zero_variance_groups"], rows["a", 0]["mean_group_std"]) == (
+        2,
+        1,
+        0.25,
+    )
+
+
+def test_group_stats_stored_reads_the_published_table(store):
+    from trainwire.events import GroupStatsPayload
+
+    payload = GroupStatsPayload(step=3, interactions=8, groups=2, zero_variance_groups=1, zero_variance_share=0.5)
+    store.insert_events([Event("a", payload, ts=T0)] * 2)  # delivered twice: counted once
+    rows = run_query(store, "group_stats_stored").to_pylist()
+    assert [(r["run_id"], r["step"], r["groups"], r["zero_variance_share"]) for r in rows] == [("a", 3, 2, 0.5)]
+
+
+def test_judge_agreement_and_judge_by_step(store):
+    rows = _by(run_query(store, "judge_agreement").to_pylist(), "run_id")
+    a = rows["a"]
+    judge = list(JUDGED.values())
+    reward = [ROWS[int(k[3:])][3] for k in JUDGED]
+    assert (a["judged"], a["failed"], a["pairs"]) == (6, 1, 5)
+    assert a["mean_judge"] == pytest.approx(sum(judge) / 5)
+    assert a["mean_reward"] == pytest.approx(sum(reward) / 5)
+    assert a["pearson"] == pytest.approx(pearson(judge, reward))
+    assert a["spearman"] == pytest.approx(spearman(judge, reward))
+    mj, mr = _median(judge), _median(reward)
+    same = sum(1 for j, r in zip(judge, reward, strict=True) if (j > mj) - (j < mj) == (r > mr) - (r < mr))
+    assert a["median_agreement"] == pytest.approx(same / 5)
+    assert "b" not in rows
+
+    steps = _by(run_query(store, "judge_by_step").to_pylist(), "run_id", "step")
+    assert steps["a", 0]["pairs"] == 4
+    assert steps["a", 0]["mean_judge"] == pytest.approx((0.9 + 0.8 + 0.2 + 0.6) / 4)
+    assert steps["a", 0]["mean_reward"] == pytest.approx(0.75)
+    assert (steps["a", 1]["pairs"], steps["a", 1]["mean_judge"], steps["a", 1]["mean_reward"]) == (1, 1.0, 2.0)
+
+
+def test_training_metrics_alerts_and_overview(store):
+    rows = run_query(store, "train_metrics").to_pylist()
+    assert [(r["run_id"], r["step"], r["loss"], r["grad_norm"], r["interactions"], r["mean_reward"]) for r in rows] == [
+        ("a", 0, 2.0, 1.5, 4, 0.75),
+        ("a", 1, 1.25, 0.5, 3, 1.25),  # the later train_steps row of step 1 wins
+    ]
+    alerts = run_query(store, "alerts").to_pylist()
+    assert [(a["run_id"], a["rule"], a["step"]) for a in alerts] == [
+        ("b", "grad_explosion", 0),
+        ("a", "reward_collapse", 1),
+        ("a", "reward_collapse", 3),
+    ]
+    assert len(run_query(store, "alerts", runs=["a"], limit=1).to_pylist()) == 1
+    summary = _by(run_query(store, "alerts_summary").to_pylist(), "run_id", "rule")
+    assert (summary["a", "reward_collapse"]["alerts"], summary["a", "reward_collapse"]["last_step"]) == (2, 3)
+
+    overview = _by(run_query(store, "runs_overview").to_pylist(), "run_id")
+    assert set(overview) == {"a", "b", "probe"}
+    a = overview["a"]
+    assert (a["interactions"], a["rewarded"], a["judge_scores"], a["train_steps"], a["alerts"]) == (8, 6, 7, 3, 2)
+    assert a["success_share"] == pytest.approx(7 / 8)
+    assert a["mean_reward"] == pytest.approx(sum(_rewards("a")) / 6)
+    assert (a["min_step"], a["max_step"], a["first_ts"]) == (0, 1, T0)
+    assert overview["probe"]["logits"] == 16
+
+
+def test_logits_queries(store):
+    by_model = _by(run_query(store, "logits_by_model").to_pylist(), "model", "target_token")
+    # m1 wait: levels 1, 2 x correct/wrong: 0.1 + {0.01, 0.02} + {0.05, 0}
+    assert by_model["m1", "wait"]["observations"] == 4
+    assert by_model["m1", "wait"]["samples"] == 4
+    assert by_model["m1", "wait"]["mean_probability"] == pytest.approx(0.1 + 0.015 + 0.025)
+    assert by_model["m2", "so"]["mean_probability"] == pytest.approx(0.3 + 0.015 + 0.025 + 0.1)
+    levels = _by(run_query(store, "logits_by_level", model="m1").to_pylist(), "level", "target_token")
+    assert set(levels) == {(1, "wait"), (1, "so"), (2, "wait"), (2, "so")}
+    assert levels[2, "wait"]["mean_probability"] == pytest.approx(0.1 + 0.02 + 0.025)
+    right = _by(run_query(store, "logits_by_correctness").to_pylist(), "model", "correct", "target_token")
+    assert right["m2", True, "wait"]["mean_probability"] == pytest.approx(0.3 + 0.015 + 0.05)
+    assert right["m2", False, "wait"]["mean_probability"] == pytest.approx(0.3 + 0.015)
+    positions = _by(
+        run_query(store, "logits_by_position", bucket=2).to_pylist(), "model", "position_start", "target_token"
+    )
+    assert set(p[1] for p in positions) == {0}
+    assert positions["m1", 0, "so"]["observations"] == 4
+
+
+def test_samples_best_worst_and_seeded_random(store):
+    best = run_query(store, "samples", order="best", limit=2).to_pylist()
+    assert [(s["event_id"], s["reward"]) for s in best] == [("ev-04", 2.0), ("ev-10", 1.5)]
+    worst = run_query(store, "samples", order="worst", limit=3).to_pylist()
+    assert [s["event_id"] for s in worst] == ["ev-02", "ev-08", "ev-09"]
+    first = run_query(store, "samples", order="random", limit=5, seed=7).to_pylist()
+    again = run_query(store, "samples", order="random", limit=5, seed=7).to_pylist()
+    other = run_query(store, "samples", order="random", limit=5, seed=8).to_pylist()
+    assert [s["event_id"] for s in first] == [s["event_id"] for s in again]
+    assert len(first) == 5 and [s["event_id"] for s in first] != [s["event_id"] for s in other]
+
+
+def test_duplicates_counted_once_and_the_fast_view_reports_them(store):
+    exact_before = run_query(store, "reward_by_step").to_pylist()
+    fast = _by(run_query(store, "reward_by_step_fast").to_pylist(), "run_id", "step")
+    for row in exact_before:
+        f = fast[row["run_id"], row["step"]]
+        assert (f["rows"], f["events"], f["duplicates"], f["rewarded"]) == (
+            row["interactions"],
+            row["interactions"],
+            0,
+            row["rewarded"],
+        )
+        assert f["mean"] == pytest.approx(row["mean"])
+        assert f["std"] == pytest.approx(row["std"], abs=1e-9)
+    store.insert_events(INTERACTIONS[:4])  # a redelivered batch
+    assert run_query(store, "reward_by_step").to_pylist() == exact_before
+    fast = _by(run_query(store, "reward_by_step_fast").to_pylist(), "run_id", "step")
+    assert (fast["a", 0]["rows"], fast["a", 0]["events"], fast["a", 0]["duplicates"]) == (8, 4, 4)
+    assert fast["a", -1]["rows"] == 1  # interactions without a step
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def _fill(settings) -> None:
+    with open_store(settings) as store:
+        store.migrate()
+        store.insert_events(INTERACTIONS + _judge_scores() + _others())
+
+
+def test_query_command(embedded_settings):
+    _fill(embedded_settings)
+    runner = CliRunner()
+    result = runner.invoke(query_command, ["--list"], obj=embedded_settings)
+    assert result.exit_code == 0, result.output
+    for query in list_queries():
+        assert query.name in result.output
+    result = runner.invoke(
+        query_command,
+        ["high_quality", "-p", "runs=a,b", "-p", "threshold=1", "--format", "json"],
+        obj=embedded_settings,
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["run_id"], r["high_quality"]) for r in rows] == [("a", 4), ("b", 1)]
+    result = runner.invoke(query_command, ["reward_summary", "--format", "csv"], obj=embedded_settings)
+    assert result.output.splitlines()[0].startswith("run_id,interactions,rewarded,mean")
+    result = runner.invoke(query_command, ["reward_summary", "-p", "bogus=1"], obj=embedded_settings)
+    assert result.exit_code != 0 and "unknown parameter bogus" in result.output
+    result = runner.invoke(query_command, ["reward_histogram", "-p", "bins=x"], obj=embedded_settings)
+    assert result.exit_code != 0 and "bins" in result.output
+    assert get_query("reward_histogram").param("bins").default == 20
+
+
+def test_analyze_command_writes_the_report(embedded_settings, tmp_path: Path):
+    _fill(embedded_settings)
+    out = tmp_path / "report"
+    result = CliRunner().invoke(
+        analyze_command, ["--output", str(out), "--threshold", "1.0", "--samples", "2"], obj=embedded_settings
+    )
+    assert result.exit_code == 0, result.output
+    assert "High-quality answers (reward >= 1)" in result.output
+    pngs = {p.name for p in out.glob("*.png")}
+    assert {
+        "reward_distribution.png",
+        "reward_by_step.png",
+        "reward_by_time.png",
+        "lengths.png",
+        "train_metrics.png",
+        "group_stats.png",
+        "logits_model_comparison.png",
+        "logits_level_analysis.png",
+        "logits_correctness_comparison.png",
+        "logits_position.png",
+        "logits_heatmap.png",
+    } <= pngs
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+    results = json.loads((out / "analysis_results.json").read_text())
+    assert results["threshold"] == 1.0 and results["empty"] is False
+    with open_store(embedded_settings) as store:
+        for name, section in results["queries"].items():
+            expected = to_jsonable(run_query(store, section["query"], **section["params"]).to_pylist())
+            assert _close(section["rows"], expected), name
+    hq = {r["run_id"]: r for r in results["queries"]["high_quality"]["rows"]}
+    assert hq["a"]["high_quality"] == 4
+
+    samples = json.loads((out / "samples.json").read_text())
+    assert [s["event_id"] for s in samples["best"]] == ["ev-04", "ev-10"]
+    assert samples["best"][0]["metadata"] == {"i": 4}
+    assert len(samples["worst"]) == 2 and len(samples["random"]) == 2
+
+    page = (out / "dashboard.html").read_text()
+    assert "https://" not in page.split("<script>", 1)[0]
+    assert 'id="tw-data"' in page and "Plotly.newPlot" in page and len(page) > 1_000_000  # plotly.js inlined
+
+
+def test_analyze_only_some_runs_and_plots_only_what_exists(embedded_settings, tmp_path: Path):
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.insert_events(INTERACTIONS[8:])  # run b: interactions only
+    out = tmp_path / "b"
+    result = CliRunner().invoke(analyze_command, ["--run", "b", "--output", str(out)], obj=embedded_settings)
+    assert result.exit_code == 0, result.output
+    pngs = {p.name for p in out.glob("*.png")}
+    assert "reward_distribution.png" in pngs and "lengths.png" in pngs
+    assert not any(name.startswith("logits") for name in pngs) and "train_metrics.png" not in pngs
+    results = json.loads((out / "analysis_results.json").read_text())
+    assert results["runs"] == ["b"]
+    assert [r["run_id"] for r in results["queries"]["runs_overview"]["rows"]] == ["b"]
+
+
+def test_analyze_an_empty_store_says_so(embedded_settings, tmp_path: Path):
+    out = tmp_path / "empty"
+    result = CliRunner().invoke(analyze_command, ["--output", str(out)], obj=embedded_settings)
+    assert result.exit_code == 0, result.output
+    assert result.exception is None
+    assert "nothing to analyze" in result.output
+    assert json.loads((out / "analysis_results.json").read_text())["empty"] is True
+    assert not list(out.glob("*.png")) and not (out / "dashboard.html").exists()

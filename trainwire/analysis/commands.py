@@ -1,0 +1,142 @@
+"""The ``trainwire query`` and ``trainwire analyze`` commands (click), registered by the CLI.
+
+Both receive the :class:`~trainwire.config.Settings` of the ``trainwire`` group as the click
+context object, make sure the schema and the analysis views exist, and work while a worker owns
+the embedded chdb (the statements are routed through it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import click
+
+from trainwire.config import Settings
+from trainwire.errors import TrainwireError
+from trainwire.store.clickhouse import Store
+
+__all__ = ["analyze_command", "query_command"]
+
+
+def _open(settings: Settings) -> Store:
+    """The store, migrated, with the analysis views."""
+    from trainwire.store.clickhouse import open_store
+
+    store = open_store(settings)
+    try:
+        store.migrate()
+    except Exception:
+        store.close()
+        raise
+    return store
+
+
+def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--param")
+        params[key.strip()] = value
+    return params
+
+
+@click.command("query")
+@click.argument("name", required=False)
+@click.option(
+    "--param",
+    "-p",
+    "pairs",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A query parameter (repeatable); lists are comma-separated.",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--list", "list_", is_flag=True, help="List the named queries and their parameters.")
+@click.pass_obj
+def query_command(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: str, list_: bool) -> None:
+    """Run the named analysis query NAME (see --list) and print its rows.
+
+    trainwire query reward_summary -p runs=grpo-1,grpo-2 -p reward_fn=accuracy --format csv
+    """
+    try:
+        _query(settings, name, pairs, fmt, list_)
+    except TrainwireError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def _query(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: str, list_: bool) -> None:
+    from trainwire.analysis.queries import get_query, list_queries, run_query
+    from trainwire.cli import print_table
+
+    if list_ or not name:
+        if not list_:
+            raise click.UsageError("give a query NAME, or --list to see them")
+        for query in list_queries():
+            click.echo(f"{query.name}\n    {query.description}")
+            for p in query.params:
+                default = "required" if p.required else f"default {json.dumps(p.default)}"
+                choices = f"; one of {', '.join(p.choices)}" if p.choices else ""
+                click.echo(f"    --param {p.name}=<{p.type}>  ({default}{choices}) {p.description}")
+        return
+    query = get_query(name)  # unknown names fail before opening the store
+    params = _parse_params(pairs)
+    query.bind(params)  # unknown, missing or malformed parameters fail before opening the store too
+    with _open(settings) as store:
+        table = run_query(store, name, **params)
+    from trainwire.analysis.report import to_jsonable
+
+    rows = to_jsonable(table.to_pylist())
+    columns = table.column_names
+    if fmt == "json":
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(columns)
+        writer.writerows([row[c] for c in columns] for row in rows)
+        click.echo(out.getvalue(), nl=False)
+    else:
+        print_table(columns, [[row[c] for c in columns] for row in rows], title=name)
+
+
+@click.command("analyze")
+@click.option("--run", "runs", multiple=True, help="A run to include (repeatable); default: every run.")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("analysis_output"),
+    show_default=True,
+    help="Directory for the plots, JSON files and dashboard.",
+)
+@click.option(
+    "--threshold", type=float, default=0.8, show_default=True, help="Rewards at or above this are high quality."
+)
+@click.option("--bins", type=click.IntRange(min=1, max=1000), default=20, show_default=True, help="Histogram bins.")
+@click.option(
+    "--samples", type=click.IntRange(min=0), default=5, show_default=True, help="Examples of each kind in samples.json."
+)
+@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the random examples.")
+@click.pass_obj
+def analyze_command(
+    settings: Settings, runs: tuple[str, ...], output: Path, threshold: float, bins: int, samples: int, seed: int
+) -> None:
+    """Report on the stored runs: statistics as tables, PNG plots, samples.json, analysis_results.json
+    and an interactive dashboard.html that opens from a file (no server, no network).
+    """
+    from trainwire.analysis.report import analyze
+
+    try:
+        with _open(settings) as store:
+            report = analyze(store, output, list(runs), threshold=threshold, bins=bins, samples=samples, seed=seed)
+    except TrainwireError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if report.results.empty:
+        click.echo(f"wrote {output / 'analysis_results.json'} (empty)")
+        return
+    click.echo(f"wrote {len(report.files)} files to {output}:")
+    for path in report.files:
+        click.echo(f"  {path.name}")

@@ -1,0 +1,305 @@
+"""PNG plots of an :class:`~trainwire.analysis.report.AnalysisResults` (matplotlib, Agg backend).
+
+Each plot is drawn only when its data exists; :func:`write_plots` returns the files written.
+Series per run are capped at :data:`MAX_SERIES` runs (the first by run id), the rest noted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from trainwire.analysis.report import AnalysisResults
+from trainwire.errors import MissingExtraError
+
+__all__ = ["MAX_SERIES", "PLOTS", "write_plots"]
+
+MAX_SERIES = 10
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise MissingExtraError("analysis", "trainwire.analysis.plots") from exc
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _by(rows: Iterable[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
+    out: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        out[row[key]].append(row)
+    return dict(out)
+
+
+def _capped(series: dict[Any, Any]) -> tuple[list[Any], int]:
+    keys = sorted(series, key=str)
+    return keys[:MAX_SERIES], max(0, len(keys) - MAX_SERIES)
+
+
+def _lines(ax: Any, rows: list[dict[str, Any]], x: str, y: str, label_prefix: str = "", **style: Any) -> int:
+    series = _by((r for r in rows if r.get(y) is not None), "run_id")
+    keys, hidden = _capped(series)
+    for key in keys:
+        points = series[key]
+        ax.plot([p[x] for p in points], [p[y] for p in points], label=f"{label_prefix}{key}", **style)
+    return hidden
+
+
+def _finish(fig: Any, path: Path, hidden: int = 0) -> Path:
+    if hidden:
+        fig.text(0.01, 0.01, f"{hidden} more runs not drawn", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    _plt().close(fig)
+    return path
+
+
+def plot_reward_distribution(results: AnalysisResults, path: Path) -> Path | None:
+    """Histogram of rewards over the selected runs, with the per-run mean and median noted."""
+    rows = [r for r in results.rows("reward_histogram") if r["run_id"] == "*"]
+    if not rows or not sum(r["count"] for r in rows):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(9, 5))
+    widths = [max(r["bin_end"] - r["bin_start"], 1e-9) for r in rows]
+    ax.bar([r["bin_start"] for r in rows], [r["count"] for r in rows], width=widths, align="edge", edgecolor="black")
+    total = results.rows("reward_summary_all")
+    if total and total[0]["mean"] is not None:
+        ax.axvline(total[0]["mean"], color="red", linestyle="--", label=f"mean {total[0]['mean']:.3g}")
+        ax.axvline(total[0]["median"], color="green", linestyle=":", label=f"median {total[0]['median']:.3g}")
+        ax.legend()
+    ax.set(title="Reward distribution", xlabel="reward", ylabel="interactions")
+    return _finish(fig, path)
+
+
+def plot_reward_by_step(results: AnalysisResults, path: Path) -> Path | None:
+    """Mean reward per step per run, and the mean judge score per step where there is one."""
+    rows = results.rows("reward_by_step")
+    if not any(r["mean"] is not None for r in rows):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 5))
+    hidden = _lines(ax, rows, "step", "mean", "reward ")
+    judge = results.rows("judge_by_step")
+    if judge:
+        ax2 = ax.twinx()
+        _lines(ax2, judge, "step", "mean_judge", "judge ", linestyle="--")
+        ax2.set_ylabel("mean judge score (normalized)")
+        ax2.legend(loc="lower right", fontsize=8)
+    ax.set(title="Reward over training steps", xlabel="step", ylabel="mean reward")
+    ax.legend(loc="upper left", fontsize=8)
+    return _finish(fig, path, hidden)
+
+
+def plot_reward_by_time(results: AnalysisResults, path: Path) -> Path | None:
+    """Mean reward per time bucket per run."""
+    rows = results.rows("reward_by_time")
+    if not any(r["mean"] is not None for r in rows):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 5))
+    hidden = _lines(ax, rows, "bucket_start", "mean", marker=".")
+    ax.set(title="Reward over time", xlabel="time (UTC)", ylabel="mean reward")
+    ax.legend(fontsize=8)
+    fig.autofmt_xdate()
+    return _finish(fig, path, hidden)
+
+
+def plot_lengths(results: AnalysisResults, path: Path) -> Path | None:
+    """Prompt and completion length histograms, and mean reward by completion length."""
+    prompt = results.rows("prompt_length_histogram")
+    completion = results.rows("completion_length_histogram")
+    if not prompt and not completion:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    for ax, rows, title in ((axes[0], prompt, "Prompt length"), (axes[1], completion, "Completion length")):
+        if rows:
+            widths = [max(r["bin_end"] - r["bin_start"], 1e-9) for r in rows]
+            ax.bar([r["bin_start"] for r in rows], [r["count"] for r in rows], width=widths, align="edge")
+        ax.set(title=title, xlabel="characters", ylabel="interactions")
+    buckets = [r for r in results.rows("length_vs_reward") if r["mean_reward"] is not None]
+    if buckets:
+        axes[2].plot(
+            [(r["bucket_start"] + r["bucket_end"]) / 2 for r in buckets], [r["mean_reward"] for r in buckets], "o-"
+        )
+    axes[2].set(title="Reward by completion length", xlabel="completion characters", ylabel="mean reward")
+    return _finish(fig, path)
+
+
+def plot_train_metrics(results: AnalysisResults, path: Path) -> Path | None:
+    """Loss, learning rate and grad norm over steps, per run, with the mean reward."""
+    rows = results.rows("train_metrics")
+    if not rows:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
+    hidden = 0
+    for ax, column in zip(axes.flat, ("loss", "learning_rate", "grad_norm", "mean_reward"), strict=True):
+        hidden = _lines(ax, rows, "step", column)
+        ax.set(title=column, xlabel="step")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    return _finish(fig, path, hidden)
+
+
+def plot_group_stats(results: AnalysisResults, path: Path) -> Path | None:
+    """GRPO zero-variance group share and mean within-group std over steps."""
+    rows = results.rows("group_stats")
+    if not any(r["zero_variance_share"] is not None for r in rows):
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    hidden = _lines(axes[0], rows, "step", "zero_variance_share")
+    _lines(axes[1], rows, "step", "mean_group_std")
+    axes[0].set(title="Share of zero-variance groups", xlabel="step")
+    axes[1].set(title="Mean within-group reward std", xlabel="step")
+    axes[0].legend(fontsize=7)
+    return _finish(fig, path, hidden)
+
+
+def _matrix(rows: list[dict[str, Any]], row_key: str, col_key: str) -> tuple[list[Any], list[Any], list[list[float]]]:
+    rkeys = sorted({r[row_key] for r in rows}, key=str)
+    ckeys = sorted({r[col_key] for r in rows}, key=str)
+    cell = {(r[row_key], r[col_key]): r["mean_probability"] for r in rows}
+    nan = float("nan")
+    return rkeys, ckeys, [[cell.get((a, b), nan) for b in ckeys] for a in rkeys]
+
+
+def _heatmap(ax: Any, fig: Any, rows: list[dict[str, Any]], row_key: str, title: str) -> None:
+    rkeys, ckeys, values = _matrix(rows, row_key, "target_token")
+    image = ax.imshow(values, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(ckeys)), ckeys, rotation=45, ha="right")
+    ax.set_yticks(range(len(rkeys)), [str(k) for k in rkeys])
+    ax.set_title(title)
+    if len(rkeys) * len(ckeys) <= 120:
+        for i, line in enumerate(values):
+            for j, v in enumerate(line):
+                if v == v:
+                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white", fontsize=7)
+    fig.colorbar(image, ax=ax, label="mean probability")
+
+
+def plot_logits_heatmap(results: AnalysisResults, path: Path) -> Path | None:
+    """Heatmaps of mean target-word probability: model x word, and level x word per model."""
+    by_model = results.rows("logits_by_model")
+    if not by_model:
+        return None
+    levels = _by(results.rows("logits_by_level"), "model")
+    models = sorted(levels)[: MAX_SERIES - 1]
+    plt = _plt()
+    fig, axes = plt.subplots(1 + len(models), 1, figsize=(11, 3.5 * (1 + len(models))), squeeze=False)
+    _heatmap(axes[0][0], fig, by_model, "model", "Mean probability: model x word")
+    for ax, model in zip(axes[1:, 0], models, strict=True):
+        _heatmap(ax, fig, levels[model], "level", f"Mean probability: level x word ({model})")
+    return _finish(fig, path)
+
+
+def plot_logits_models(results: AnalysisResults, path: Path) -> Path | None:
+    """Grouped bars: mean target-word probability per word, one bar per model."""
+    rows = results.rows("logits_by_model")
+    if not rows:
+        return None
+    plt = _plt()
+    models = sorted({r["model"] for r in rows})
+    words = sorted({r["target_token"] for r in rows})
+    cell = {(r["model"], r["target_token"]): r["mean_probability"] for r in rows}
+    fig, ax = plt.subplots(figsize=(12, 5))
+    width = 0.8 / len(models)
+    for i, model in enumerate(models):
+        ax.bar(
+            [j + i * width for j in range(len(words))], [cell.get((model, w), 0.0) for w in words], width, label=model
+        )
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(words))], words, rotation=45, ha="right")
+    ax.set(title="Target-word probability by model", ylabel="mean probability")
+    ax.legend()
+    return _finish(fig, path)
+
+
+def plot_logits_levels(results: AnalysisResults, path: Path) -> Path | None:
+    """Mean probability over difficulty levels, one line per model and word (a panel per model)."""
+    rows = results.rows("logits_by_level")
+    if not rows:
+        return None
+    plt = _plt()
+    models = sorted({r["model"] for r in rows})[:MAX_SERIES]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        for word, points in sorted(_by([r for r in rows if r["model"] == model], "target_token").items()):
+            ax.plot([p["level"] for p in points], [p["mean_probability"] for p in points], "o-", label=word)
+        ax.set(title=f"{model}: probability by level", xlabel="level", ylabel="mean probability")
+        ax.legend(fontsize=7)
+    return _finish(fig, path)
+
+
+def plot_logits_correctness(results: AnalysisResults, path: Path) -> Path | None:
+    """Right vs wrong answers: mean probability per word, a panel per model."""
+    rows = results.rows("logits_by_correctness")
+    if not rows:
+        return None
+    plt = _plt()
+    models = sorted({r["model"] for r in rows})[:MAX_SERIES]
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models, strict=True):
+        mine = [r for r in rows if r["model"] == model]
+        words = sorted({r["target_token"] for r in mine})
+        cell = {(r["correct"], r["target_token"]): r["mean_probability"] for r in mine}
+        for k, (verdict, label) in enumerate(((True, "right"), (False, "wrong"))):
+            xs = [j + k * 0.4 for j in range(len(words))]
+            ax.bar(xs, [cell.get((verdict, w), 0.0) for w in words], 0.4, label=label)
+        ax.set_xticks([j + 0.2 for j in range(len(words))], words, rotation=45, ha="right")
+        ax.set(title=f"{model}: right vs wrong answers", ylabel="mean probability")
+        ax.legend()
+    return _finish(fig, path)
+
+
+def plot_logits_position(results: AnalysisResults, path: Path) -> Path | None:
+    """Mean probability along the answer (all target words), one line per model."""
+    rows = results.rows("logits_by_position")
+    if not rows:
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    for model, points in sorted(_by(rows, "model").items())[:MAX_SERIES]:
+        totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
+        for p in points:
+            totals[p["position_start"]][0] += p["mean_probability"] * p["observations"]
+            totals[p["position_start"]][1] += p["observations"]
+        xs = sorted(totals)
+        ax.plot(xs, [totals[x][0] / totals[x][1] for x in xs], label=model)
+    ax.set(title="Target-word probability by position", xlabel="answer position", ylabel="mean probability")
+    ax.legend()
+    return _finish(fig, path)
+
+
+PLOTS: dict[str, Callable[[AnalysisResults, Path], Path | None]] = {
+    "reward_distribution.png": plot_reward_distribution,
+    "reward_by_step.png": plot_reward_by_step,
+    "reward_by_time.png": plot_reward_by_time,
+    "lengths.png": plot_lengths,
+    "train_metrics.png": plot_train_metrics,
+    "group_stats.png": plot_group_stats,
+    "logits_model_comparison.png": plot_logits_models,
+    "logits_level_analysis.png": plot_logits_levels,
+    "logits_correctness_comparison.png": plot_logits_correctness,
+    "logits_position.png": plot_logits_position,
+    "logits_heatmap.png": plot_logits_heatmap,
+}
+"""File name -> plotting function (returns None when it has no data to draw)."""
+
+
+def write_plots(results: AnalysisResults, output_dir: Path) -> list[Path]:
+    """Draw every plot whose data exists into ``output_dir``; returns the files written."""
+    written = []
+    for name, draw in PLOTS.items():
+        path = draw(results, output_dir / name)
+        if path is not None:
+            written.append(path)
+    return written

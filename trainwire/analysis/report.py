@@ -1,0 +1,284 @@
+"""The analysis report: run the standard queries once, then print, plot and write what they returned.
+
+:func:`collect` runs the named queries (:mod:`trainwire.analysis.queries`) for the selected runs
+and keeps their rows in an :class:`AnalysisResults`; every number the console tables, the PNG
+plots and the HTML dashboard show comes from those rows, and :func:`write_results` writes them
+all to ``analysis_results.json``. :func:`analyze` does the whole report::
+
+    analysis_results.json   every query's parameters and rows
+    samples.json            example interactions: best, worst and random (fixed seed)
+    *.png                   matplotlib plots (only those whose data exists)
+    dashboard.html          interactive charts, plotly.js inlined: opens from a file, no network
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from trainwire.analysis.queries import run_query
+from trainwire.store.clickhouse import Store
+
+__all__ = ["AnalysisResults", "analyze", "collect", "print_summary", "to_jsonable", "write_results", "write_samples"]
+
+SAMPLE_ORDERS = ("best", "worst", "random")
+
+
+@dataclass
+class AnalysisResults:
+    """The rows of each standard query for one selection of runs, and the parameters used."""
+
+    runs: list[str]
+    threshold: float
+    generated_at: datetime
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        """True when the selected runs have no events at all."""
+        return not self.tables.get("runs_overview")
+
+    def rows(self, name: str) -> list[dict[str, Any]]:
+        """The rows of section ``name`` (empty when it was not collected)."""
+        return self.tables.get(name, [])
+
+    def has(self, name: str, column: str | None = None) -> bool:
+        """True when section ``name`` has rows (with a non-null ``column``, if given)."""
+        rows = self.rows(name)
+        return any(r.get(column) is not None for r in rows) if column else bool(rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything as a JSON-ready dict (the content of ``analysis_results.json``)."""
+        return to_jsonable(
+            {
+                "generated_at": self.generated_at,
+                "runs": self.runs,
+                "threshold": self.threshold,
+                "empty": self.empty,
+                "queries": {
+                    name: {"query": self.params[name]["query"], "params": self.params[name]["params"], "rows": rows}
+                    for name, rows in self.tables.items()
+                },
+            }
+        )
+
+
+def _sections(runs: list[str], threshold: float, bins: int, bucket_s: int) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Section name -> (query name, parameters), in the order they are shown."""
+    r = {"runs": runs}
+    return {
+        "runs_overview": ("runs_overview", r),
+        "reward_summary": ("reward_summary", r),
+        "reward_summary_all": ("reward_summary", {**r, "by_run": False}),
+        "high_quality": ("high_quality", {**r, "threshold": threshold}),
+        "high_quality_all": ("high_quality", {**r, "threshold": threshold, "by_run": False}),
+        "reward_histogram": ("reward_histogram", {**r, "bins": bins}),
+        "reward_functions": ("reward_functions", r),
+        "reward_by_step": ("reward_by_step", r),
+        "reward_by_time": ("reward_by_time", {**r, "bucket_s": bucket_s}),
+        "lengths": ("lengths", r),
+        "prompt_length_histogram": ("length_histogram", {**r, "measure": "prompt_chars", "bins": bins}),
+        "completion_length_histogram": ("length_histogram", {**r, "measure": "completion_chars", "bins": bins}),
+        "length_vs_reward": ("length_vs_reward", {**r, "bins": min(bins, 10)}),
+        "length_reward_correlation": ("length_reward_correlation", r),
+        "group_stats": ("group_stats", r),
+        "group_stats_stored": ("group_stats_stored", r),
+        "judge_agreement": ("judge_agreement", r),
+        "judge_by_step": ("judge_by_step", r),
+        "train_metrics": ("train_metrics", r),
+        "alerts_summary": ("alerts_summary", r),
+        "alerts": ("alerts", {**r, "limit": 100}),
+        "logits_by_model": ("logits_by_model", r),
+        "logits_by_level": ("logits_by_level", r),
+        "logits_by_correctness": ("logits_by_correctness", r),
+        "logits_by_position": ("logits_by_position", r),
+    }
+
+
+def _time_bucket(overview: list[dict[str, Any]]) -> int:
+    """A bucket width (seconds) giving about 100 buckets over the runs' time span."""
+    starts = [r["first_ts"] for r in overview if r.get("first_ts") is not None]
+    ends = [r["last_ts"] for r in overview if r.get("last_ts") is not None]
+    if not starts:
+        return 60
+    span = (max(ends) - min(starts)).total_seconds()
+    for width in (1, 5, 10, 30, 60, 300, 600, 1800, 3600, 3 * 3600, 6 * 3600, 86400, 7 * 86400):
+        if span / width <= 150:
+            return width
+    return 30 * 86400
+
+
+def collect(
+    store: Store,
+    runs: list[str] | tuple[str, ...] = (),
+    *,
+    threshold: float = 0.8,
+    bins: int = 20,
+    samples: int = 5,
+    seed: int = 42,
+) -> AnalysisResults:
+    """Run the standard queries for ``runs`` (empty: every run) and keep their rows."""
+    runs = list(runs)
+    results = AnalysisResults(runs=runs, threshold=threshold, generated_at=datetime.now(UTC))
+    overview = run_query(store, "runs_overview", runs=runs).to_pylist()
+    results.tables["runs_overview"] = overview
+    results.params["runs_overview"] = {"query": "runs_overview", "params": {"runs": runs}}
+    if not overview:
+        return results
+    for name, (query, params) in _sections(runs, threshold, bins, _time_bucket(overview)).items():
+        if name == "runs_overview":
+            continue
+        results.tables[name] = run_query(store, query, **params).to_pylist()
+        results.params[name] = {"query": query, "params": params}
+    if any(r["interactions"] for r in overview):
+        for order in SAMPLE_ORDERS:
+            results.samples[order] = run_query(
+                store, "samples", runs=runs, order=order, limit=samples, seed=seed
+            ).to_pylist()
+    return results
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` with datetimes as ISO-8601 text and non-finite floats as None, ready for ``json.dumps``."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):  # an Arrow map: [(k, v), ...]
+            return {str(k): to_jsonable(v) for k, v in value}
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value.tzinfo else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def write_results(results: AnalysisResults, output_dir: Path) -> Path:
+    """Write ``analysis_results.json``; returns its path."""
+    path = output_dir / "analysis_results.json"
+    path.write_text(json.dumps(results.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
+    return path
+
+
+def write_samples(results: AnalysisResults, output_dir: Path) -> Path:
+    """Write ``samples.json`` (best, worst and random examples, metadata parsed); returns its path."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for order, rows in results.samples.items():
+        records = []
+        for row in rows:
+            record = dict(row)
+            with contextlib.suppress(ValueError):
+                record["metadata"] = json.loads(row.get("metadata") or "{}")
+            records.append(record)
+        out[order] = records
+    path = output_dir / "samples.json"
+    path.write_text(json.dumps(to_jsonable(out), ensure_ascii=False, indent=1), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- console
+
+
+_CONSOLE_TABLES = (
+    ("runs_overview", "Runs", None),
+    ("reward_summary", "Reward distribution per run", None),
+    ("reward_summary_all", "Reward distribution, all selected runs", None),
+    ("high_quality", "High-quality answers (reward >= threshold)", None),
+    ("reward_functions", "Reward functions", None),
+    ("lengths", "Prompt and completion lengths", None),
+    ("length_reward_correlation", "Length vs reward (Pearson)", None),
+    ("judge_agreement", "Judge score vs rule reward", None),
+    ("alerts_summary", "Alerts", None),
+    ("logits_by_model", "Target-word logits by model", None),
+)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value)
+
+
+def print_summary(results: AnalysisResults, console: Any = None, max_rows: int = 50) -> None:
+    """Print the statistics as rich tables (sections without rows are left out)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    if results.empty:
+        which = ", ".join(results.runs) if results.runs else "any run"
+        console.print(f"No events for {which} in the store: nothing to analyze.")
+        return
+    for name, title, _ in _CONSOLE_TABLES:
+        rows = results.rows(name)
+        if not rows:
+            continue
+        if name == "high_quality":
+            title = f"High-quality answers (reward >= {results.threshold:g})"
+        table = Table(title=title, title_justify="left")
+        columns = [c for c in rows[0] if c != "threshold"]
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows[:max_rows]:
+            table.add_row(*(_cell(row[c]) for c in columns))
+        console.print(table)
+        if len(rows) > max_rows:
+            console.print(f"({len(rows) - max_rows} more rows in analysis_results.json)")
+
+
+# --------------------------------------------------------------------------- everything
+
+
+@dataclass
+class Report:
+    """What :func:`analyze` produced: the results and the files written."""
+
+    results: AnalysisResults
+    files: list[Path]
+
+
+def analyze(
+    store: Store,
+    output_dir: Path,
+    runs: list[str] | tuple[str, ...] = (),
+    *,
+    threshold: float = 0.8,
+    bins: int = 20,
+    samples: int = 5,
+    seed: int = 42,
+    console: Any = None,
+) -> Report:
+    """Collect, print, plot and write the whole report into ``output_dir``.
+
+    An empty selection prints a message and writes only ``analysis_results.json`` (``empty: true``).
+    """
+    from trainwire.analysis.dashboard import write_dashboard
+    from trainwire.analysis.plots import write_plots
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    results = collect(store, runs, threshold=threshold, bins=bins, samples=samples, seed=seed)
+    print_summary(results, console)
+    files = [write_results(results, output_dir)]
+    if not results.empty:
+        if results.samples:
+            files.append(write_samples(results, output_dir))
+        files.extend(write_plots(results, output_dir))
+        files.append(write_dashboard(results, output_dir))
+    return Report(results, files)
