@@ -221,12 +221,14 @@ def topics_create(settings: Settings, partitions: int, replication: int) -> None
 def _register_parts() -> None:
     """Add the subcommands that live next to the code they run."""
     from trainwire.analysis.commands import analyze_command, query_command
+    from trainwire.demo import demo_command
     from trainwire.judge.worker import judge_command
     from trainwire.producers.importers import import_command
     from trainwire.producers.probe import probe_command
     from trainwire.sinks.dataset import export_command
 
-    for command in (import_command, export_command, probe_command, judge_command, query_command, analyze_command):
+    commands = (demo_command, import_command, export_command, probe_command, judge_command, query_command)
+    for command in (*commands, analyze_command):
         main.add_command(command)
 
 

@@ -1,0 +1,390 @@
+"""The main job, end to end on one machine: ``trainwire demo``.
+
+1. builds a tiny policy model and tokenizer locally (no model hub), and a dataset of arithmetic
+   prompts whose reward — the share of digits in the answer — a tiny random model can learn
+   within a few dozen GRPO steps, so the reward visibly rises during the run;
+2. starts the worker (ClickHouse sink, reward and group stats, health alerts, the fine-tuning
+   data sink) on the bus in a background thread;
+3. starts an LLM judge: an OpenAI-compatible server on loopback serving a small local model,
+   and the judge worker that samples interactions, asks it, and publishes judge scores;
+4. runs TRL's ``GRPOTrainer`` on CPU with trainwire's hook;
+5. waits for the workers to drain, then prints the analysis report and the paths of the plots,
+   the dashboard and the datasets.
+
+Everything goes through the same bus and store a real deployment uses: the embedded default, or
+Kafka and a ClickHouse server with ``--kafka`` and ``--clickhouse``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import click
+
+from trainwire.bus import Emitter
+from trainwire.config import Settings
+from trainwire.processors.dataset import DatasetConfig
+from trainwire.processors.health import HealthConfig
+from trainwire.processors.stats import StatsConfig
+from trainwire.runtime import WorkerOptions, build_pipeline
+from trainwire.store.clickhouse import Store, open_store
+
+logger = logging.getLogger("trainwire.demo")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Size of the demo run."""
+
+    steps: int = 30
+    prompts_per_step: int = 2
+    num_generations: int = 4
+    max_completion_length: int = 8
+    learning_rate: float = 3e-2
+    judge_sample_rate: float = 0.25
+    run_id: str = field(default_factory=lambda: f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def digit_share(completions: list[Any], **_: Any) -> list[float]:
+    """Reward: the share of characters of the completion that are digits (0..1)."""
+    texts = [_text(c) for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(1, len(t)) for t in texts]
+
+
+def exact_answer(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+    """Reward: 1 when the completion contains the expected answer."""
+    return [float(a in _text(c)) for c, a in zip(completions, answer, strict=True)]
+
+
+def _text(completion: Any) -> str:
+    if isinstance(completion, list):  # conversational: [{"role": "assistant", "content": ...}]
+        return "".join(str(m.get("content", "")) for m in completion if isinstance(m, dict))
+    return str(completion)
+
+
+class _Runnable(Protocol):
+    async def run(self, stop: asyncio.Event | None = None) -> None: ...
+
+
+class BackgroundWorker:
+    """A worker (the pipeline, the judge worker) on its own thread and event loop, stopped on request."""
+
+    def __init__(self, pipeline: _Runnable):
+        self.pipeline = pipeline
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="trainwire-demo-worker", daemon=True)
+
+    def start(self) -> BackgroundWorker:
+        """Start the thread; returns once the pipeline's loop is running."""
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def _main(self) -> None:
+        async def run() -> None:
+            self._stop = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            self._ready.set()
+            await self.pipeline.run(self._stop)
+
+        try:
+            asyncio.run(run())
+        except BaseException as exc:  # reported by stop()
+            self.error = exc
+            self._ready.set()
+
+    def drain(self, expected: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``expected()`` holds (the worker caught up), at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.error is None:
+            if expected():
+                return True
+            time.sleep(0.25)
+        return False
+
+    def stop(self) -> None:
+        """Checkpoint and stop; re-raise what the worker died of, if anything."""
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(60)
+        if self.error is not None:
+            raise self.error
+
+
+def run_demo(settings: Settings, config: DemoConfig, output: Path, echo: Callable[[str], None] = click.echo) -> dict:
+    """Run the demo; return the paths it wrote and the report's numbers."""
+    try:
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from trl import GRPOConfig, GRPOTrainer
+
+        from trainwire.producers.tiny import build_tiny_model
+        from trainwire.producers.trainer import instrument_trainer
+    except ImportError as exc:
+        from trainwire.errors import MissingExtraError
+
+        raise MissingExtraError("train", "trainwire demo") from exc
+
+    output.mkdir(parents=True, exist_ok=True)
+    models = Path(settings.data_dir) / "demo-models"
+    echo(f"[1/5] building a tiny policy model and tokenizer in {models / 'policy'}")
+    policy_path = build_tiny_model(models / "policy", seed=0)
+    tokenizer = AutoTokenizer.from_pretrained(policy_path)
+    model = AutoModelForCausalLM.from_pretrained(policy_path)
+    rows = [
+        {"prompt": f"Question: what is {i} + {i + 1}? Answer:", "answer": str(2 * i + 1), "level": 1 + i % 5}
+        for i in range(max(64, config.steps * config.prompts_per_step))
+    ]
+
+    store = open_store(settings, own_within_s=30)
+    store.migrate()
+    options = WorkerOptions(
+        group=f"demo-{config.run_id}",
+        stats=StatsConfig(step_window=5, time_window_s=60, time_hop_s=10),
+        health=HealthConfig(loss_horizon=0),
+        dataset_output=output / "datasets" / "sft.jsonl",
+        dataset_format="openai",
+        dataset=DatasetConfig(min_reward=0.5, dedup_field="completion", split_ratio=(0.8, 0.1, 0.1)),
+    )
+    echo("[2/5] starting the worker: ClickHouse sink, reward/group stats, health alerts, dataset sink")
+    worker = BackgroundWorker(build_pipeline(settings, store, options)).start()
+    judge = _start_judge(settings, config, models, echo)
+    emitter = Emitter(settings)
+    try:
+        echo(f"[4/5] GRPO training on CPU: {config.steps} steps, run {config.run_id}")
+        args = GRPOConfig(
+            output_dir=str(Path(settings.data_dir) / "demo-trainer"),
+            max_steps=config.steps,
+            per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+            num_generations=config.num_generations,
+            max_completion_length=config.max_completion_length,
+            learning_rate=config.learning_rate,
+            beta=0.0,
+            use_cpu=True,
+            report_to=[],
+            bf16=False,
+            logging_steps=1,
+            save_strategy="no",
+            seed=0,
+            disable_tqdm=False,
+        )
+        trainer = GRPOTrainer(
+            model=model,
+            processing_class=tokenizer,
+            reward_funcs=[digit_share, exact_answer],
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+        )
+        instrument_trainer(trainer, run_id=config.run_id, emitter=emitter)
+        trainer.train()
+        emitter.flush(60)
+        produced = config.steps * config.prompts_per_step * config.num_generations
+        echo("[5/5] waiting for the workers to store everything")
+        worker.drain(lambda: _count(store, "interactions", config.run_id) >= produced, timeout=120)
+        if judge is not None:
+            judge.drain(store, config.run_id, timeout=120)
+    finally:
+        emitter.close()
+        if judge is not None:
+            judge.stop()
+        worker.stop()
+    result = _report(store, config, output, echo)
+    store.close()
+    return result
+
+
+def _count(store: Store, table: str, run_id: str) -> int:
+    rows = store.query_rows(f"SELECT count() AS n FROM {table} FINAL WHERE run_id = {{run:String}}", {"run": run_id})
+    return int(rows[0]["n"])
+
+
+# --------------------------------------------------------------------------- the judge
+
+
+def judge_target(answer: str, reference: str) -> int:
+    """The 1-5 grade the demo's judge is taught to give ``answer``: 5 with the reference, else by digits."""
+    if reference and reference in answer:
+        return 5
+    return 1 + round(3 * sum(ch.isdigit() for ch in answer) / max(1, len(answer)))
+
+
+def train_tiny_judge(path: Path, steps: int = 80, seed: int = 1) -> Path:
+    """Build a tiny model and teach it, in seconds, to follow the judge prompt with ``Score: N``.
+
+    It is served with vLLM-style ``guided_choice`` (``Score: 1`` .. ``Score: 5``), so every answer
+    parses and the grade is the one the model finds likeliest; it follows :func:`judge_target`
+    only roughly. What it shows is the whole path on a CPU: a model served over the OpenAI API,
+    the judge's prompt, parser, cache and worker.
+    """
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainwire.judge.prompts import load_template
+    from trainwire.producers.tiny import build_tiny_model
+
+    if (path / "judge-trained").exists():
+        return path
+    build_tiny_model(path, seed=seed)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    prompt = load_template("default")
+    rng = random.Random(seed)
+    samples = []
+    for i in range(256):
+        reference = str(2 * i + 1)
+        pieces = [reference, str(rng.randrange(100)), "the", "answer", "is", "so", "wait", "12"]
+        answer = " ".join(rng.choice(pieces) for _ in range(rng.randrange(1, 5)))
+        score = judge_target(answer, reference)
+        messages = prompt.render(f"Question: what is {i} + {i + 1}? Answer:", answer, reference)
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        if not isinstance(ids, list):
+            ids = ids["input_ids"]
+        target = tokenizer(f" Score: {score}", add_special_tokens=False)["input_ids"]
+        context = ids[-160:]
+        samples.append((context + target + [tokenizer.eos_token_id], len(context)))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    torch.manual_seed(seed)
+    for step in range(steps):
+        batch = [samples[(step * 8 + j) % len(samples)] for j in range(8)]
+        width = max(len(ids) for ids, _ in batch)
+        input_ids = torch.full((len(batch), width), tokenizer.pad_token_id or 0)
+        labels = torch.full((len(batch), width), -100)
+        for row, (ids, start) in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            labels[row, start : len(ids)] = torch.tensor(ids[start:])
+        loss = model(input_ids=input_ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(path)
+    (path / "judge-trained").write_text("ok\n")
+    return path
+
+
+class DemoJudge:
+    """The judge side of the demo: a model server on loopback and the judge worker on a thread."""
+
+    def __init__(self, settings: Settings, config: DemoConfig, model_path: Path):
+        from trainwire.judge import Judge, JudgeConfig, JudgeTrigger, TriggerConfig
+        from trainwire.judge.servers import TransformersChatServer
+        from trainwire.judge.worker import JudgeWorker
+
+        self.server = TransformersChatServer(model_path, model="tiny-judge", max_new_tokens=40).start()
+        judge = Judge(
+            JudgeConfig(
+                base_url=self.server.base_url, model="tiny-judge", concurrency=2, timeout_s=30, guided_choice=True
+            ),
+            cache_dir=Path(settings.data_dir) / "judge",
+        )
+        trigger = JudgeTrigger(TriggerConfig(sample_rate=config.judge_sample_rate, runs=(config.run_id,)))
+        self.worker = JudgeWorker(settings, judge, trigger=trigger, group=f"demo-judge-{config.run_id}")
+        self._thread: BackgroundWorker = BackgroundWorker(self.worker).start()
+
+    def drain(self, store: Store, run_id: str, timeout: float) -> None:
+        """Wait until every judge request of ``run_id`` has a score stored."""
+
+        def caught_up() -> bool:
+            requests = _count(store, "judge_requests", run_id)
+            return requests > 0 and _count(store, "judge_scores", run_id) >= requests
+
+        self._thread.drain(caught_up, timeout)
+
+    def stop(self) -> None:
+        """Stop the worker, then the model server."""
+        try:
+            self._thread.stop()
+        finally:
+            self.server.stop()
+
+
+def _start_judge(settings: Settings, config: DemoConfig, models: Path, echo: Callable[[str], None]) -> DemoJudge:
+    echo(f"[3/5] teaching a tiny local judge model its output format, serving it on loopback ({models / 'judge'})")
+    return DemoJudge(settings, config, train_tiny_judge(models / "judge"))
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _report(store: Store, config: DemoConfig, output: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+    from trainwire.analysis.report import analyze
+
+    report = analyze(store, output / "analysis", [config.run_id], threshold=0.5)
+    rewards = store.query_rows(
+        "SELECT step, avg(reward) AS reward FROM interactions FINAL WHERE run_id = {run:String} "
+        "GROUP BY step ORDER BY step",
+        {"run": config.run_id},
+    )
+    judged = store.query_rows(
+        "SELECT countIf(success) AS scored, countIf(NOT success) AS failed FROM judge_scores FINAL "
+        "WHERE run_id = {run:String}",
+        {"run": config.run_id},
+    )[0]
+    alerts = store.query_rows(
+        "SELECT rule, count() AS n FROM alerts FINAL WHERE run_id = {run:String} GROUP BY rule ORDER BY rule",
+        {"run": config.run_id},
+    )
+    datasets = sorted((output / "datasets").glob("sft_*.jsonl"))
+    first, last = _mean_reward(rewards[:5]), _mean_reward(rewards[-5:])
+    echo("")
+    echo(f"run {config.run_id}: mean reward {first:.3f} over the first 5 steps -> {last:.3f} over the last 5")
+    echo(f"judge: {judged['scored']} completions scored, {judged['failed']} failed judgements")
+    echo("alerts: " + (", ".join(f"{a['rule']} x{a['n']}" for a in alerts) or "none"))
+    echo("plots and dashboard:")
+    for path in report.files:
+        echo(f"  {path}")
+    echo("fine-tuning data:")
+    for path in datasets:
+        echo(f"  {path} ({sum(1 for _ in path.open())} examples)")
+    echo(f'explore: trainwire --data-dir {store_dir_hint(store)} sql "SELECT * FROM reward_stats FINAL LIMIT 5"')
+    return {
+        "run_id": config.run_id,
+        "reward_first": first,
+        "reward_last": last,
+        "judge": judged,
+        "alerts": {a["rule"]: a["n"] for a in alerts},
+        "files": [str(p) for p in report.files],
+        "datasets": [str(p) for p in datasets],
+    }
+
+
+def _mean_reward(rows: list[dict[str, Any]]) -> float:
+    values = [r["reward"] for r in rows if r["reward"] is not None]
+    return sum(values) / len(values) if values else float("nan")
+
+
+def store_dir_hint(store: Store) -> str:
+    """The ``--data-dir`` to pass to later commands to see the same embedded store."""
+    return str(getattr(store, "data_dir", "<data dir>"))
+
+
+@click.command("demo")
+@click.option("--steps", type=click.IntRange(min=2), default=30, show_default=True, help="GRPO steps.")
+@click.option("--output", type=click.Path(path_type=Path), default=Path("trainwire-demo"), show_default=True)
+@click.option("--judge-sample-rate", type=click.FloatRange(0, 1), default=0.25, show_default=True)
+@click.pass_obj
+def demo_command(settings: Settings, steps: int, output: Path, judge_sample_rate: float) -> None:
+    """Run the whole pipeline on this machine: a short GRPO training of a tiny local model with the hook,
+    the workers (stats, alerts, fine-tuning data, ClickHouse), a local LLM judge, and the analysis report.
+
+    No server and no network: the embedded bus and chdb under --data-dir. With --kafka and
+    --clickhouse it uses those servers instead.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for noisy in ("aiokafka", "httpx", "transformers", "trl", "accelerate"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    started = time.monotonic()
+    run_demo(settings, DemoConfig(steps=steps, judge_sample_rate=judge_sample_rate), output)
+    click.echo(f"demo finished in {time.monotonic() - started:.0f}s")
