@@ -128,12 +128,7 @@ def _wrap(create: Callable[..., Any], api: str, config: _Config, is_async: bool)
                 if call is not None:
                     call.end(error=exc)
                 raise
-            if call is None:
-                return result
-            if isinstance(result, openai.AsyncStream):
-                return _AsyncRecordedStream(result, call)
-            call.end(response=result)
-            return result
+            return _recorded(call, result)
 
         return acreate
 
@@ -146,14 +141,22 @@ def _wrap(create: Callable[..., Any], api: str, config: _Config, is_async: bool)
             if call is not None:
                 call.end(error=exc)
             raise
-        if call is None:
-            return result
-        if isinstance(result, openai.Stream):
-            return _RecordedStream(result, call)
-        call.end(response=result)
-        return result
+        return _recorded(call, result)
 
     return screate
+
+
+def _recorded(call: _Call | None, result: Any) -> Any:
+    """What the wrapped ``create`` returns: a stream that records the call when it ends, or the
+    response itself once recorded (the logic the sync and async wrappers share)."""
+    if call is None:
+        return result
+    if isinstance(result, openai.AsyncStream):
+        return _AsyncRecordedStream(result, call)
+    if isinstance(result, openai.Stream):
+        return _RecordedStream(result, call)
+    call.end(response=result)
+    return result
 
 
 class _RecordedStream:
