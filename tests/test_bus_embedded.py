@@ -276,7 +276,7 @@ def test_store_pipeline_dead_letters_undecodable_records(embedded_settings: Sett
         pipeline = build_pipeline(embedded_settings, store)
         run_pipeline_until(pipeline, lambda: pipeline.records_in >= 21)
         assert store.query_rows("SELECT count() AS n FROM interactions FINAL") == [{"n": 20}]
-    assert pipeline.dead_letters.count == 1
+    assert pipeline.core.dead_letters.count == 1
 
     async def dead() -> list:
         consumer = open_consumer(embedded_settings, ["trainwire.dead_letter"], "dlq-reader")

@@ -147,10 +147,18 @@ def test_worker_replays_nothing_twice_after_a_lost_commit(embedded_settings: Set
     json.loads(offsets.read_text())
     offsets.unlink()  # the group forgets its position: every record is delivered again
     run_worker_once(embedded_settings, options(tmp_path))
+    emit_all(embedded_settings, training_events(range(3, 5)))  # closes the stats window of steps 0-3
+    run_worker_once(embedded_settings, options(tmp_path))
     with open_store(embedded_settings) as store:
-        assert store.query_rows("SELECT count() AS n FROM interactions FINAL") == [{"n": 3 * GROUPS * GENERATIONS}]
-        assert store.query_rows("SELECT count() AS n FROM group_stats FINAL") == [{"n": 2}]
+        assert store.query_rows("SELECT count() AS n FROM interactions FINAL") == [{"n": 5 * GROUPS * GENERATIONS}]
+        assert store.query_rows("SELECT count() AS n FROM group_stats FINAL") == [{"n": 4}]
+        # The replayed steps 0-2 were already in the restored state: the window counts them once.
+        window = store.query_rows(
+            "SELECT count, mean FROM reward_stats FINAL WHERE window = 'steps' AND step_start = 0 AND reward_fn = 'total'"
+        )
+        assert window[0]["count"] == 4 * GROUPS * GENERATIONS
+        assert math.isclose(window[0]["mean"], expected_total_mean(range(0, 4)))
     lines = sum(len((tmp_path / "out" / f"sft_{s}.jsonl").read_text().splitlines()) for s in ("train", "val", "test"))
     assert lines == sum(
-        1 for s in range(3) for g in range(GROUPS) for i in range(GENERATIONS) if sum(reward_of(s, g, i)) >= 1.0
+        1 for s in range(5) for g in range(GROUPS) for i in range(GENERATIONS) if sum(reward_of(s, g, i)) >= 1.0
     )

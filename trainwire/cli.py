@@ -7,6 +7,7 @@ Every subcommand gets a :class:`~trainwire.config.Settings` built from the globa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -118,6 +119,23 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
 @click.option("--min-judge-score", type=float, help="Dataset: keep interactions judged at least this (0..1).")
 @click.option("--dedup-field", type=click.Choice(["prompt", "completion", "prompt+completion"]), default="prompt")
 @click.option("--split-ratio", help="Dataset: train,val,test shares, e.g. 0.8,0.1,0.1.")
+@click.option(
+    "--runtime",
+    type=click.Choice(["auto", "faust", "embedded"]),
+    default="auto",
+    show_default=True,
+    help="faust (Kafka only; workers of a group share partitions) or the embedded runner; auto: faust on Kafka.",
+)
+@click.option("--partitions", type=int, default=6, show_default=True, help="faust: partitions of topics it creates.")
+@click.option("--web-port", type=int, help="faust: serve faust's web UI on 127.0.0.1:PORT (default: off).")
+@click.option(
+    "--session-timeout",
+    type=float,
+    default=10.0,
+    show_default=True,
+    help="faust: seconds before a dead worker's partitions move to the others.",
+)
+@click.option("--flush-interval", type=float, default=0.5, show_default=True, help="Most seconds between commits.")
 @click.pass_obj
 def worker(
     settings: Settings,
@@ -133,6 +151,11 @@ def worker(
     min_judge_score: float | None,
     dedup_field: str,
     split_ratio: str | None,
+    runtime: str,
+    partitions: int,
+    web_port: int | None,
+    session_timeout: float,
+    flush_interval: float,
 ) -> None:
     """Process the event stream: store it in ClickHouse, publish reward stats, group stats and health
     alerts, and write fine-tuning data (Ctrl+C stops it cleanly).
@@ -160,18 +183,36 @@ def worker(
             split_ratio=parse_split_ratio(split_ratio) if split_ratio else None,
         ),
     )
-    bus = f"Kafka {settings.kafka}" if settings.kafka else "the embedded bus"
-    if store:
-        with open_store(settings, own_within_s=60) as ch:
+    if runtime == "auto":
+        runtime = "embedded" if settings.embedded_bus else "faust"
+    if runtime == "faust" and settings.embedded_bus:
+        raise click.UsageError("--runtime faust needs Kafka: pass --kafka HOST:PORT or set TRAINWIRE_KAFKA")
+    bus = "the embedded bus" if settings.embedded_bus else f"Kafka {settings.kafka}"
+    with contextlib.ExitStack() as stack:
+        ch = None
+        if store:
+            ch = stack.enter_context(open_store(settings, own_within_s=60))
             ch.migrate()
-            click.echo(f"worker {group}: {bus} -> ClickHouse")
-            pipeline = run_worker(settings, ch, options, idle_exit_s=until_idle)
-    else:
-        click.echo(f"worker {group}: {bus}")
-        pipeline = run_worker(settings, None, options, idle_exit_s=until_idle)
+        click.echo(f"worker {group} ({runtime} runtime): {bus}" + (" -> ClickHouse" if ch else ""))
+        if runtime == "faust":
+            from trainwire.runtime.faust_app import run_faust_worker
+
+            done = run_faust_worker(
+                settings,
+                ch,
+                options,
+                web_port=web_port,
+                idle_exit_s=until_idle,
+                partitions=partitions,
+                flush_interval_s=flush_interval,
+                session_timeout_s=session_timeout,
+            )
+            core = done.core
+        else:
+            core = run_worker(settings, ch, options, idle_exit_s=until_idle, flush_interval_s=flush_interval).core
     click.echo(
-        f"worker stopped: {pipeline.records_in} records, {pipeline.publisher.published} published, "
-        f"{pipeline.dead_letters.count} dead letters"
+        f"worker stopped: {core.records_in} records, {core.publisher.published} published, "
+        f"{core.dead_letters.count} dead letters"
     )
 
 

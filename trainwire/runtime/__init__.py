@@ -18,14 +18,14 @@ from trainwire.config import Settings
 from trainwire.processors.dataset import DatasetConfig
 from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
-from trainwire.runtime.pipeline import Pipeline
+from trainwire.runtime.pipeline import Pipeline, WorkerCore
 from trainwire.runtime.stages import DatasetStage, MonitorStage, Stage, StateStore
 from trainwire.sinks.clickhouse import ClickHouseSink
 from trainwire.sinks.dead_letter import DeadLetters
 from trainwire.store.clickhouse import Store
 from trainwire.topics import event_topics
 
-__all__ = ["Pipeline", "WorkerOptions", "build_pipeline", "run_worker"]
+__all__ = ["Pipeline", "WorkerCore", "WorkerOptions", "build_core", "build_pipeline", "build_stages", "run_worker"]
 
 
 @dataclass(frozen=True)
@@ -46,27 +46,43 @@ class WorkerOptions:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
 
 
-def build_pipeline(settings: Settings, store: Store | None, options: WorkerOptions | None = None) -> Pipeline:
-    """The embedded runtime for ``options``, reading every event topic as group ``options.group``."""
-    options = options or WorkerOptions()
+def build_core(settings: Settings, store: Store | None, options: WorkerOptions) -> WorkerCore:
+    """The runtime-independent part of a worker: its sinks, publisher and dead letters."""
     publisher = Publisher(make_transport(settings))
     dead_letters = DeadLetters(publisher, settings.topic_prefix)
     sinks = [ClickHouseSink(store, dead_letters)] if options.store and store is not None else []
+    return WorkerCore(sinks, publisher, dead_letters, settings.topic_prefix)
+
+
+def build_stages(options: WorkerOptions, dataset_output: Path | None = None) -> list[Stage]:
+    """The stages ``options`` asks for; the dataset files go to ``dataset_output`` when given."""
     stages: list[Stage] = []
     if options.monitor:
         stages.append(MonitorStage(options.stats, options.health))
-    if options.dataset_output is not None:
-        stages.append(DatasetStage(options.dataset_output, options.dataset_format, options.dataset))
+    output = dataset_output or options.dataset_output
+    if output is not None:
+        stages.append(DatasetStage(output, options.dataset_format, options.dataset))
+    return stages
+
+
+def build_pipeline(settings: Settings, store: Store | None, options: WorkerOptions | None = None) -> Pipeline:
+    """The embedded runtime for ``options``, reading every event topic as group ``options.group``."""
+    options = options or WorkerOptions()
     consumer = open_consumer(settings, event_topics(settings.topic_prefix), options.group)
     state = StateStore(Path(settings.data_dir) / "state" / options.group)
-    return Pipeline(consumer, sinks, publisher, dead_letters, settings.topic_prefix, stages=stages, state=state)
+    return Pipeline(consumer, build_core(settings, store, options), stages=build_stages(options), state=state)
 
 
 def run_worker(
-    settings: Settings, store: Store | None, options: WorkerOptions | None = None, idle_exit_s: float | None = None
+    settings: Settings,
+    store: Store | None,
+    options: WorkerOptions | None = None,
+    idle_exit_s: float | None = None,
+    flush_interval_s: float = 0.5,
 ) -> Pipeline:
     """Run :func:`build_pipeline` until SIGINT/SIGTERM (or idle for ``idle_exit_s``); return it."""
     pipeline = build_pipeline(settings, store, options)
+    pipeline.flush_interval_s = flush_interval_s
 
     async def main() -> None:
         stop = asyncio.Event()

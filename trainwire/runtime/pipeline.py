@@ -1,19 +1,23 @@
-"""The embedded runtime: consume a consumer group, run the stages and sinks, checkpoint, repeat.
+"""What every runtime does with a record, and the embedded runtime that runs it.
 
-It runs on either bus (the embedded log or Kafka) and is what ``trainwire worker`` runs on one
-machine. Each record is decoded once; an undecodable one becomes a dead letter naming the field
-at fault. The commit order is written down once, in :meth:`Pipeline.checkpoint`:
+:class:`WorkerCore` holds the per-record work and the flush sequence shared by both runtimes
+(this module's :class:`Pipeline` and the faust app in :mod:`trainwire.runtime.faust_app`).
+Each record is decoded once; an undecodable one becomes a dead letter naming the field at
+fault. The commit order is the same in both runtimes:
 
 1. every sink flushed (rows durable in ClickHouse);
 2. every stage flushed (fine-tuning files fsynced);
 3. what the stages produced (stats, alerts) and the dead letters published;
-4. the stages' state saved;
+4. the stages' state saved, with the offsets it includes;
 5. consumer offsets committed.
 
 So a crash at any point replays at most the records since the last commit (at-least-once): the
-stores collapse repeated rows by ``event_id`` (stats and alerts have deterministic ids) and the
-dataset sink skips interactions it already wrote. While a sink pushes back (ClickHouse down), the
-pipeline stops consuming and retries the flush with backoff; nothing is committed meanwhile.
+stores collapse repeated rows by ``event_id`` (stats and alerts have deterministic ids). A
+replayed record already counted in the saved state is not processed by the stages again
+(:class:`StageSet` keeps the next offset its state includes per topic partition), so stats
+windows are not counted twice after a crash between steps 4 and 5. While a sink pushes back
+(ClickHouse down), the runtime stops consuming and retries the flush with backoff; nothing is
+committed meanwhile.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from trainwire.bus.base import Consumer
+from trainwire.bus.base import Consumer, Record
 from trainwire.bus.publisher import Publisher, event_message
 from trainwire.errors import EventError
 from trainwire.events import decode
@@ -33,101 +38,102 @@ from trainwire.sinks.dead_letter import DeadLetters
 
 logger = logging.getLogger("trainwire.pipeline")
 
+STATE_NAME = "stages"
+"""The name under which a :class:`StageSet`'s snapshot is saved."""
 
-class Pipeline:
-    """Moves records from a consumer group through stages into sinks, with commit-after-flush.
+
+class StageSet:
+    """The stages that share one saved state, and the offsets that state already includes.
+
+    The embedded runtime has one set for the whole worker; the faust runtime one per partition.
+    """
+
+    def __init__(self, stages: Sequence[Stage]):
+        self.stages = list(stages)
+        self.offsets: dict[str, int] = {}
+        """``"topic:partition"`` -> the next offset not yet counted in the stages' state."""
+
+    def process(self, record: Record, event: Any) -> list[Any]:
+        """Run ``event`` through every stage unless its record is already in the state; return the outputs."""
+        key = f"{record.topic}:{record.partition}"
+        if record.offset < self.offsets.get(key, 0):
+            return []  # replayed after a crash that followed the state save: already counted
+        self.offsets[key] = record.offset + 1
+        outputs: list[Any] = []
+        for stage in self.stages:
+            outputs.extend(stage.process(event))
+        return outputs
+
+    def flush(self) -> None:
+        """Make the stages' local outputs durable."""
+        for stage in self.stages:
+            stage.flush()
+
+    def close(self) -> None:
+        """Release the stages' files."""
+        for stage in self.stages:
+            stage.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every stage's state and the offsets it includes (JSON-able)."""
+        return {"offsets": dict(self.offsets), "stages": {s.name: s.snapshot() for s in self.stages}}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from :meth:`snapshot`'s result."""
+        self.offsets = dict(snapshot.get("offsets", {}))
+        saved = snapshot.get("stages", {})
+        for stage in self.stages:
+            if stage.name in saved:
+                stage.restore(saved[stage.name])
+
+
+class WorkerCore:
+    """The per-record work and the flush sequence of a worker, independent of the runtime.
 
     Args:
-        consumer: the consumer group member to read from (not started yet).
         sinks: where events go; each gets every event.
-        publisher: publishes the stages' outputs and the dead letters at each checkpoint.
+        publisher: publishes the stages' outputs and the dead letters at each flush.
         dead_letters: reports records that can never be processed (through ``publisher``).
         prefix: the topic prefix for what is published.
-        stages: processors adapted to the runtime (stats, alerts, dataset files).
-        state: where stage snapshots live between runs (None: no state kept).
-        max_batch: records between checkpoints at most.
-        flush_interval_s: time between checkpoints at most.
         max_backoff_s: the longest wait between flush retries while a sink pushes back.
     """
 
     def __init__(
         self,
-        consumer: Consumer,
         sinks: Sequence[Sink],
         publisher: Publisher,
         dead_letters: DeadLetters,
         prefix: str,
         *,
-        stages: Sequence[Stage] = (),
-        state: StateStore | None = None,
-        max_batch: int = 10_000,
-        flush_interval_s: float = 0.5,
         max_backoff_s: float = 30.0,
     ):
-        self.consumer = consumer
         self.sinks = list(sinks)
         self.publisher = publisher
-        self.prefix = prefix
         self.dead_letters = dead_letters
-        self.stages = list(stages)
-        self.state = state
-        self.max_batch = max_batch
-        self.flush_interval_s = flush_interval_s
+        self.prefix = prefix
         self.max_backoff_s = max_backoff_s
         self.records_in = 0
-        self._uncommitted = 0
 
-    def _restore(self) -> None:
-        if self.state is None:
-            return
-        for stage in self.stages:
-            snapshot = self.state.load(stage.name)
-            if snapshot is not None:
-                stage.restore(snapshot)
-
-    async def run(self, stop: asyncio.Event | None = None, idle_exit_s: float | None = None) -> None:
-        """Consume until ``stop`` is set, or until nothing new arrived for ``idle_exit_s`` seconds."""
-        stop = stop or asyncio.Event()
-        self._restore()
-        await self.consumer.start()
+    def handle(self, record: Record, stages: StageSet | None) -> None:
+        """Decode ``record``, give it to the sinks and ``stages``, queue the outputs (no I/O)."""
+        self.records_in += 1
         try:
-            last_checkpoint = last_record = time.monotonic()
-            while not stop.is_set():
-                records = await self.consumer.getmany(timeout_ms=int(self.flush_interval_s * 1000), max_records=5000)
-                now = time.monotonic()
-                for record in records:
-                    try:
-                        event = decode(record.value, record.location)
-                    except EventError as exc:
-                        self.dead_letters.add(record, f"invalid event: {exc}")
-                        continue
-                    for sink in self.sinks:
-                        sink.add(event, record)
-                    for stage in self.stages:
-                        for output in stage.process(event):
-                            self.publisher.add(event_message(self.prefix, output))
-                if records:
-                    last_record = now
-                    self.records_in += len(records)
-                    self._uncommitted += len(records)
-                due = self._uncommitted >= self.max_batch or now - last_checkpoint >= self.flush_interval_s
-                if self._uncommitted and due:
-                    await self.checkpoint(stop)
-                    last_checkpoint = time.monotonic()
-                if idle_exit_s is not None and not self._uncommitted and now - last_record >= idle_exit_s:
-                    break
-            if self._uncommitted:
-                await self.checkpoint(stop)
-        finally:
-            await self.consumer.stop()
-            await self.publisher.close()
-            for sink in self.sinks:
-                sink.close()
-            for stage in self.stages:
-                stage.close()
+            event = decode(record.value, record.location)
+        except EventError as exc:
+            self.dead_letters.add(record, f"invalid event: {exc}")
+            return
+        for sink in self.sinks:
+            sink.add(event, record)
+        if stages is not None:
+            for output in stages.process(record, event):
+                self.publisher.add(event_message(self.prefix, output))
 
-    async def checkpoint(self, stop: asyncio.Event | None = None) -> None:
-        """Flush sinks (retrying while they push back) and stages, publish, save state, commit offsets."""
+    async def flush(self, stage_sets: Iterable[StageSet], stop: asyncio.Event | None = None) -> None:
+        """Steps 1-3 of a checkpoint: sinks (retrying while they push back), stages, publisher.
+
+        While a sink pushes back this waits with exponential backoff; once ``stop`` is set it
+        gives up and re-raises :class:`SinkBackpressure` (nothing is committed).
+        """
         backoff = 0.0
         for sink in self.sinks:
             while True:
@@ -140,11 +146,90 @@ class Pipeline:
                     if stop is not None and stop.is_set():
                         raise
                     await asyncio.sleep(backoff)
-        for stage in self.stages:
-            stage.flush()
+        for stages in stage_sets:
+            stages.flush()
         await self.publisher.flush()
+
+    async def close(self) -> None:
+        """Release the publisher and the sinks."""
+        await self.publisher.close()
+        for sink in self.sinks:
+            sink.close()
+
+
+class Pipeline:
+    """The embedded runtime: one consumer group member, one :class:`StageSet`, commit-after-flush.
+
+    Args:
+        consumer: the consumer group member to read from (not started yet).
+        core: the per-record work and flush sequence.
+        stages: processors adapted to the runtime (stats, alerts, dataset files).
+        state: where the stages' snapshot lives between runs (None: no state kept).
+        max_batch: records between checkpoints at most.
+        flush_interval_s: time between checkpoints at most.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        core: WorkerCore,
+        *,
+        stages: Sequence[Stage] = (),
+        state: StateStore | None = None,
+        max_batch: int = 10_000,
+        flush_interval_s: float = 0.5,
+    ):
+        self.consumer = consumer
+        self.core = core
+        self.stages = StageSet(stages)
+        self.state = state
+        self.max_batch = max_batch
+        self.flush_interval_s = flush_interval_s
+        self._uncommitted = 0
+
+    @property
+    def records_in(self) -> int:
+        """Records read so far."""
+        return self.core.records_in
+
+    def _restore(self) -> None:
         if self.state is not None:
-            for stage in self.stages:
-                self.state.save(stage.name, stage.snapshot())
+            snapshot = self.state.load(STATE_NAME)
+            if snapshot is not None:
+                self.stages.restore(snapshot)
+
+    async def run(self, stop: asyncio.Event | None = None, idle_exit_s: float | None = None) -> None:
+        """Consume until ``stop`` is set, or until nothing new arrived for ``idle_exit_s`` seconds."""
+        stop = stop or asyncio.Event()
+        self._restore()
+        await self.consumer.start()
+        try:
+            last_checkpoint = last_record = time.monotonic()
+            while not stop.is_set():
+                records = await self.consumer.getmany(timeout_ms=int(self.flush_interval_s * 1000), max_records=5000)
+                now = time.monotonic()
+                for record in records:
+                    self.core.handle(record, self.stages)
+                if records:
+                    last_record = now
+                    self._uncommitted += len(records)
+                due = self._uncommitted >= self.max_batch or now - last_checkpoint >= self.flush_interval_s
+                if self._uncommitted and due:
+                    await self.checkpoint(stop)
+                    last_checkpoint = time.monotonic()
+                if idle_exit_s is not None and not self._uncommitted and now - last_record >= idle_exit_s:
+                    break
+            if self._uncommitted:
+                await self.checkpoint(stop)
+        finally:
+            await self.consumer.stop()
+            await self.core.close()
+            self.stages.close()
+
+    async def checkpoint(self, stop: asyncio.Event | None = None) -> None:
+        """Flush sinks, stages and publisher, save the state, commit offsets."""
+        await self.core.flush([self.stages], stop)
+        if self.state is not None:
+            self.state.save(STATE_NAME, self.stages.snapshot())
         await self.consumer.commit()
         self._uncommitted = 0

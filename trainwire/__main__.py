@@ -1,0 +1,5 @@
+"""``python -m trainwire``: the same as the ``trainwire`` command."""
+
+from trainwire.cli import main
+
+main()

@@ -1,0 +1,550 @@
+"""The faust-streaming runtime: the worker's stages and sinks on Kafka, shared by partition.
+
+Several workers of one group (``{topic_prefix}.{group}``, also the faust app id) split the
+event topics' partitions between them. Events are keyed by run id and every event topic has
+the same partition count, so partition ``p`` of every topic holds the same runs: each worker
+keeps one :class:`~trainwire.runtime.pipeline.StageSet` per partition number, and a partition's
+state is self-contained.
+
+The per-record work and the flush sequence are :class:`~trainwire.runtime.pipeline.WorkerCore`'s,
+as in the embedded runtime. faust brings group membership, partition assignment, fetching and
+the changelog-backed state table; offsets are committed by trainwire, not by faust's acks:
+
+- the event topics are declared with ``acks=False``, so faust never commits them itself (its
+  ack bookkeeping commits past an unacked record in some interleavings of gaps and rebalances);
+- a checkpoint flushes the sinks (rows durable in ClickHouse, retried while it pushes back),
+  the touched partitions' stages and the publisher, writes each touched partition's
+  :class:`StageSet` snapshot (with the offsets it includes) to the ``stage_state`` table, flushes
+  faust's producer (the changelog), and only then commits, for each partition, the offset after
+  the last record taken.
+
+A checkpoint runs when ``max_batch`` records are pending, every ``flush_interval_s`` (a task
+beside the agent), when partitions are revoked (before they are given up) and before a graceful
+stop (SIGINT/SIGTERM, or idle for ``idle_exit_s``). While it runs the agent does not take
+records (a lock). A record of a partition this worker no longer holds is not taken: its new
+owner reads it from the committed offset. A failure that is not backpressure crashes the worker
+without committing: the records since the last checkpoint are read again (at-least-once; the
+stores collapse repeats by ``event_id``, and a partition's restored state skips the records it
+already counted).
+
+Stage state lives in the faust table ``stage_state`` (in-memory store, changelog topic
+``{app id}-stage_state-changelog`` with the input topics' partition count), keyed by the
+partition number and holding the :class:`StageSet` snapshot as JSON. A partition's stages are
+built when its first record arrives, from the snapshot the table recovered, and are dropped
+when partitions are revoked (after the revocation checkpoint). The dataset files get one file
+per partition (``sft.p3.jsonl``), since two workers never write one file.
+
+Run a worker with ``trainwire --kafka HOST:PORT worker`` (see :func:`run_faust_worker`).
+faust's web server is off unless a ``web_port`` is given; faust's and aiokafka's logging is kept
+at WARNING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import faust
+import orjson
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from trainwire.bus.admin import create_topics
+from trainwire.bus.base import Record
+from trainwire.config import Settings
+from trainwire.errors import BusError, ConfigError
+from trainwire.runtime import WorkerOptions, build_core, build_stages
+from trainwire.runtime.pipeline import StageSet
+from trainwire.store.clickhouse import Store
+from trainwire.topics import all_topics, event_topics
+
+__all__ = ["FaustRuntime", "create_app", "ensure_topics", "run_faust_worker"]
+
+logger = logging.getLogger("trainwire.faust")
+
+STATE_TABLE = "stage_state"
+"""The faust table holding each partition's stage snapshot."""
+
+GAP_REREADS = 3
+"""How many times a partition is read again from a missing offset before the gap is taken as real."""
+
+GAP_REREAD_WAIT_S = 1.0
+"""Seconds between two tries at reading a partition again from a missing offset."""
+
+QUIET_LOGGERS = ("faust", "mode", "aiokafka", "kafka")
+
+
+def app_id(settings: Settings, options: WorkerOptions) -> str:
+    """The faust app id and consumer group: ``{topic_prefix}.{group}`` (deployments never share state)."""
+    return f"{settings.topic_prefix}.{options.group}"
+
+
+class FaustRuntime:
+    """The stages and sinks of one faust worker, per partition, with commit-after-flush.
+
+    Built by :func:`create_app` (and reachable as ``app.trainwire``); the agent calls
+    :meth:`take` for every record and :meth:`checkpoint` when a batch is full.
+
+    Args:
+        app: the faust app whose table, producer and consumer this uses.
+        settings: where to publish (the Kafka bus) and the topic prefix.
+        store: the ClickHouse store (None: no ClickHouse sink).
+        options: what the worker does (as for the embedded runtime).
+        partitions: the event topics' partition count (also the state table's).
+        max_batch: records between checkpoints at most.
+        flush_interval_s: time between checkpoints at most.
+    """
+
+    def __init__(
+        self,
+        app: faust.App,
+        settings: Settings,
+        store: Store | None,
+        options: WorkerOptions,
+        partitions: int,
+        *,
+        max_batch: int = 10_000,
+        flush_interval_s: float = 0.5,
+    ):
+        self.app = app
+        self.options = options
+        self.partitions = partitions
+        self.max_batch = max_batch
+        self.flush_interval_s = flush_interval_s
+        self.core = build_core(settings, store, options)
+        self.table = app.Table(STATE_TABLE, partitions=partitions, key_type=bytes, value_type=bytes)
+        self.checkpoints = 0
+        self.first_record_at: float | None = None
+        """``time.monotonic()`` of the first record taken (for throughput figures)."""
+        self.last_checkpoint_at: float | None = None
+        """``time.monotonic()`` at the end of the last checkpoint that committed records."""
+        self.last_record_at = time.monotonic()
+        """When the last record arrived, or partitions were last assigned."""
+        self.idle_exit_s: float | None = None
+        """Call :attr:`on_idle` once nothing arrived for this many seconds (None: never)."""
+        self.on_idle: Callable[[], None] | None = None
+        self._event_topics = set(event_topics(settings.topic_prefix))
+        self._settings = settings
+        self._group = app_id(settings, options)
+        self._stage_sets: dict[int, StageSet] = {}
+        self._touched: set[int] = set()
+        # faust TP -> the next offset to take, for the event partitions this worker holds
+        self._next_offsets: dict[Any, int] = {}
+        self._uncommitted: set[Any] = set()  # TPs taken from since the last commit
+        self._rereads: dict[Any, tuple[int, int, float]] = {}  # TP -> (offset read again from, tries, when)
+        self._seeks: dict[Any, int] = {}  # TP -> offset to seek to (done by the agent)
+        self._pending = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def records_in(self) -> int:
+        """Records taken so far."""
+        return self.core.records_in
+
+    @property
+    def seeks_due(self) -> bool:
+        """Whether :meth:`seek_skipped` has partitions to read again."""
+        return bool(self._seeks)
+
+    @property
+    def pending(self) -> int:
+        """Records taken since the last checkpoint (not committed yet)."""
+        return self._pending
+
+    # ------------------------------------------------------------------ per record
+
+    def take(self, message: Any) -> None:
+        """Hand one faust message to the sinks and its partition's stages (no I/O).
+
+        Only the next record of each partition is taken, so the offset committed for it never
+        passes a record that was not taken: records left over from before a rebalance, read
+        again after a seek, or beyond a record faust skipped (it does, around rebalances) are
+        not taken. After a skip the partition is read again from the missing offset (records
+        fetched before the seek still arrive for a while and are passed over); a gap that is still
+        there after :data:`GAP_REREADS` tries, :data:`GAP_REREAD_WAIT_S` apart, is a real one
+        (compaction, transaction markers, retention) and is passed.
+        """
+        tp = message.tp
+        expected = self._next_offsets.get(tp)
+        offset = message.offset
+        if expected is None or offset < expected:
+            return  # not ours (its owner reads it from the committed offset), or already taken
+        if offset > expected:
+            now = time.monotonic()
+            from_offset, tries, last_try = self._rereads.get(tp, (None, 0, 0.0))
+            if from_offset != expected:
+                tries = 0
+            if tries == 0 or (tries < GAP_REREADS and now - last_try >= GAP_REREAD_WAIT_S):
+                self._rereads[tp] = (expected, tries + 1, now)
+                self._seeks[tp] = expected
+                return
+            if tries < GAP_REREADS or now - last_try < GAP_REREAD_WAIT_S:
+                return  # records fetched before the last seek: wait for the records read again
+            logger.warning("trainwire: %s has no records %d..%d; going on from %d", tp, expected, offset - 1, offset)
+        self._next_offsets[tp] = offset + 1
+        self._uncommitted.add(tp)
+        self._pending += 1
+        self.last_record_at = time.monotonic()
+        if self.first_record_at is None:
+            self.first_record_at = self.last_record_at
+        self._touched.add(message.partition)
+        record = Record(
+            message.topic,
+            message.partition,
+            offset,
+            message.key,
+            message.value,
+            int(message.timestamp * 1000),
+            tuple(message.headers or ()),
+        )
+        self.core.handle(record, self._stage_set(message.partition))
+
+    async def seek_skipped(self) -> None:
+        """Read partitions again from the records faust skipped (see :meth:`take`)."""
+        seeks, self._seeks = self._seeks, {}
+        for tp, offset in seeks.items():
+            if tp in self._next_offsets:
+                logger.info("trainwire: %s skipped from offset %d; reading it again", tp, offset)
+                await self.app.consumer.seek(tp, offset)
+
+    def _stage_set(self, partition: int) -> StageSet:
+        stages = self._stage_sets.get(partition)
+        if stages is None:
+            output = self.options.dataset_output
+            if output is not None:
+                output = Path(output).with_name(f"{Path(output).stem}.p{partition}{Path(output).suffix}")
+            stages = self._stage_sets[partition] = StageSet(build_stages(self.options, output))
+            snapshot = self.table.data.get(_state_key(partition))
+            if snapshot is not None:
+                stages.restore(orjson.loads(snapshot))
+        return stages
+
+    # ------------------------------------------------------------------ checkpoints
+
+    async def wait_checkpoint(self) -> None:
+        """Return when no checkpoint is running (the agent waits here before taking a record)."""
+        if self._lock.locked():
+            async with self._lock:
+                pass
+
+    async def checkpoint(self) -> None:
+        """Flush sinks, stages and publisher, save the touched partitions' state, commit offsets.
+
+        Shielded: an agent cancelled by a rebalance or a stop does not cut a checkpoint short (a
+        sink flush left running in its thread while new records are added would lose them).
+        """
+        await asyncio.shield(asyncio.ensure_future(self._checkpoint()))
+
+    async def _checkpoint(self) -> None:
+        async with self._lock:
+            if not self._pending:
+                return
+            touched, self._touched = self._touched, set()
+            await self.core.flush([self._stage_sets[p] for p in touched if p in self._stage_sets])
+            for partition in touched:
+                stages = self._stage_sets.get(partition)
+                if stages is not None:
+                    key, value = _state_key(partition), orjson.dumps(stages.snapshot())
+                    self.table.data[key] = value
+                    self.table.send_changelog(partition, key, value)
+            await self.app.producer.flush()
+            offsets = {tp: self._next_offsets[tp] for tp in self._uncommitted}
+            self._uncommitted.clear()
+            self._pending = 0
+            # Explicit offsets through faust's consumer (its ack-based commit is off for these
+            # topics); a commit refused by a rebalance leaves the records to be read again.
+            await self.app.consumer._commit(offsets)
+            self.checkpoints += 1
+            self.last_checkpoint_at = time.monotonic()
+
+    async def on_assigned(self, assigned: set[Any]) -> None:
+        """Start each newly assigned event partition at the group's committed offset."""
+        new = [tp for tp in assigned if tp.topic in self._event_topics and tp not in self._next_offsets]
+        if new:
+            self._next_offsets.update(await self._start_offsets(new))
+        self.last_record_at = time.monotonic()
+
+    async def _start_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        """The committed offset of each of ``tps``, or its earliest offset when none is committed."""
+        admin = AIOKafkaAdminClient(**self._settings.kafka_client_options())
+        await admin.start()
+        try:
+            committed = await admin.list_consumer_group_offsets(
+                self._group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
+            )
+        finally:
+            await admin.close()
+        offsets = {}
+        for tp in tps:
+            meta = committed.get(TopicPartition(tp.topic, tp.partition))
+            if meta is not None and meta.offset >= 0:
+                offsets[tp] = meta.offset
+        fresh = [tp for tp in tps if tp not in offsets]
+        if fresh:
+            offsets.update(await self.app.consumer.earliest_offsets(*fresh))
+        return offsets
+
+    async def on_revoked(self, revoked: set[Any]) -> None:
+        """Checkpoint while the partitions are still ours, then forget them and their stages."""
+        await self.checkpoint()
+        for tp in revoked:
+            self._next_offsets.pop(tp, None)
+            self._rereads.pop(tp, None)
+        held = {tp.partition for tp in self._next_offsets}
+        for partition in {tp.partition for tp in revoked} - held:
+            stages = self._stage_sets.pop(partition, None)
+            if stages is not None:
+                stages.close()
+
+    async def ticker(self) -> None:
+        """Checkpoint every ``flush_interval_s``; call :attr:`on_idle` after ``idle_exit_s`` without records."""
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.checkpoint()
+            except Exception as exc:
+                logger.exception("trainwire: checkpoint failed; stopping without committing")
+                await self.app.crash(exc)
+                return
+            idle = time.monotonic() - self.last_record_at
+            if self.idle_exit_s is not None and not self._pending and idle >= self.idle_exit_s:
+                if self.on_idle is not None:
+                    self.on_idle()
+                return
+
+    async def close(self) -> None:
+        """Release the publisher, the sinks and the stages (after a final checkpoint by the caller)."""
+        await self.core.close()
+        for stages in self._stage_sets.values():
+            stages.close()
+        self._stage_sets.clear()
+
+
+def _state_key(partition: int) -> bytes:
+    return str(partition).encode()
+
+
+# ---------------------------------------------------------------------- the app
+
+
+def _credentials(settings: Settings) -> Any:
+    options = settings.kafka_client_options()
+    if settings.kafka_sasl_mechanism:
+        return faust.SASLCredentials(
+            username=options["sasl_plain_username"],
+            password=options["sasl_plain_password"],
+            mechanism=settings.kafka_sasl_mechanism,
+            ssl_context=options.get("ssl_context"),
+        )
+    if "ssl_context" in options:
+        return faust.SSLCredentials(options["ssl_context"])
+    return None
+
+
+def create_app(
+    settings: Settings,
+    store: Store | None,
+    options: WorkerOptions,
+    *,
+    partitions: int | None = None,
+    web_port: int | None = None,
+    max_batch: int = 10_000,
+    flush_interval_s: float = 0.5,
+    session_timeout_s: float = 10.0,
+) -> faust.App:
+    """The faust app running ``options``'s stages and sinks on the event topics of ``settings``.
+
+    ``partitions`` is the event topics' partition count (None: read from the broker, which
+    needs the topics to exist and no running event loop); the ``stage_state`` table gets the
+    same count. ``web_port`` None keeps faust's web server off. A worker that dies without leaving
+    the group gives its partitions up after ``session_timeout_s``. The runtime is ``app.trainwire``.
+    """
+    if settings.embedded_bus:
+        raise ConfigError("kafka", "the faust runtime needs Kafka (set TRAINWIRE_KAFKA or --kafka)")
+    if partitions is None:
+        partitions = asyncio.run(topic_partitions(settings))
+    ident = app_id(settings, options)
+    datadir = Path(settings.data_dir) / "faust" / ident
+    datadir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        ident,
+        broker=[f"kafka://{host}" for host in settings.kafka.split(",")],  # type: ignore[union-attr]
+        broker_credentials=_credentials(settings),
+        store="memory://",
+        datadir=str(datadir),
+        key_serializer="raw",
+        value_serializer="raw",
+        topic_partitions=partitions,
+        topic_replication_factor=1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=web_port is not None,
+        web_port=web_port or 6066,
+        web_bind="127.0.0.1",
+        # Records are never acked (trainwire commits explicit offsets), so faust must not wait
+        # for acks on a rebalance or a stop.
+        stream_wait_empty=False,
+        stream_buffer_maxsize=max(4096, max_batch),
+        broker_max_poll_records=5000,
+        broker_session_timeout=session_timeout_s,
+        broker_heartbeat_interval=min(3.0, session_timeout_s / 5),
+        worker_redirect_stdouts=False,
+        table_standby_replicas=0,
+    )
+    runtime = FaustRuntime(
+        app, settings, store, options, partitions, max_batch=max_batch, flush_interval_s=flush_interval_s
+    )
+    app.trainwire = runtime  # type: ignore[attr-defined]
+    topic = app.topic(
+        *event_topics(settings.topic_prefix),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+        acks=False,
+    )
+
+    @app.agent(topic, name=f"{ident}.worker")
+    async def worker(stream: Any) -> None:
+        async for fevent in stream.noack().events():
+            await runtime.wait_checkpoint()
+            runtime.take(fevent.message)
+            if runtime.seeks_due:
+                await runtime.seek_skipped()
+            if runtime.pending >= runtime.max_batch:
+                await runtime.checkpoint()
+
+    @app.task
+    async def ticker() -> None:
+        await runtime.ticker()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app: faust.App, revoked: set[Any], **_: Any) -> None:
+        await runtime.on_revoked(revoked)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(app: faust.App, assigned: set[Any], **_: Any) -> None:
+        await runtime.on_assigned(assigned)
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(app: faust.App, **_: Any) -> None:
+        await runtime.close()
+
+    return app
+
+
+async def topic_partitions(settings: Settings) -> int:
+    """The partition count of the event topics (raise if they differ or are missing)."""
+    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    try:
+        await admin.start()
+    except (KafkaError, OSError) as exc:
+        raise BusError(f"Kafka at {settings.kafka} is unreachable: {exc}") from exc
+    try:
+        names = event_topics(settings.topic_prefix)
+        described = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    counts = {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
+    missing = [n for n in names if not counts.get(n)]
+    if missing:
+        raise BusError(f"event topics missing: {', '.join(missing)} (run `trainwire topics create`)")
+    if len(set(counts.values())) != 1:
+        raise ConfigError("partitions", f"the event topics must have one partition count, got {counts}")
+    return next(iter(counts.values()))
+
+
+async def ensure_topics(settings: Settings, partitions: int = 6) -> int:
+    """Create the trainwire topics that are missing (``partitions`` each); return the event topics' count."""
+    await create_topics(settings, partitions=partitions, names=all_topics(settings.topic_prefix))
+    return await topic_partitions(settings)
+
+
+# ---------------------------------------------------------------------- running a worker
+
+
+class _Worker(faust.Worker):
+    """faust's worker with trainwire's graceful stop on SIGINT/SIGTERM (a final checkpoint first)."""
+
+    def __init__(self, app: faust.App, runtime: FaustRuntime, **kwargs: Any):
+        super().__init__(app, **kwargs)
+        self.spinner = None  # no terminal spinner: this runs as a service, its output is logs
+        self.runtime = runtime
+        self._stopping: asyncio.Future[None] | None = None
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.loop.add_signal_handler(sig, self.request_stop)
+
+    def request_stop(self) -> None:
+        """Checkpoint, then stop the worker (once)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self.stop_gracefully(), loop=self.loop)
+
+    async def stop_gracefully(self) -> None:
+        """Checkpoint (so a restart replays nothing), then stop."""
+        try:
+            await self.runtime.checkpoint()
+        except Exception:
+            logger.exception("trainwire: final checkpoint failed")
+        await self.stop()
+        if self._starting_fut is not None:
+            self._starting_fut.cancel()
+
+
+def _quiet_logging(level: int) -> None:
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
+
+def run_faust_worker(
+    settings: Settings,
+    store: Store | None,
+    options: WorkerOptions | None = None,
+    *,
+    web_port: int | None = None,
+    idle_exit_s: float | None = None,
+    partitions: int = 6,
+    max_batch: int = 10_000,
+    flush_interval_s: float = 0.5,
+    session_timeout_s: float = 10.0,
+    loglevel: str = "WARNING",
+) -> FaustRuntime:
+    """Run a faust worker in this process until SIGINT/SIGTERM (or idle for ``idle_exit_s``).
+
+    Creates the trainwire topics that are missing (``partitions`` each), runs the worker on a
+    fresh event loop, and returns the runtime (its counters) once the worker stopped. ``store``
+    is migrated by the caller (None: no ClickHouse sink).
+    """
+    options = options or WorkerOptions()
+    count = asyncio.run(ensure_topics(settings, partitions))
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    app = create_app(
+        settings,
+        store,
+        options,
+        partitions=count,
+        web_port=web_port,
+        max_batch=max_batch,
+        flush_interval_s=flush_interval_s,
+        session_timeout_s=session_timeout_s,
+    )
+    runtime: FaustRuntime = app.trainwire  # type: ignore[attr-defined]
+    worker = _Worker(app, runtime, loglevel=loglevel, quiet=True, loop=loop, redirect_stdouts=False)
+    runtime.idle_exit_s = idle_exit_s
+    runtime.on_idle = worker.request_stop
+    _quiet_logging(logging.getLevelName(loglevel))
+    try:
+        # faust's worker ends the process's loop and raises SystemExit when it stops.
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if exc.code not in (None, 0):
+            raise BusError(f"faust worker {app.conf.id} failed (exit status {exc.code}); see the log") from exc
+    return runtime
