@@ -232,8 +232,10 @@ class Summary:
         delta = value - self.mean
         self.mean += delta / self.count
         self.sq += delta * (value - self.mean)
-        self.min = min(self.min, value)
-        self.max = max(self.max, value)
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
         self.sketch.add(value)
 
     def merge(self, other: Summary) -> None:
@@ -649,6 +651,8 @@ class RewardStatsProcessor(Processor[RewardStats | GroupStats]):
 
     def __init__(self, config: StatsConfig | None = None):
         self.config = config or StatsConfig()
+        self._hop_us = round(self.config.time_hop_s * 1_000_000)
+        self._lateness_us = round(self.config.time_lateness_s * 1_000_000)
         self._runs: dict[str, _RunState] = {}
         self.groups = GroupStatsAggregator(self.config)
         self.late_steps = 0
@@ -701,7 +705,10 @@ class RewardStatsProcessor(Processor[RewardStats | GroupStats]):
         window.first_us = min(window.first_us, ts_us)
         window.last_us = max(window.last_us, ts_us)
         for name, value in values:
-            window.summaries.setdefault(name, Summary(self.config.sketch_k)).add(value)
+            summary = window.summaries.get(name)
+            if summary is None:
+                summary = window.summaries[name] = Summary(self.config.sketch_k)
+            summary.add(value)
         return out
 
     def _close_steps(self, run: str, state: _RunState, upto: int | None) -> list[RewardStats]:
@@ -726,7 +733,7 @@ class RewardStatsProcessor(Processor[RewardStats | GroupStats]):
         return out
 
     def _add_time(self, run: str, state: _RunState, ts_us: int, values: list[tuple[str, float]]) -> list[RewardStats]:
-        hop_us = round(self.config.time_hop_s * 1_000_000)
+        hop_us = self._hop_us
         bucket = ts_us // hop_us
         if state.time_emitted is not None and bucket < state.time_emitted:
             self.late_time += 1
@@ -735,9 +742,12 @@ class RewardStatsProcessor(Processor[RewardStats | GroupStats]):
         if values:
             summaries = state.buckets.setdefault(bucket, {})
             for name, value in values:
-                summaries.setdefault(name, Summary(self.config.sketch_k)).add(value)
+                summary = summaries.get(name)
+                if summary is None:
+                    summary = summaries[name] = Summary(self.config.sketch_k)
+                summary.add(value)
         # windows ending at hop boundary e (exclusive bucket index) are due when watermark >= e*hop + lateness
-        due = (state.watermark_us - round(self.config.time_lateness_s * 1_000_000)) // hop_us
+        due = (state.watermark_us - self._lateness_us) // hop_us
         return self._close_time(run, state, due)
 
     def _close_time(self, run: str, state: _RunState, due: int) -> list[RewardStats]:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from trainwire.events import Alert, Event
+from trainwire.events import Alert, Event, Interaction, JudgeScore
 from trainwire.processors.dataset import DatasetConfig, DatasetProcessor
 from trainwire.processors.health import HealthConfig, HealthMonitor
 from trainwire.processors.stats import GroupStats, RewardStatsProcessor, StatsConfig
@@ -63,7 +63,10 @@ class MonitorStage(Stage):
             out.append(result.to_event())
             if isinstance(result, GroupStats):
                 out.extend(self.health.observe_group_stats(result))
-        out.extend(self.health.process(event))
+        if not isinstance(event.payload, Interaction | JudgeScore):
+            # The health rules over rewards get the group stats above; computing them twice
+            # (the health monitor's own aggregator) would only cost time.
+            out.extend(self.health.process(event))
         for alert in out:
             if isinstance(alert.payload, Alert):
                 logger.warning(
