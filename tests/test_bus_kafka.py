@@ -11,6 +11,7 @@ from helpers import read_events, run_pipeline_until
 
 from trainwire.bus import Emitter
 from trainwire.bus.admin import create_topics
+from trainwire.bus.kafka import KafkaTransport
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, JudgeScore, TrainStep
 from trainwire.runtime import WorkerOptions, build_pipeline
@@ -79,6 +80,23 @@ def test_runs_stay_ordered_within_a_partition(kafka_settings: Settings) -> None:
             emitter.emit(e)
     got = read_events(kafka_settings, expected=500)
     assert len(got) == 500
+    for run in {e.run_id for e in events}:
+        assert [e.payload.step for e in got if e.run_id == run] == [e.payload.step for e in events if e.run_id == run]
+
+
+def test_runs_stay_ordered_with_many_batches_in_flight(kafka_settings: Settings) -> None:
+    """Small emitter batches (several deliveries at once) and small record batches (several per partition)."""
+    asyncio.run(create_topics(kafka_settings, partitions=4))
+    events = [Event(f"run-{i % 5}", Interaction(prompt="p", completion="c" * 300, step=i)) for i in range(5000)]
+    transport = KafkaTransport(kafka_settings, max_batch_bytes=4096)
+    with Emitter(kafka_settings, transport=transport, batch_size=250) as emitter:
+        for e in events:
+            emitter.emit(e)
+        assert emitter.flush(60)
+        stats = emitter.stats()
+    assert (stats.sent, stats.spooled, stats.failed) == (5000, 0, 0)
+    got = read_events(kafka_settings, expected=5000)
+    assert len(got) == 5000
     for run in {e.run_id for e in events}:
         assert [e.payload.step for e in got if e.run_id == run] == [e.payload.step for e in events if e.run_id == run]
 

@@ -154,7 +154,8 @@ def test_worker_replays_nothing_twice_after_a_lost_commit(embedded_settings: Set
         assert store.query_rows("SELECT count() AS n FROM group_stats FINAL") == [{"n": 4}]
         # The replayed steps 0-2 were already in the restored state: the window counts them once.
         window = store.query_rows(
-            "SELECT count, mean FROM reward_stats FINAL WHERE window = 'steps' AND step_start = 0 AND reward_fn = 'total'"
+            "SELECT count, mean FROM reward_stats FINAL "
+            "WHERE window = 'steps' AND step_start = 0 AND reward_fn = 'total'"
         )
         assert window[0]["count"] == 4 * GROUPS * GENERATIONS
         assert math.isclose(window[0]["mean"], expected_total_mean(range(0, 4)))

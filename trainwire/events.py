@@ -193,9 +193,12 @@ class Payload:
 
     def to_json(self) -> Payload | dict[str, Any]:
         """What orjson serializes: the dataclass itself, or, with non-finite floats, :meth:`to_json_dict`."""
-        if all(v is None or math.isfinite(v) for v in map(self.__getattribute__, self._FLOATS)) and all(
-            math.isfinite(v) for name in self._FLOAT_MAPS for v in getattr(self, name).values()
-        ):
+        # One sum over every float (in C) instead of a test per value: an infinity or NaN makes the
+        # sum non-finite, and a sum of finite values that overflows only costs the exact path below.
+        total = sum(filter(None, map(self.__getattribute__, self._FLOATS)))
+        for name in self._FLOAT_MAPS:
+            total += sum(getattr(self, name).values())
+        if math.isfinite(total):
             return self
         return self.to_json_dict()
 
@@ -434,13 +437,15 @@ _ENVELOPE = ("event_id", "event_type", "schema_version", "run_id", "source", "ts
 
 def encode(event: Event) -> bytes:
     """Serialize an event to JSON bytes with orjson."""
+    source = event.source
     return orjson.dumps(
         {
             "event_id": event.event_id,
             "event_type": event.payload.EVENT_TYPE,
             "schema_version": event.schema_version,
             "run_id": event.run_id,
-            "source": event.source,
+            # a dict: orjson writes it several times faster than the Source dataclass
+            "source": {"host": source.host, "process": source.process, "library": source.library},
             "ts": event.ts,
             "payload": event.payload.to_json(),
         },

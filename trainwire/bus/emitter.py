@@ -1,8 +1,9 @@
 """The emitter: how a training loop puts events on the bus without waiting for it.
 
 ``emit(event)`` appends to a bounded in-memory queue and returns; a background thread runs an
-asyncio loop that serializes events, publishes them in batches (aiokafka does the batching,
-linger and compression on Kafka) and keeps counters.
+asyncio loop that serializes events, publishes them in batches (lingering up to ``linger_ms``
+for a batch to fill; on Kafka each becomes one compressed record batch per partition) and keeps
+counters.
 
 Nothing is dropped silently:
 

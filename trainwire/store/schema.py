@@ -13,9 +13,11 @@ must agree with (a test compares them with ``system.columns``).
 
 from __future__ import annotations
 
+import functools
 import gc
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from itertools import accumulate, chain
 from typing import Any
 
 import orjson
@@ -78,36 +80,63 @@ def prompt_text(prompt: str | list[dict[str, Any]]) -> str:
 def events_to_arrow(payload_cls: type[Payload], events: Iterable[Event]) -> pa.Table:
     """An Arrow table of ``events`` (all of ``payload_cls``) with the columns of its ClickHouse table.
 
-    Each column is one list comprehension handed to pyarrow; JSON fields are serialized by orjson
-    and cast from bytes in C. The cyclic garbage collector is paused meanwhile: the batch creates
-    many short-lived objects and no cycles, and collections triggered by them cost as much as
-    the conversion itself.
+    Each column is one pass over the batch handed to pyarrow with its type, never a dict per row.
+    The cyclic garbage collector is paused meanwhile: the batch creates many short-lived objects
+    and no cycles, and collections triggered by them cost as much as the conversion itself.
     """
-    events = list(events)
+    events = events if isinstance(events, list) else list(events)
     with _gc_paused():
         sources = [e.source for e in events]
-        payloads = [e.payload for e in events]
+        envelope = (
+            [e.event_id for e in events],
+            [e.run_id for e in events],
+            [e.ts for e in events],
+            [e.schema_version for e in events],
+            [s.host for s in sources],
+            [s.process for s in sources],
+            [s.library for s in sources],
+        )
         columns: dict[str, pa.Array] = {
-            "event_id": pa.array([e.event_id for e in events], pa.string()),
-            "run_id": pa.array([e.run_id for e in events], pa.string()),
-            "ts": pa.array([e.ts for e in events], pa.timestamp("us", tz="UTC")),
-            "schema_version": pa.array([e.schema_version for e in events], pa.uint16()),
-            "source_host": pa.array([s.host for s in sources], pa.string()),
-            "source_process": pa.array([s.process for s in sources], pa.uint32()),
-            "source_library": pa.array([s.library for s in sources], pa.string()),
+            name: pa.array(values, arrow_type)
+            for (name, _, arrow_type), values in zip(ENVELOPE_COLUMNS, envelope, strict=True)
         }
         dumps = orjson.dumps
-        for f in payload_cls.FIELDS:
-            values = [getattr(p, f.name) for p in payloads]
+        for f, values in zip(payload_cls.FIELDS, _field_lists(payload_cls)([e.payload for e in events]), strict=True):
+            # JSON text is decoded to str at once: each orjson result is a block of its own from
+            # malloc, and holding a batch of them measured up to ten times slower than decoding.
             if f.kind is Kind.JSON:
-                columns[f.name] = pa.array([dumps(v) if v else b"{}" for v in values], pa.binary()).cast(pa.string())
+                columns[f.name] = pa.array([dumps(v).decode() if v else "{}" for v in values], pa.string())
+                continue
+            if f.kind is Kind.FLOAT_MAP:
+                columns[f.name] = _float_map(values)
                 continue
             if f.kind is Kind.PROMPT:
-                messages = [b"" if isinstance(v, str) or v is None else dumps(v) for v in values]
-                columns[f"{f.name}_messages"] = pa.array(messages, pa.binary()).cast(pa.string())
+                messages = ["" if isinstance(v, str) or v is None else dumps(v).decode() for v in values]
+                columns[f"{f.name}_messages"] = pa.array(messages, pa.string())
                 values = [v if isinstance(v, str) or v is None else prompt_text(v) for v in values]
             columns[f.name] = pa.array(values, _TYPES[f.kind][1])
         return pa.table(columns)
+
+
+@functools.cache
+def _field_lists(payload_cls: type[Payload]) -> Callable[[list[Payload]], tuple[list[Any], ...]]:
+    """A function taking payloads of ``payload_cls`` to one list of values per field, in field order.
+
+    It is generated with the field names written out: ``[p.step for p in payloads]`` is one
+    specialized slot read per row, twice as fast as ``map(attrgetter("step"), payloads)``.
+    """
+    lists = "".join(f"[p.{f.name} for p in payloads], " for f in payload_cls.FIELDS)
+    namespace: dict[str, Any] = {}
+    exec(f"def field_lists(payloads):\n    return ({lists})", namespace)
+    return namespace["field_lists"]
+
+
+def _float_map(values: list[dict[str, float]]) -> pa.MapArray:
+    """``Map(String, Float64)`` assembled from flat keys, values and offsets: no list per row."""
+    offsets = pa.array([0, *accumulate(map(len, values))], pa.int32())
+    keys = pa.array(list(chain.from_iterable(values)), pa.string())
+    items = pa.array(list(chain.from_iterable(map(dict.values, values))), pa.float64())
+    return pa.MapArray.from_arrays(offsets, keys, items)
 
 
 @contextmanager
