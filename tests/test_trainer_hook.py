@@ -4,18 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import math
+import os
+import subprocess
+import sys
+import textwrap
 from collections import defaultdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from datasets import Dataset
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
     AutoTokenizer,
     DataCollatorForLanguageModeling,
     Trainer,
+    TrainerCallback,
+    TrainerControl,
     TrainingArguments,
 )
 from trl import GRPOConfig, GRPOTrainer
@@ -26,6 +36,7 @@ from trainwire.events import Event, Interaction, TrainStep, decode
 from trainwire.producers.tiny import TINY_CORPUS, build_tiny_model
 from trainwire.producers.trainer import (
     TrainwireCallback,
+    _RolloutCollector,
     instrument_reward_funcs,
     instrument_trainer,
     train_step_from_logs,
@@ -36,6 +47,18 @@ from trainwire.topics import event_topics
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_model(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised one-label sequence-classification model with the tiny tokenizer, saved locally."""
+    path = tmp_path_factory.mktemp("reward") / "tiny-reward-model"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(tiny_model, num_labels=1))
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(path)
+    return path
 
 
 def read_events(settings: Settings) -> list[Event]:
@@ -354,3 +377,144 @@ def test_wrappers_wait_for_every_function_and_never_break_the_call(embedded_sett
     assert by_completion["c2"].rewards == {"first": 1.0, "second": 2.0} and by_completion["c2"].reward == 3.0
     assert by_completion["c1"].metadata["answer"] == "a"
     assert isinstance(by_completion["c1"].metadata["odd"], str)  # not JSON: kept as its text
+
+
+class TrlRewards(TrainerCallback):
+    """The per-completion values TRL computed for a reward function or model in each step (from its own logs)."""
+
+    def __init__(self, trainer: GRPOTrainer, name: str) -> None:
+        self.trainer, self.name = trainer, name
+        self.values: list[tuple[int, str, float]] = []
+
+    def on_step_end(self, args, state, control, **kwargs) -> None:
+        logs = self.trainer._logs  # one generation batch per step here (the deques hold one batch)
+        pairs = zip(logs["completion"], logs["rewards"][self.name], strict=True)
+        self.values.extend((state.global_step, completion, value) for completion, value in pairs)
+
+
+def test_reward_model_values_are_the_ones_trl_used(tiny_model, tiny_reward_model, embedded_settings, tmp_path):
+    rewards = RewardLog()
+    reward_model = AutoModelForSequenceClassification.from_pretrained(tiny_reward_model)
+    forwards = []
+    reward_model.register_forward_hook(lambda module, args, output: forwards.append(output.logits.shape[0]))
+    trainer = GRPOTrainer(
+        model=str(tiny_model),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+        reward_funcs=[rewards.funcs()[0], reward_model],
+        reward_processing_classes=[None, AutoTokenizer.from_pretrained(tiny_reward_model)],
+        args=grpo_args(tmp_path, max_steps=3, reward_weights=[1.0, 2.0]),
+        train_dataset=math_dataset(6),
+    )
+    name = "tiny-reward-model"  # TRL names a reward model after its checkpoint
+    assert trainer.reward_func_names == ["distinct_tokens", name]
+    trl_used = TrlRewards(trainer, name)
+    trainer.add_callback(trl_used)
+    emitter = Emitter(embedded_settings)
+    instrument_trainer(trainer, run_id="reward-model", emitter=emitter)
+    assert isinstance(trainer.reward_funcs[1], torch.nn.Module)  # TRL still runs the model itself
+    trainer.train()
+    emitter.close()
+
+    interactions, _ = split(read_events(embedded_settings))
+    assert len(interactions) == 3 * 4
+    for i in interactions:
+        assert set(i.rewards) == {"distinct_tokens", name}
+        assert i.reward == pytest.approx(i.rewards["distinct_tokens"] + 2.0 * i.rewards[name], rel=1e-6)
+    emitted = sorted((i.step, i.completion, i.rewards[name]) for i in interactions)
+    assert emitted == sorted(trl_used.values)  # exactly the float32 scores TRL turned into advantages
+    assert len({value for _, _, value in emitted}) > 1
+    assert forwards == [4, 4, 4]  # one forward pass per generation batch: TRL's own, none added
+    for logged in trainer.state.log_history[:-1]:  # and the means TRL logged are the interactions' means
+        scored = [i for i in interactions if i.step == logged["step"]]
+        assert logged[f"rewards/{name}/mean"] == pytest.approx(sum(i.rewards[name] for i in scored) / 4, rel=1e-5)
+        assert logged["reward"] == pytest.approx(sum(i.reward for i in scored) / 4, rel=1e-5)
+
+
+class BrokenEmitter:
+    """An emitter whose every call fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def emit(self, event: Event) -> None:
+        self.calls += 1
+        raise RuntimeError("the bus is on fire")
+
+    def flush(self, timeout: float | None = None) -> bool:
+        raise RuntimeError("the bus is on fire")
+
+
+def test_telemetry_failures_never_stop_training(tiny_model, tiny_reward_model, tmp_path, monkeypatch, caplog):
+    def fail(*args, **kwargs):
+        raise RuntimeError("telemetry bug")
+
+    monkeypatch.setattr(_RolloutCollector, "record_models", fail)
+    monkeypatch.setattr(_RolloutCollector, "take_token_stats", fail)
+    rewards = RewardLog()
+    trainer = GRPOTrainer(
+        model=str(tiny_model),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+        reward_funcs=[*rewards.funcs(), AutoModelForSequenceClassification.from_pretrained(tiny_reward_model)],
+        reward_processing_classes=[None, None, AutoTokenizer.from_pretrained(tiny_reward_model)],
+        args=grpo_args(tmp_path, max_steps=2),
+        train_dataset=math_dataset(4),
+    )
+    emitter = BrokenEmitter()
+    instrument_trainer(trainer, run_id="broken", emitter=emitter, log_token_stats=True)  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, logger="trainwire.trainer"):
+        trainer.train()
+
+    assert trainer.state.global_step == 2
+    assert emitter.calls > 0
+    for expected in ("reward models' values", "token statistics", "hand events", "flushing"):
+        assert expected in caplog.text
+    logged_keys = set().union(*trainer.state.log_history)
+    assert "rewards/tiny-reward-model/mean" in logged_keys
+
+
+class RecordingEmitter:
+    """Keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def test_callback_hands_events_over_at_most_every_hand_over_every_s():
+    sink = RecordingEmitter()
+    callback = TrainwireCallback(run_id="held", emitter=sink, hand_over_every_s=3600)  # type: ignore[arg-type]
+    control = TrainerControl()
+    for step in (1, 2, 3):
+        state = SimpleNamespace(global_step=step, is_world_process_zero=True)
+        callback.on_step_end(None, state, control)
+        callback.on_log(None, state, control, logs={"loss": float(step)})
+        assert len(sink.events) == 1  # the first hand-over is due at once, the next only after an hour
+    callback.on_train_end(None, state, control)
+    assert [e.payload.loss for e in sink.events] == [1.0, 2.0, 3.0]  # the end of training hands over the rest
+
+
+def test_events_held_by_a_run_that_crashes_are_delivered_at_exit(embedded_settings):
+    script = textwrap.dedent(
+        """
+        from types import SimpleNamespace
+        from transformers import TrainerControl
+        from trainwire.producers.trainer import TrainwireCallback
+
+        callback = TrainwireCallback(run_id="crashed", hand_over_every_s=3600)  # the process-wide emitter
+        for step in (1, 2, 3):
+            state = SimpleNamespace(global_step=step, is_world_process_zero=True)
+            callback.on_log(None, state, TrainerControl(), logs={"loss": float(step)})
+        raise RuntimeError("the training loop crashed")
+        """
+    )
+    env = {**os.environ, "TRAINWIRE_DATA_DIR": str(embedded_settings.data_dir)}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert "the training loop crashed" in result.stderr
+
+    _, steps = split(read_events(embedded_settings))
+    assert [s.loss for s in steps] == [1.0, 2.0, 3.0]  # the two still held went out before the emitter closed

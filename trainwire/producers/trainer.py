@@ -21,21 +21,25 @@ What goes on the bus:
   as the ``train_step`` event that logs its reward means (TRL's ``global_step + 1`` at scoring).
 
 How: the reward functions are wrapped (``functools.wraps``, the name kept, async kept async) so
-each one's values are recorded; once every wrapped function has scored a batch, the batch is
-complete. :func:`instrument_trainer` also wraps the trainer's ``_generate_and_score_completions``
-to add the advantages and prompt lengths TRL computed, and, with ``log_token_stats``, tags each
-row so the per-token logprobs and entropies that the loss computation already produces are
-attached to the interaction (no extra forward pass). Without a trainer,
-:func:`instrument_reward_funcs` alone emits each batch as soon as it is complete (no advantage).
+each one's values are recorded; reward *models* (``nn.Module`` entries of ``reward_funcs``, which
+TRL runs itself) are read from the scores TRL computed, by wrapping its ``_calculate_rewards`` (no
+extra forward pass), under TRL's name for them (the checkpoint's last path component).
+:func:`instrument_trainer` also wraps the trainer's ``_generate_and_score_completions``: when it
+returns, the batch is scored, and the hook adds the advantages and prompt lengths TRL computed
+and, with ``log_token_stats``, tags each row so the per-token logprobs and entropies that the loss
+computation already produces are attached to the interaction (no extra forward pass). Without a
+trainer, :func:`instrument_reward_funcs` alone emits each batch as soon as every function scored
+it (no advantage, no reward models).
 
 Telemetry never hurts the run: every hook catches its own errors and logs them, rate-limited;
 events go through the non-blocking :class:`~trainwire.bus.Emitter`, flushed at the end of training.
-Limitation: reward *models* (``nn.Module`` reward functions) are not wrapped, so their values are
-not in ``rewards`` and the total covers the wrapped functions only.
+The callback hands a step's events to the emitter together, at most once a second
+(``hand_over_every_s``): waking the emitter's thread is what costs the training thread time.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import inspect
 import logging
@@ -44,6 +48,8 @@ import os
 import sys
 import threading
 import time
+import weakref
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -76,6 +82,14 @@ RUN_ID_ENV = "TRAINWIRE_RUN_ID"
 
 ROW_TAG = "trainwire_row"
 """Key added to TRL's generation batch (with ``log_token_stats``) to find each row after shuffling."""
+
+_MAX_HELD = 10_000
+"""How many held events make the callback's telemetry hand them over before the step ends."""
+
+_SCORING_ARGS = frozenset({"inputs", "prompts", "completions", "completion_ids_list"})
+"""The arguments of TRL's ``_calculate_rewards`` the reward-model hook reads."""
+_TRL_NOT_COLUMNS = frozenset({"prompt", "completion", "completion_ids"})
+"""Keys of TRL's inputs that it does not pass to reward functions as dataset columns."""
 
 _NAMED_LOG_KEYS = ("loss", "grad_norm", "learning_rate", "epoch")
 _NOT_COLUMNS = frozenset(
@@ -113,13 +127,28 @@ def default_run_id(args: Any = None) -> str:
 
 
 class _Telemetry:
-    """What the callback and the reward-function wrappers share: the run id, the emitter, the error log."""
+    """What the callback and the reward-function wrappers share: the run id, the emitter, the error log.
 
-    def __init__(self, run_id: str | None, emitter: Emitter | None, library: str):
+    With ``hold_s`` (the callback's telemetry), events wait in an outbox until :meth:`hand_over`,
+    which the callback calls at the end of every optimizer step (in ``on_log`` when it logs) and
+    which gives them to the emitter once ``hold_s`` seconds passed since it last did (the very
+    first event goes at once). Each hand-over wakes the emitter's thread, which then takes the GIL
+    from the training thread twice (to wake up, and a linger later to serialize the batch): that
+    is what the hook costs a step, far more than building the events, so fewer and larger
+    hand-overs keep short steps cheap.
+    """
+
+    def __init__(self, run_id: str | None, emitter: Emitter | None, library: str, *, hold_s: float | None = None):
         self._run_id = run_id
         self._emitter = emitter
         self.library = library
         self.log = _RateLimitedLog()
+        self._hold_s = hold_s or 0.0
+        # a deque: async reward functions record (and so emit) on TRL's event-loop thread
+        self._outbox: deque[Event] | None = None if hold_s is None else deque()
+        self._handed_at = -math.inf
+        self._hand_over_lock = threading.Lock()
+        self._exit_hook = False
 
     @property
     def run_id(self) -> str:
@@ -139,15 +168,54 @@ class _Telemetry:
 
     def emit(self, payload: Payload) -> None:
         try:
-            self.emitter.emit(Event(run_id=self.run_id, payload=payload, source=Source.current(self.library)))
+            event = Event(run_id=self.run_id, payload=payload, source=Source.current(self.library))
+            outbox = self._outbox
+            if outbox is None:
+                self.emitter.emit(event)
+                return
+            outbox.append(event)
+            # the first event goes at once (see hand_over); later ones wait for a step end, unless
+            # there is none for a long while (e.g. a long evaluation)
+            if not self._exit_hook or len(outbox) >= _MAX_HELD:
+                self.hand_over()
         except Exception:  # telemetry must never stop training
             self.log.warning("emit", "trainwire: could not emit a %s event", payload.EVENT_TYPE)
 
+    def hand_over(self, *, when_due: bool = False) -> None:
+        """Give the held events to the emitter in order; with ``when_due``, only once ``hold_s`` has passed."""
+        outbox = self._outbox
+        if not outbox:
+            return
+        now = time.monotonic()
+        if when_due and now - self._handed_at < self._hold_s:
+            return
+        self._handed_at = now
+        try:
+            emitter = self.emitter
+            with self._hand_over_lock:
+                while outbox:
+                    emitter.emit(outbox.popleft())
+                if not self._exit_hook:
+                    # registered once the emitter has started (and registered its own close), so that
+                    # it runs first at exit (last registered, first run): a run that dies mid-step
+                    # still delivers what it held
+                    atexit.register(_hand_over_at_exit, weakref.ref(self))
+                    self._exit_hook = True
+        except Exception:
+            self.log.warning("emit", "trainwire: could not hand events to the emitter")
+
     def flush(self, timeout: float) -> None:
+        self.hand_over()
         try:
             self.emitter.flush(timeout)
         except Exception:
             self.log.warning("flush", "trainwire: flushing the emitter failed")
+
+
+def _hand_over_at_exit(ref: weakref.ref[_Telemetry]) -> None:
+    telemetry = ref()
+    if telemetry is not None:
+        telemetry.hand_over()
 
 
 # --------------------------------------------------------------------------- train_step
@@ -194,6 +262,9 @@ class TrainwireCallback(TrainerCallback):
         log_token_stats: with :func:`instrument_trainer`, put each completion's per-token
             logprobs and entropies in the interaction's metadata.
         flush_timeout_s: how long ``on_train_end`` waits for the events to be delivered or spooled.
+        hand_over_every_s: events are given to the emitter at the end of a step once this long
+            has passed since the last time (0: every step), and always at the end of training and
+            at exit (also after a crash).
     """
 
     def __init__(
@@ -202,10 +273,11 @@ class TrainwireCallback(TrainerCallback):
         emitter: Emitter | None = None,
         log_token_stats: bool = False,
         flush_timeout_s: float = 30.0,
+        hand_over_every_s: float = 1.0,
     ):
         self.log_token_stats = log_token_stats
         self.flush_timeout_s = flush_timeout_s
-        self._telemetry = _Telemetry(run_id, emitter, "transformers")
+        self._telemetry = _Telemetry(run_id, emitter, "transformers", hold_s=hand_over_every_s)
         self._collectors: list[_RolloutCollector] = []
 
     @property
@@ -220,14 +292,19 @@ class TrainwireCallback(TrainerCallback):
         except Exception:
             self._telemetry.log.warning("begin", "trainwire: on_train_begin failed")
 
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        """Hand the held events to the emitter when due, unless the trainer logs now (``on_log`` does it then)."""
+        if not getattr(control, "should_log", False):
+            self._telemetry.hand_over(when_due=True)
+
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        """Emit the logged numbers as a ``train_step`` event (on the main process only)."""
+        """Emit the logged numbers as a ``train_step`` event (on the main process only); hand over when due."""
         try:
-            if not logs or not getattr(state, "is_world_process_zero", True):
-                return
-            self._telemetry.emit(train_step_from_logs(logs, state.global_step))
+            if logs and getattr(state, "is_world_process_zero", True):
+                self._telemetry.emit(train_step_from_logs(logs, state.global_step))
         except Exception:
             self._telemetry.log.warning("on_log", "trainwire: could not record a train_step")
+        self._telemetry.hand_over(when_due=True)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Emit interactions still waiting for token statistics, then flush the emitter."""
@@ -266,13 +343,13 @@ class _RolloutCollector:
         self.names = list(names)
         self.weights = [float(w) for w in weights] if weights is not None else [1.0] * len(self.names)
         self.num_generations = num_generations
-        self.wrapped: set[int] = set()  # positions whose function is wrapped (all of them unless reward models)
-        self.trainer: Any = None  # set by instrument_trainer: complete batches wait for the advantages
+        # positions whose values are recorded: the wrapped functions, and reward models once hook_reward_models ran
+        self.recorded: set[int] = set()
+        self.trainer: Any = None  # set by instrument_trainer: batches wait for finish_generation (the advantages)
         self.log_token_stats = False
         self._max_pending = max_pending
         self._lock = threading.Lock()
         self._pending: list[_Batch] = []
-        self._complete: list[_Batch] = []
         self._waiting: dict[int, tuple[str, Interaction]] = {}  # row tag -> (mode, interaction)
         self._batch_seq = 0
         self._loss_inputs: Any = None
@@ -306,21 +383,20 @@ class _RolloutCollector:
                         len(dropped.completions),
                     )
             batch.values[position] = values
-            if len(batch.values) < len(self.wrapped):
+            # with a trainer, finish_generation takes the batch once TRL's scoring is over, even if a
+            # recording failed; without one, the batch is over once every function recorded
+            if self.trainer is not None or len(batch.values) < len(self.recorded):
                 return
             self._pending.remove(batch)
-            if self.trainer is not None:
-                self._complete.append(batch)
-                return
         for interaction in self._interactions(batch):
             self.telemetry.emit(interaction)
 
     # ---- trainer side (instrument_trainer)
 
     def begin_generation(self, mode: str) -> None:
-        """Before TRL generates and scores a batch: emit leftovers of the same mode."""
+        """Before TRL generates a batch: emit what a failed call left and ``mode``'s rows waiting for token stats."""
         with self._lock:
-            leftovers, self._complete = self._complete, []
+            leftovers, self._pending = self._pending, []
         for batch in leftovers:
             for interaction in self._interactions(batch):
                 self.telemetry.emit(interaction)
@@ -329,7 +405,7 @@ class _RolloutCollector:
     def finish_generation(self, output: dict[str, Any], mode: str) -> None:
         """After TRL scored a batch: add advantages and prompt lengths; emit, or tag rows for token stats."""
         with self._lock:
-            batches, self._complete = self._complete, []
+            batches, self._pending = self._pending, []
         trainer = self.trainer
         for batch in batches:
             n = len(batch.completions)
@@ -343,7 +419,7 @@ class _RolloutCollector:
                 num_generations = getattr(trainer, "num_generations_eval", None) or getattr(
                     trainer, "num_generations", None
                 )
-            offset = getattr(getattr(trainer, "accelerator", None), "process_index", 0) * n
+            offset = _process_index(trainer) * n
             interactions = self._interactions(
                 batch,
                 step=step,
@@ -459,6 +535,42 @@ class _RolloutCollector:
 
     # ---- hooks installed on the trainer
 
+    def hook_reward_models(self, trainer: Any, positions: list[int]) -> None:
+        """Record the reward models' values from the scores TRL computed (``rewards_per_func``), no extra forward."""
+        original = trainer._calculate_rewards
+        signature = inspect.signature(original)
+        if not _SCORING_ARGS.issubset(signature.parameters):
+            self.telemetry.log.warning(
+                "reward-model", "trainwire: this TRL's _calculate_rewards is unknown; reward models are not recorded"
+            )
+            return
+        self.recorded.update(positions)
+
+        @functools.wraps(original)
+        def calculate_rewards(*args: Any, **kwargs: Any) -> Any:
+            rewards_per_func = original(*args, **kwargs)
+            try:
+                call = signature.bind(*args, **kwargs).arguments
+                self.record_models(positions, call, rewards_per_func, _process_index(trainer))
+            except Exception:
+                self.telemetry.log.warning("reward-model", "trainwire: recording the reward models' values failed")
+            return rewards_per_func
+
+        trainer._calculate_rewards = calculate_rewards
+
+    def record_models(
+        self, positions: list[int], call: dict[str, Any], rewards_per_func: Any, process_index: int
+    ) -> None:
+        """Record the columns ``positions`` of TRL's ``rewards_per_func`` for the batch of ``call``."""
+        inputs, completions = call["inputs"], call["completions"]
+        n = len(completions)
+        start = process_index * n  # rewards_per_func is gathered over the processes, in process order
+        columns = rewards_per_func[start : start + n, positions].float().T.tolist()  # one device-to-host copy
+        kwargs = {key: [row[key] for row in inputs] for key in inputs[0] if key not in _TRL_NOT_COLUMNS}
+        kwargs.update(prompts=call["prompts"], completions=completions, completion_ids=call["completion_ids_list"])
+        for position, values in zip(positions, columns, strict=True):
+            self.record(position, kwargs, values)
+
     def hook_generation(self, trainer: Any) -> None:
         original = trainer._generate_and_score_completions
 
@@ -520,6 +632,10 @@ def _row_sums(mask: Any) -> Any:
     return mask.sum(dim=1) if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
 
+def _process_index(trainer: Any) -> int:
+    return getattr(getattr(trainer, "accelerator", None), "process_index", 0)
+
+
 def _model_name(trainer: Any) -> str | None:
     config = getattr(getattr(trainer, "model", None), "config", None)
     name = getattr(config, "_name_or_path", None)
@@ -567,8 +683,10 @@ def _completion_text(completion: Any) -> tuple[str, list[Any] | None]:
 # --------------------------------------------------------------------------- public helpers
 
 
-def _callable_name(func: Callable[..., Any]) -> str:
-    """The name TRL gives a reward function (partials unwrapped, class instances by class name)."""
+def _reward_func_name(func: Any) -> str:
+    """The name TRL gives a reward function (partials unwrapped, class instances by class name) or model."""
+    if isinstance(func, torch.nn.Module):
+        return str(getattr(getattr(func, "config", None), "_name_or_path", "")).split("/")[-1]
     while isinstance(func, functools.partial):
         func = func.func
     return getattr(func, "__name__", type(func).__name__)
@@ -582,7 +700,7 @@ def _is_async(func: Callable[..., Any]) -> bool:
 
 def _wrap(func: Callable[..., Any], position: int, collector: _RolloutCollector) -> Callable[..., Any]:
     name = collector.names[position]
-    collector.wrapped.add(position)
+    collector.recorded.add(position)
 
     def record(kwargs: dict[str, Any], result: Any) -> None:
         try:
@@ -637,10 +755,12 @@ def instrument_reward_funcs(
     completion is emitted with each function's value in ``rewards`` and the weighted total in
     ``reward``. Each wrapper keeps its function's name (TRL's metric names stay the same) and
     is async when the function is. Pass the result to ``GRPOTrainer(reward_funcs=...)``; to also
-    get advantages, use :func:`instrument_trainer` instead (it wraps the trainer's functions).
+    get advantages and the values of reward models, use :func:`instrument_trainer` instead (it
+    wraps the trainer's functions). Reward models (``nn.Module``) are returned as they are, and
+    batches here complete without them.
 
     Args:
-        funcs: a reward function or a list of them (sync or async callables).
+        funcs: a reward function or a list of them (sync or async callables, or reward models).
         run_id: the run the events belong to (default: ``$TRAINWIRE_RUN_ID`` or a generated one).
         emitter: where to emit (default: the process-wide emitter).
         reward_weights: TRL's ``reward_weights`` (default: 1.0 each), for the total.
@@ -648,11 +768,11 @@ def instrument_reward_funcs(
     """
     func_list = [funcs] if callable(funcs) else list(funcs)
     func_list = [_unwrap(f) for f in func_list]
-    names = _unique_names([_callable_name(f) for f in func_list])
+    names = _unique_names([_reward_func_name(f) for f in func_list])
     if reward_weights is not None and len(reward_weights) != len(func_list):
         raise ValueError(f"{len(reward_weights)} reward_weights for {len(func_list)} reward functions")
     collector = _RolloutCollector(_Telemetry(run_id, emitter, "trl"), names, reward_weights, num_generations)
-    return [_wrap(f, i, collector) for i, f in enumerate(func_list)]
+    return [f if isinstance(f, torch.nn.Module) else _wrap(f, i, collector) for i, f in enumerate(func_list)]
 
 
 def _unique_names(names: list[str]) -> list[str]:
@@ -675,9 +795,9 @@ def instrument_trainer(
 
     Adds a :class:`TrainwireCallback` (or reuses the one already in ``trainer``'s callbacks) for
     ``train_step`` events. On a GRPO trainer it also wraps the reward functions and the batch
-    scoring so each completion becomes an ``interaction`` with its rewards, group, advantage and
-    dataset columns; with ``log_token_stats`` also its per-token logprobs and entropies. Calling it
-    twice on the same trainer returns the same callback.
+    scoring so each completion becomes an ``interaction`` with its rewards (reward models'
+    included), group, advantage and dataset columns; with ``log_token_stats`` also its per-token
+    logprobs and entropies. Calling it twice on the same trainer returns the same callback.
 
     Args:
         trainer: the trainer, before ``train()``.
@@ -707,15 +827,17 @@ def instrument_trainer(
     if isinstance(funcs, list) and funcs:
         telemetry.library = "trl"
         originals = [_unwrap(f) for f in funcs]
-        names = getattr(trainer, "reward_func_names", None) or _unique_names([_callable_name(f) for f in originals])
+        names = getattr(trainer, "reward_func_names", None) or _unique_names([_reward_func_name(f) for f in originals])
         weights = getattr(trainer, "reward_weights", None)
         weights = weights.tolist() if isinstance(weights, torch.Tensor) else weights
         collector = _RolloutCollector(telemetry, names, weights, getattr(trainer, "num_generations", None))
+        models = [i for i, f in enumerate(originals) if isinstance(f, torch.nn.Module)]
         trainer.reward_funcs = [
-            f if isinstance(f, torch.nn.Module) or not callable(f) else _wrap(f, i, collector)
-            for i, f in enumerate(originals)
+            f if i in models or not callable(f) else _wrap(f, i, collector) for i, f in enumerate(originals)
         ]
-        if collector.wrapped and hasattr(trainer, "_generate_and_score_completions"):
+        if models and hasattr(trainer, "_calculate_rewards"):
+            collector.hook_reward_models(trainer, models)
+        if collector.recorded and hasattr(trainer, "_generate_and_score_completions"):
             collector.trainer = trainer
             collector.hook_generation(trainer)
             if callback.log_token_stats and hasattr(trainer, "_get_per_token_logps_and_entropies"):
