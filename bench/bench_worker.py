@@ -6,9 +6,9 @@ the ClickHouse sink (chdb), (3) the embedded :class:`~trainwire.runtime.Pipeline
 Worker rates run from the first event taken to the last checkpoint (ClickHouse flushed, offsets
 committed), so group joins are left out. Target: >= 20,000 interaction events/s per worker.
 
-Latency: a faust worker process runs while events are emitted at ``--rate`` events/s for
-``--seconds``; latency is ``inserted_at`` (the row's ``DEFAULT now64(6)``) minus the event's ``ts``
-(set at ``emit()``). Target: p99 <= 2 s.
+Latency: a worker process (faust, then the embedded runtime, both on Kafka) runs while events
+are emitted at ``--rate`` events/s for ``--seconds``; latency is ``inserted_at`` (the row's
+``DEFAULT now64(6)``) minus the event's ``ts`` (set at ``emit()``). Target: p99 <= 2 s.
 
     python bench/bench_worker.py [--events 200000] [--rate 5000] [--seconds 10] [--kafka HOST:PORT]
     (without --kafka it starts infra/kafka/local_broker.py on a free port)
@@ -145,8 +145,8 @@ def pipeline_throughput(settings: Settings, n: int) -> float:
     return marks["done"] - marks["first"]
 
 
-def latency(settings: Settings, rate: int, seconds: float) -> tuple[list[float], int]:
-    """[p50, p99, max] in seconds from emit() to a queryable row, at ``rate`` events/s through a faust worker."""
+def latency(settings: Settings, rate: int, seconds: float, runtime: str) -> tuple[list[float], int]:
+    """[p50, p99, max] in seconds from emit() to a queryable row, at ``rate`` events/s through a worker."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cmd = [
         sys.executable,
@@ -160,7 +160,7 @@ def latency(settings: Settings, rate: int, seconds: float) -> tuple[list[float],
         settings.topic_prefix,
         "worker",
         "--runtime",
-        "faust",
+        runtime,
         "--group",
         "latency",
         "--until-idle",
@@ -233,14 +233,19 @@ def main() -> None:
                 ["runtime", "interaction events/s", "records read (incl. stats)", "vs raw"],
                 rows,
             )
-            lat_settings = Settings(kafka=args.kafka, data_dir=Path(tmp) / "latency", topic_prefix=f"{prefix}l")
-            asyncio.run(ensure_topics(lat_settings, PARTITIONS))
-            (p50, p99, worst), n = latency(lat_settings, args.rate, args.seconds)
+            latencies = []
+            for runtime in ("faust", "embedded"):
+                lat_settings = Settings(
+                    kafka=args.kafka, data_dir=Path(tmp) / f"latency-{runtime}", topic_prefix=f"{prefix}{runtime[0]}"
+                )
+                asyncio.run(ensure_topics(lat_settings, PARTITIONS))
+                (p50, p99, worst), n = latency(lat_settings, args.rate, args.seconds, runtime)
+                latencies.append((f"{runtime} worker (commit every 0.5 s)", n, p50, p99, worst))
             print_table(
                 f"End-to-end latency, emit() -> row in ClickHouse, {args.rate:,} events/s for {args.seconds:g} s "
                 "(target p99 <= 2 s)",
                 ["runtime", "events", "p50 s", "p99 s", "max s"],
-                [("faust worker (flush every 0.5 s)", n, p50, p99, worst)],
+                latencies,
             )
     finally:
         if broker is not None:
