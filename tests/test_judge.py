@@ -405,8 +405,9 @@ def store_everything(settings: Settings, group: str = "store") -> None:
         asyncio.run(build_pipeline(settings, store, WorkerOptions(group=group, monitor=False)).run(idle_exit_s=1.0))
 
 
-def test_worker_end_to_end_on_the_embedded_bus(embedded_settings: Settings, tmp_path: Path):
-    settings = embedded_settings
+@pytest.mark.parametrize("bus", ["embedded", "kafka"])
+def test_worker_end_to_end(bus: str, request: pytest.FixtureRequest, tmp_path: Path):
+    settings: Settings = request.getfixturevalue(f"{bus}_settings")
     emitter = Emitter(settings)
     completions = ["Paris", "garbage", "Berlin", "too good", "Rome", "Madrid"]
     sent = []
