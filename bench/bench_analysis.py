@@ -114,6 +114,10 @@ FROM numbers({logits_rows:UInt64})
 """
 
 
+# What generate() fills: the tables it inserts into and the aggregates their views feed.
+_TABLES = ("interactions", "judge_scores", "train_steps", "logits", "interaction_agg", "interaction_step_agg")
+
+
 def generate(store: Store, rows: int, runs: int) -> dict[str, float]:
     """Fill the store with ``rows`` interactions and the related tables; seconds per table."""
     params = {"rows": rows, "runs": runs, "train_rows": max(runs, rows // 64), "logits_rows": min(rows, 600_000)}
@@ -152,13 +156,13 @@ def main() -> None:
             store.migrate()
             have = store.query_rows("SELECT count() AS n FROM interactions")[0]["n"]
             if have != args.rows:
-                for table in ("interactions", "judge_scores", "train_steps", "logits", "reward_step_agg"):
+                for table in _TABLES:
                     store.command(f"TRUNCATE TABLE IF EXISTS {table}")
                 gen = generate(store, args.rows, args.runs)
                 print("generated in " + ", ".join(f"{k} {v:.1f} s" for k, v in gen.items()))
                 if not args.no_optimize:
                     t0 = time.perf_counter()
-                    for table in ("interactions", "judge_scores", "train_steps", "logits", "reward_step_agg"):
+                    for table in _TABLES:
                         store.command(f"OPTIMIZE TABLE {table} FINAL")
                     print(f"OPTIMIZE FINAL in {time.perf_counter() - t0:.1f} s")
             rows = []

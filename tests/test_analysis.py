@@ -127,6 +127,9 @@ def _others() -> list[Event]:
     return events
 
 
+EVENTS = INTERACTIONS + _judge_scores() + _others()  # built once: a redelivery sends these same events again
+
+
 def _rewards(run: str | None = None, fn: str = "total") -> list[float]:
     out = []
     for run_id, _step, _g, reward, rewards, *_ in ROWS:
@@ -167,7 +170,7 @@ def _median(values: list[float]) -> float:
 def store(embedded_settings):
     with open_store(embedded_settings) as store:
         store.migrate()
-        store.insert_events(INTERACTIONS + _judge_scores() + _others())
+        store.insert_events(EVENTS)
         yield store
 
 
@@ -442,7 +445,90 @@ def test_duplicates_counted_once_and_the_fast_view_reports_them(store):
     assert run_query(store, "reward_by_step").to_pylist() == exact_before
     fast = _by(run_query(store, "reward_by_step_fast").to_pylist(), "run_id", "step")
     assert (fast["a", 0]["rows"], fast["a", 0]["events"], fast["a", 0]["duplicates"]) == (8, 4, 4)
+    assert (fast["a", 0]["rewarded"], fast["a", 0]["mean"]) == (4, 0.75)  # the statistics count each event once
     assert fast["a", -1]["rows"] == 1  # interactions without a step
+
+
+# Parameters that change what a query reads, tried besides its defaults in the redelivery tests.
+_VARIANTS: dict[str, list[dict]] = {
+    "reward_summary": [{"reward_fn": "acc", "by_run": False}],
+    "reward_by_step": [{"reward_fn": "acc"}, {"reward_fn": "fmt", "runs": ["a"]}],
+    "reward_by_step_fast": [{"reward_fn": "acc"}],
+    "reward_functions": [{"runs": ["b"]}],
+    "length_histogram": [{"measure": "prompt_tokens", "by_run": True}],
+    "length_vs_reward": [{"measure": "completion_tokens", "reward_fn": "acc", "by_run": True}],
+    "group_stats": [{"runs": ["a"], "zero_std_eps": 0.3}],
+    "judge_agreement": [{"by_run": False}, {"reward_fn": "acc"}],
+    "train_metrics": [{"runs": ["a"]}],
+    "samples": [{"order": "random"}],
+}
+
+
+def _answers(store) -> dict[tuple[str, str], list[dict]]:
+    """Every query's rows, with its defaults and the parameters in ``_VARIANTS``."""
+    out = {}
+    for query in list_queries():
+        for params in [{}, *_VARIANTS.get(query.name, [])]:
+            rows = run_query(store, query.name, **params).to_pylist()
+            if query.name == "reward_by_step_fast":  # what the aggregate received: rows, duplicates
+                rows = [{k: v for k, v in r.items() if k not in ("rows", "duplicates")} for r in rows]
+            out[query.name, repr(params)] = rows
+    return out
+
+
+def _dirty_cells(store) -> set[tuple[str, int]]:
+    rows = store.query_rows("SELECT run_id, step FROM interaction_agg_dirty(runs = [])")
+    return {(r["run_id"], r["step"]) for r in rows}
+
+
+def test_redelivered_events_change_no_answer(store):
+    once = _answers(store)
+    assert _dirty_cells(store) == set()  # every (run, step) is read from the aggregate
+    store.insert_events(EVENTS)  # everything delivered twice
+    store.insert_events(INTERACTIONS[5:9])  # and some of it three times
+    assert _dirty_cells(store) == {(run, -1 if step is None else step) for run, step, *_ in ROWS}
+    again = _answers(store)
+    for key, rows in once.items():
+        assert _close(again[key], rows), key
+    fast = run_query(store, "reward_by_step_fast").to_pylist()
+    assert all(r["rows"] - r["events"] == r["duplicates"] >= r["events"] for r in fast)
+
+
+def test_a_stale_aggregate_is_not_trusted(store):
+    once = _answers(store)
+    store.insert_events(INTERACTIONS[:2])  # counted twice by the aggregate
+    store.command("ALTER TABLE interaction_agg DELETE WHERE run_id = 'b' SETTINGS mutations_sync = 2")  # never seen
+    assert _dirty_cells(store) == {("a", 0), ("b", 0)}
+    again = _answers(store)
+    for key, rows in once.items():
+        assert _close(again[key], rows), key
+
+
+def test_applying_the_aggregate_migration_again_adds_nothing(store):
+    from trainwire.store.migrations import available_migrations
+
+    (migration,) = [m for m in available_migrations() if m.name == "exact_aggregates"]
+    before = store.query_rows("SELECT sum(rows) AS n FROM interaction_agg")
+    for statement in migration.statements():  # as after an interruption: the backfill finds its cells filled
+        store.command(statement)
+    assert store.query_rows("SELECT sum(rows) AS n FROM interaction_agg") == before == [{"n": len(INTERACTIONS)}]
+    assert _dirty_cells(store) == set()
+
+
+def test_interactions_stored_before_the_aggregate_existed_are_backfilled(embedded_settings):
+    from trainwire.store.migrations import available_migrations
+
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.command("DROP TABLE interaction_agg_mv")  # a store migrated up to 0003 and filled since
+        store.command("TRUNCATE TABLE interaction_agg")
+        store.insert_events(EVENTS)
+        (migration,) = [m for m in available_migrations() if m.name == "exact_aggregates"]
+        for statement in migration.statements():
+            store.command(statement)
+        assert _dirty_cells(store) == set()
+        rows = _by(run_query(store, "reward_by_step").to_pylist(), "run_id", "step")
+        assert (rows["a", 1]["interactions"], rows["a", 1]["rewarded"], rows["a", 1]["mean"]) == (3, 2, 1.25)
 
 
 # --------------------------------------------------------------------------- the commands
@@ -451,7 +537,7 @@ def test_duplicates_counted_once_and_the_fast_view_reports_them(store):
 def _fill(settings) -> None:
     with open_store(settings) as store:
         store.migrate()
-        store.insert_events(INTERACTIONS + _judge_scores() + _others())
+        store.insert_events(EVENTS)
 
 
 def test_query_command(embedded_settings):

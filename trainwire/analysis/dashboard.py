@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from trainwire.analysis.report import AnalysisResults, to_jsonable
+from trainwire.analysis.report import AnalysisResults, position_curves, to_jsonable
 from trainwire.errors import MissingExtraError
 
 __all__ = ["MAX_POINTS", "build_charts", "render_dashboard", "write_dashboard"]
@@ -232,23 +232,10 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
         )
     positions = results.rows("logits_by_position")
     if positions:
-        traces = []
-        for model in sorted({r["model"] for r in positions})[:MAX_RUNS]:
-            totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
-            for r in positions:
-                if r["model"] == model:
-                    totals[r["position_start"]][0] += r["mean_probability"] * r["observations"]
-                    totals[r["position_start"]][1] += r["observations"]
-            xs = sorted(totals)[:MAX_POINTS]
-            traces.append(
-                {
-                    "type": "scatter",
-                    "mode": "lines",
-                    "name": model,
-                    "x": xs,
-                    "y": [totals[x][0] / totals[x][1] for x in xs],
-                }
-            )
+        traces = [
+            {"type": "scatter", "mode": "lines", "name": model, "x": xs[:MAX_POINTS], "y": ys[:MAX_POINTS]}
+            for model, (xs, ys) in list(position_curves(positions).items())[:MAX_RUNS]
+        ]
         add(
             "By position", traces, _layout("Target-word probability by answer position", "position", "mean probability")
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from trainwire.analysis.report import AnalysisResults
+from trainwire.analysis.report import AnalysisResults, position_curves
 from trainwire.errors import MissingExtraError
 
 __all__ = ["MAX_SERIES", "PLOTS", "write_plots"]
@@ -52,6 +52,29 @@ def _lines(ax: Any, rows: list[dict[str, Any]], x: str, y: str, label_prefix: st
     return hidden
 
 
+def _bars(ax: Any, bins: list[dict[str, Any]], **style: Any) -> None:
+    """Histogram bins (``bin_start``, ``bin_end``, ``count`` rows) as bars, each as wide as its bin."""
+    widths = [max(r["bin_end"] - r["bin_start"], 1e-9) for r in bins]  # a one-value histogram has width 0
+    ax.bar([r["bin_start"] for r in bins], [r["count"] for r in bins], width=widths, align="edge", **style)
+
+
+def _grouped_bars(ax: Any, categories: list[str], series: list[tuple[str, list[float]]]) -> None:
+    """One group of bars per category, one bar per series in each, the category labels centred."""
+    width = 0.8 / len(series)
+    for i, (label, values) in enumerate(series):
+        ax.bar([j + i * width for j in range(len(categories))], values, width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(categories))], categories, rotation=45, ha="right")
+    ax.legend()
+
+
+def _model_panels(rows: list[dict[str, Any]]) -> tuple[Any, list[tuple[Any, str, list[dict[str, Any]]]]]:
+    """A figure with one panel per model (the first :data:`MAX_SERIES`): ``(fig, [(ax, model, rows)])``."""
+    by_model = _by(rows, "model")
+    models = sorted(by_model)[:MAX_SERIES]
+    fig, axes = _plt().subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    return fig, [(ax, model, by_model[model]) for ax, model in zip(axes[0], models, strict=True)]
+
+
 def _finish(fig: Any, path: Path, hidden: int = 0) -> Path:
     if hidden:
         fig.text(0.01, 0.01, f"{hidden} more runs not drawn", fontsize=8)
@@ -68,8 +91,7 @@ def plot_reward_distribution(results: AnalysisResults, path: Path) -> Path | Non
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(9, 5))
-    widths = [max(r["bin_end"] - r["bin_start"], 1e-9) for r in rows]
-    ax.bar([r["bin_start"] for r in rows], [r["count"] for r in rows], width=widths, align="edge", edgecolor="black")
+    _bars(ax, rows, edgecolor="black")
     total = results.rows("reward_summary_all")
     if total and total[0]["mean"] is not None:
         ax.axvline(total[0]["mean"], color="red", linestyle="--", label=f"mean {total[0]['mean']:.3g}")
@@ -122,8 +144,7 @@ def plot_lengths(results: AnalysisResults, path: Path) -> Path | None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
     for ax, rows, title in ((axes[0], prompt, "Prompt length"), (axes[1], completion, "Completion length")):
         if rows:
-            widths = [max(r["bin_end"] - r["bin_start"], 1e-9) for r in rows]
-            ax.bar([r["bin_start"] for r in rows], [r["count"] for r in rows], width=widths, align="edge")
+            _bars(ax, rows)
         ax.set(title=title, xlabel="characters", ylabel="interactions")
     buckets = [r for r in results.rows("length_vs_reward") if r["mean_reward"] is not None]
     if buckets:
@@ -207,19 +228,12 @@ def plot_logits_models(results: AnalysisResults, path: Path) -> Path | None:
     rows = results.rows("logits_by_model")
     if not rows:
         return None
-    plt = _plt()
-    models = sorted({r["model"] for r in rows})
     words = sorted({r["target_token"] for r in rows})
     cell = {(r["model"], r["target_token"]): r["mean_probability"] for r in rows}
-    fig, ax = plt.subplots(figsize=(12, 5))
-    width = 0.8 / len(models)
-    for i, model in enumerate(models):
-        ax.bar(
-            [j + i * width for j in range(len(words))], [cell.get((model, w), 0.0) for w in words], width, label=model
-        )
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(words))], words, rotation=45, ha="right")
+    fig, ax = _plt().subplots(figsize=(12, 5))
+    models = sorted({r["model"] for r in rows})
+    _grouped_bars(ax, words, [(model, [cell.get((model, w), 0.0) for w in words]) for model in models])
     ax.set(title="Target-word probability by model", ylabel="mean probability")
-    ax.legend()
     return _finish(fig, path)
 
 
@@ -228,11 +242,9 @@ def plot_logits_levels(results: AnalysisResults, path: Path) -> Path | None:
     rows = results.rows("logits_by_level")
     if not rows:
         return None
-    plt = _plt()
-    models = sorted({r["model"] for r in rows})[:MAX_SERIES]
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        for word, points in sorted(_by([r for r in rows if r["model"] == model], "target_token").items()):
+    fig, panels = _model_panels(rows)
+    for ax, model, mine in panels:
+        for word, points in sorted(_by(mine, "target_token").items()):
             ax.plot([p["level"] for p in points], [p["mean_probability"] for p in points], "o-", label=word)
         ax.set(title=f"{model}: probability by level", xlabel="level", ylabel="mean probability")
         ax.legend(fontsize=7)
@@ -244,19 +256,13 @@ def plot_logits_correctness(results: AnalysisResults, path: Path) -> Path | None
     rows = results.rows("logits_by_correctness")
     if not rows:
         return None
-    plt = _plt()
-    models = sorted({r["model"] for r in rows})[:MAX_SERIES]
-    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
-    for ax, model in zip(axes[0], models, strict=True):
-        mine = [r for r in rows if r["model"] == model]
+    fig, panels = _model_panels(rows)
+    for ax, model, mine in panels:
         words = sorted({r["target_token"] for r in mine})
         cell = {(r["correct"], r["target_token"]): r["mean_probability"] for r in mine}
-        for k, (verdict, label) in enumerate(((True, "right"), (False, "wrong"))):
-            xs = [j + k * 0.4 for j in range(len(words))]
-            ax.bar(xs, [cell.get((verdict, w), 0.0) for w in words], 0.4, label=label)
-        ax.set_xticks([j + 0.2 for j in range(len(words))], words, rotation=45, ha="right")
+        verdicts = ((True, "right"), (False, "wrong"))
+        _grouped_bars(ax, words, [(label, [cell.get((verdict, w), 0.0) for w in words]) for verdict, label in verdicts])
         ax.set(title=f"{model}: right vs wrong answers", ylabel="mean probability")
-        ax.legend()
     return _finish(fig, path)
 
 
@@ -267,13 +273,8 @@ def plot_logits_position(results: AnalysisResults, path: Path) -> Path | None:
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    for model, points in sorted(_by(rows, "model").items())[:MAX_SERIES]:
-        totals: dict[int, list[float]] = defaultdict(lambda: [0.0, 0.0])
-        for p in points:
-            totals[p["position_start"]][0] += p["mean_probability"] * p["observations"]
-            totals[p["position_start"]][1] += p["observations"]
-        xs = sorted(totals)
-        ax.plot(xs, [totals[x][0] / totals[x][1] for x in xs], label=model)
+    for model, (xs, ys) in list(position_curves(rows).items())[:MAX_SERIES]:
+        ax.plot(xs, ys, label=model)
     ax.set(title="Target-word probability by position", xlabel="answer position", ylabel="mean probability")
     ax.legend()
     return _finish(fig, path)

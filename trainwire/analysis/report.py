@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -24,7 +25,16 @@ from typing import Any
 from trainwire.analysis.queries import run_query
 from trainwire.store.clickhouse import Store
 
-__all__ = ["AnalysisResults", "analyze", "collect", "print_summary", "to_jsonable", "write_results", "write_samples"]
+__all__ = [
+    "AnalysisResults",
+    "analyze",
+    "collect",
+    "position_curves",
+    "print_summary",
+    "to_jsonable",
+    "write_results",
+    "write_samples",
+]
 
 SAMPLE_ORDERS = ("best", "worst", "random")
 
@@ -162,6 +172,23 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
+
+
+def position_curves(rows: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
+    """Mean target-word probability along the answer, per model (sorted): ``{model: (positions, means)}``.
+
+    Over ``logits_by_position`` rows, all words together, each weighted by its observations.
+    """
+    totals: dict[str, dict[int, list[float]]] = defaultdict(lambda: defaultdict(lambda: [0.0, 0.0]))
+    for r in rows:
+        cell = totals[r["model"]][r["position_start"]]
+        cell[0] += r["mean_probability"] * r["observations"]
+        cell[1] += r["observations"]
+    curves = {}
+    for model, by_position in sorted(totals.items()):
+        xs = sorted(by_position)
+        curves[model] = (xs, [by_position[x][0] / by_position[x][1] for x in xs])
+    return curves
 
 
 def write_results(results: AnalysisResults, output_dir: Path) -> Path:

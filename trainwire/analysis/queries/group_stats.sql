@@ -12,49 +12,33 @@ SELECT
 FROM
 (
     SELECT
-        run_id,
+        toString(run_id) AS run_id,
         step,
-        sum(n) AS interactions,
-        countIf(grouped AND n >= 2) AS groups,
-        countIf(grouped AND n >= 2 AND gstd <= {zero_std_eps:Float64}) AS zero_variance_groups,
+        sum(rewarded) AS interactions,
+        countIf(grouped AND rewarded >= 2) AS groups,
+        countIf(grouped AND rewarded >= 2 AND gstd <= {zero_std_eps:Float64}) AS zero_variance_groups,
         if(groups > 0, zero_variance_groups / groups, NULL) AS zero_variance_share,
-        if(groups > 0, avgIf(gstd, grouped AND n >= 2), NULL) AS mean_group_std,
-        sum(sr) / interactions AS reward_mean,
-        sqrt(greatest(sum(srr) / interactions - pow(reward_mean, 2), 0)) AS reward_std,
-        sum(sx) / interactions AS mean_x,
-        sum(sxx) / interactions - pow(mean_x, 2) AS var_x,
-        sum(srr) / interactions - pow(reward_mean, 2) AS var_r,
-        if(interactions >= 2 AND var_x > 1e-12 * greatest(sum(sxx) / interactions, 1e-300)
-               AND var_r > 1e-12 * greatest(sum(srr) / interactions, 1e-300),
-           greatest(-1., least(1., (sum(sxr) / interactions - mean_x * reward_mean) / sqrt(var_x * var_r))),
+        if(groups > 0, avgIf(gstd, grouped AND rewarded >= 2), NULL) AS mean_group_std,
+        sum(reward_sum) / interactions AS reward_mean,
+        sqrt(greatest(sum(reward_sq) / interactions - pow(reward_mean, 2), 0)) AS reward_std,
+        sum(length_sum) / interactions AS mean_x,
+        sum(length_sq) / interactions - pow(mean_x, 2) AS var_x,
+        sum(reward_sq) / interactions - pow(reward_mean, 2) AS var_r,
+        if(interactions >= 2 AND var_x > 1e-12 * greatest(sum(length_sq) / interactions, 1e-300)
+               AND var_r > 1e-12 * greatest(sum(reward_sq) / interactions, 1e-300),
+           greatest(-1., least(1., (sum(length_reward) / interactions - mean_x * reward_mean) / sqrt(var_x * var_r))),
            NULL) AS length_reward_corr
     FROM
     (
+        -- one row per group (the step's interactions without a group_id form one more row)
         SELECT
-            run_id,
-            step,
-            grouped,
-            count() AS n,
-            stddevPop(r) AS gstd,
-            sum(r) AS sr,
-            sum(r * r) AS srr,
-            sum(x) AS sx,
-            sum(x * x) AS sxx,
-            sum(x * r) AS sxr
-        FROM
-        (
-            SELECT
-                toString(run_id) AS run_id,
-                assumeNotNull(step) AS step,
-                group_id IS NOT NULL AS grouped,
-                cityHash64(ifNull(group_id, '')) AS group_key,
-                assumeNotNull(reward) AS r,
-                toFloat64(ifNull(completion_tokens, completion_chars)) AS x
-            FROM interactions FINAL
-            WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run_id))
-                AND interactions.step IS NOT NULL AND isFinite(reward) = 1
-        )
-        GROUP BY run_id, step, grouped, group_key -- a 64-bit hash of group_id: a cheaper key
+            run_id, step, grouped, rewarded, reward_sum, reward_sq, length_sum, length_sq, length_reward,
+            -- equal rewards: exactly 0, as the stream processor's two-pass std gives (the sums can
+            -- leave rounding noise above zero_std_eps)
+            if(reward_min = reward_max, 0.,
+               sqrt(greatest((reward_sq - reward_sum * reward_sum / rewarded) / rewarded, 0))) AS gstd
+        FROM interaction_groups(runs = {runs:Array(String)})
+        WHERE stepped AND rewarded > 0
     )
     GROUP BY run_id, step
 )

@@ -3,9 +3,10 @@
 --   are interactions with a finite reward and a successful judge score (score_normalized; the
 --   latest when an interaction was judged twice), joined on judge_scores.interaction_id =
 --   interactions.event_id. Columns: judged (successful scores), failed (unsuccessful ones), pairs,
---   mean judge score and reward over the pairs, Pearson and Spearman correlation (Pearson of the average ranks, ties sharing
---   their mean rank; NULL without variation), and the median agreement: the share of pairs where judge and reward fall on the same
---   side of their medians (both at the median counts as the same side).
+--   mean judge score and reward over the pairs, Pearson and Spearman correlation (Pearson of the
+--   average ranks, ties sharing their mean rank; NULL without variation), and the median
+--   agreement: the share of pairs where judge and reward fall on the same side of their medians
+--   (both at the median counts as the same side).
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 -- param: reward_fn String = 'total' -- 'total' (the interaction's reward) or a key of the rewards map
 -- param: by_run Bool = true -- one row per run; false: one row ('*') over all selected runs
@@ -21,48 +22,65 @@ SELECT
     median_agreement
 FROM
 (
+    -- correlations from weighted sums, in the form of ClickHouse's corr():
+    -- (n*sum(xy) - sum(x)*sum(y)) / sqrt((n*sum(x2) - sum(x)^2) * (n*sum(y2) - sum(y)^2))
     SELECT
         run_id,
-        count() AS pairs,
-        avg(judge) AS mean_judge,
-        avg(reward) AS mean_reward,
-        if(isFinite(corr(judge, reward)), corr(judge, reward), NULL) AS pearson,
-        if(isFinite(corr(judge_rank, reward_rank)), corr(judge_rank, reward_rank), NULL) AS spearman,
-        avg(sign(judge - median_judge) = sign(reward - median_reward)) AS median_agreement
+        sum(n) AS pairs,
+        sum(n * judge) / pairs AS mean_judge,
+        sum(n * reward) / pairs AS mean_reward,
+        (pairs * sum(n * judge * reward) - sum(n * judge) * sum(n * reward))
+            / sqrt((pairs * sum(n * judge * judge) - pow(sum(n * judge), 2))
+                   * (pairs * sum(n * reward * reward) - pow(sum(n * reward), 2))) AS r_values,
+        (pairs * sum(n * judge_rank * reward_rank) - sum(n * judge_rank) * sum(n * reward_rank))
+            / sqrt((pairs * sum(n * judge_rank * judge_rank) - pow(sum(n * judge_rank), 2))
+                   * (pairs * sum(n * reward_rank * reward_rank) - pow(sum(n * reward_rank), 2))) AS r_ranks,
+        if(isFinite(r_values), r_values, NULL) AS pearson,
+        if(isFinite(r_ranks), r_ranks, NULL) AS spearman,
+        sumIf(n, sign(judge - median_judge) = sign(reward - median_reward)) / pairs AS median_agreement
     FROM
     (
+        -- the medians as quantileExactInclusive(0.5) takes them: the value at 0-based position
+        -- lo = floor((pairs - 1) / 2), moved halfway to the next one when pairs is even
         SELECT
-            run_id,
-            judge,
-            reward,
-            rank() OVER (PARTITION BY run_id ORDER BY judge) + (count() OVER (PARTITION BY run_id, judge) - 1) / 2
-                AS judge_rank,
-            rank() OVER (PARTITION BY run_id ORDER BY reward) + (count() OVER (PARTITION BY run_id, reward) - 1) / 2
-                AS reward_rank,
-            quantileExactInclusive(0.5)(judge) OVER (PARTITION BY run_id) AS median_judge,
-            quantileExactInclusive(0.5)(reward) OVER (PARTITION BY run_id) AS median_reward
+            *,
+            floor(0.5 * (total - 1) + 1) AS pos,
+            0.5 * (total - 1) + 1 - pos AS frac,
+            minIf(judge, judge_upto > pos - 1) OVER (PARTITION BY run_id) AS judge_lo,
+            minIf(judge, judge_upto > pos) OVER (PARTITION BY run_id) AS judge_hi,
+            minIf(reward, reward_upto > pos - 1) OVER (PARTITION BY run_id) AS reward_lo,
+            minIf(reward, reward_upto > pos) OVER (PARTITION BY run_id) AS reward_hi,
+            if(frac = 0, judge_lo, judge_lo + frac * (judge_hi - judge_lo)) AS median_judge,
+            if(frac = 0, reward_lo, reward_lo + frac * (reward_hi - reward_lo)) AS median_reward
         FROM
         (
-            SELECT if({by_run:Bool}, toString(i.run_id), '*') AS run_id, j.score AS judge, i.r AS reward
+            -- average ranks: the pairs below a value plus the middle of its ties
+            SELECT
+                *,
+                sum(n) OVER (PARTITION BY run_id) AS total,
+                sum(n) OVER (PARTITION BY run_id ORDER BY judge RANGE UNBOUNDED PRECEDING) AS judge_upto,
+                sum(n) OVER (PARTITION BY run_id ORDER BY reward RANGE UNBOUNDED PRECEDING) AS reward_upto,
+                judge_upto - (sum(n) OVER (PARTITION BY run_id, judge) - 1) / 2 AS judge_rank,
+                reward_upto - (sum(n) OVER (PARTITION BY run_id, reward) - 1) / 2 AS reward_rank
             FROM
             (
-                SELECT
-                    event_id,
-                    run_id,
-                    if({reward_fn:String} = 'total', reward,
-                       if(mapContains(rewards, {reward_fn:String}), rewards[{reward_fn:String}], NULL)) AS raw,
-                    assumeNotNull(raw) AS r
-                FROM interactions FINAL
-                WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)) AND isFinite(raw) = 1
-            ) AS i
-            INNER JOIN
-            (
-                SELECT interaction_id, argMax(assumeNotNull(score_normalized), ts) AS score
-                FROM judge_scores FINAL
-                WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-                    AND success AND isFinite(score_normalized) = 1
-                GROUP BY interaction_id
-            ) AS j ON i.event_id = j.interaction_id
+                -- the pairs by distinct (run, judge score, reward): the window functions above then
+                -- sort a few rows per run instead of every pair
+                SELECT if({by_run:Bool}, toString(i.run_id), '*') AS run_id, j.score AS judge, i.r AS reward, count() AS n
+                FROM
+                (
+                    SELECT
+                        event_id,
+                        run_id,
+                        if({reward_fn:String} = 'total', reward,
+                           if(mapContains(rewards, {reward_fn:String}), rewards[{reward_fn:String}], NULL)) AS raw,
+                        assumeNotNull(raw) AS r
+                    FROM interactions FINAL
+                    WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)) AND isFinite(raw) = 1
+                ) AS i
+                INNER JOIN judge_verdicts(runs = {runs:Array(String)}) AS j ON i.event_id = j.interaction_id
+                GROUP BY run_id, judge, reward
+            )
         )
     )
     GROUP BY run_id

@@ -15,13 +15,6 @@ FROM
     FROM interactions FINAL
     WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)) AND step IS NOT NULL
 ) AS i
-INNER JOIN
-(
-    SELECT interaction_id, argMax(assumeNotNull(score_normalized), ts) AS score
-    FROM judge_scores FINAL
-    WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-        AND success AND isFinite(score_normalized) = 1
-    GROUP BY interaction_id
-) AS j ON i.event_id = j.interaction_id
+INNER JOIN judge_verdicts(runs = {runs:Array(String)}) AS j ON i.event_id = j.interaction_id
 GROUP BY run_id, step
 ORDER BY run_id, step

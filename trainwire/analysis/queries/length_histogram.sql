@@ -10,20 +10,9 @@
 WITH
     lengths AS
     (
-        SELECT run, assumeNotNull(value) AS v
-        FROM
-        (
-            SELECT
-                if({by_run:Bool}, toString(run_id), '*') AS run,
-                multiIf(
-                    {measure:String} = 'prompt_chars', toNullable(toFloat64(prompt_chars)),
-                    {measure:String} = 'completion_chars', toNullable(toFloat64(completion_chars)),
-                    {measure:String} = 'prompt_tokens', toFloat64(prompt_tokens),
-                    toFloat64(completion_tokens)) AS value
-            FROM interactions FINAL
-            WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
-        )
-        WHERE value IS NOT NULL
+        SELECT if({by_run:Bool}, toString(run_id), '*') AS run, length AS v
+        FROM interaction_lengths(measure = {measure:String})
+        WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
     ),
     (SELECT (min(v), max(v)) FROM lengths) AS bounds,
     greatest({bins:UInt32}, 1) AS nbins,

@@ -11,22 +11,14 @@
 WITH
     pairs AS
     (
-        SELECT run, assumeNotNull(value) AS v, if(isFinite(raw), raw, NULL) AS r
-        FROM
-        (
-            SELECT
-                if({by_run:Bool}, toString(run_id), '*') AS run,
-                multiIf(
-                    {measure:String} = 'prompt_chars', toNullable(toFloat64(prompt_chars)),
-                    {measure:String} = 'completion_chars', toNullable(toFloat64(completion_chars)),
-                    {measure:String} = 'prompt_tokens', toFloat64(prompt_tokens),
-                    toFloat64(completion_tokens)) AS value,
-                if({reward_fn:String} = 'total', reward,
-                   if(mapContains(rewards, {reward_fn:String}), rewards[{reward_fn:String}], NULL)) AS raw
-            FROM interactions FINAL
-            WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
-        )
-        WHERE value IS NOT NULL
+        SELECT
+            if({by_run:Bool}, toString(run_id), '*') AS run,
+            length AS v,
+            if({reward_fn:String} = 'total', reward,
+               if(mapContains(rewards, {reward_fn:String}), rewards[{reward_fn:String}], NULL)) AS raw,
+            if(isFinite(raw), raw, NULL) AS r
+        FROM interaction_lengths(measure = {measure:String})
+        WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
     ),
     (SELECT (min(v), max(v)) FROM pairs) AS bounds,
     greatest({bins:UInt32}, 1) AS nbins,

@@ -1,7 +1,7 @@
 -- name: reward_functions
 -- description: Each reward function per run: 'total' (the interaction's reward) and every key of the
---   rewards map, with count (finite values), mean, population std, min and max. One pass over the
---   table: the map columns are aggregated key by key (sumMap, minMap, maxMap).
+--   rewards map, with count (finite values), mean, population std, min and max. Read from the
+--   per-step aggregates (view interaction_step_rows, migration 0004).
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 SELECT
     run_id,
@@ -17,30 +17,25 @@ FROM
         run_id,
         arrayConcat(['total'], mapKeys(n)) AS fns,
         arrayConcat([total_n], mapValues(n)) AS counts,
-        arrayConcat([total_sum], mapValues(s)) AS sums,
-        arrayConcat([total_sq], mapValues(sq)) AS squares,
-        arrayConcat([total_min], mapValues(lo)) AS mins,
-        arrayConcat([total_max], mapValues(hi)) AS maxs
+        arrayConcat([total_sum], arrayMap(k -> s[k], mapKeys(n))) AS sums,
+        arrayConcat([total_sq], arrayMap(k -> sq[k], mapKeys(n))) AS squares,
+        arrayConcat([total_min], arrayMap(k -> lo[k], mapKeys(n))) AS mins,
+        arrayConcat([total_max], arrayMap(k -> hi[k], mapKeys(n))) AS maxs
     FROM
     (
         SELECT
             toString(run_id) AS run_id,
-            countIf(isFinite(reward) = 1) AS total_n,
-            sumIf(assumeNotNull(reward), isFinite(reward) = 1) AS total_sum,
-            sumIf(assumeNotNull(reward) * assumeNotNull(reward), isFinite(reward) = 1) AS total_sq,
-            minIf(reward, isFinite(reward) = 1) AS total_min,
-            maxIf(reward, isFinite(reward) = 1) AS total_max,
-            sumMap(mapApply((k, v) -> (k, toUInt64(1)), finite)) AS n,
-            sumMap(finite) AS s,
-            sumMap(mapApply((k, v) -> (k, v * v), finite)) AS sq,
-            minMap(finite) AS lo,
-            maxMap(finite) AS hi
-        FROM
-        (
-            SELECT run_id, reward, mapFilter((k, v) -> isFinite(v), rewards) AS finite
-            FROM interactions FINAL
-            WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run_id)
-        )
+            sum(rewarded) AS total_n,
+            sum(reward_sum) AS total_sum,
+            sum(reward_sq) AS total_sq,
+            min(reward_min) AS total_min,
+            max(reward_max) AS total_max,
+            sumMap(fn_rewarded) AS n,
+            sumMap(fn_sum) AS s,
+            sumMap(fn_sq) AS sq,
+            minMap(fn_min) AS lo,
+            maxMap(fn_max) AS hi
+        FROM interaction_step_rows(runs = {runs:Array(String)})
         GROUP BY run_id
     )
 )

@@ -1,7 +1,7 @@
 -- name: runs_overview
 -- description: One row per run, side by side: interactions, rewarded, mean reward, success share,
 --   first and last event time, step range, and how many judge scores, train steps, alerts and
---   logits rows the run has.
+--   logits rows the run has (interactions from the per-step aggregates, view interaction_step_rows).
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 SELECT
     run_id,
@@ -21,20 +21,19 @@ FROM
 (
     SELECT
         toString(run_id) AS run_id,
-        count() AS interactions,
-        countIf(isFinite(reward) = 1) AS rewarded,
-        sumIf(assumeNotNull(reward), isFinite(reward) = 1) AS reward_sum,
-        countIf(success) AS succeeded,
-        toNullable(min(ts)) AS first_ts,
-        toNullable(max(ts)) AS last_ts,
-        min(step) AS min_step,
-        max(step) AS max_step,
+        sum(g.rows) AS interactions,
+        sum(g.rewarded) AS rewarded,
+        sum(g.reward_sum) AS reward_sum,
+        sum(g.succeeded) AS succeeded,
+        toNullable(min(g.first_ts)) AS first_ts,
+        toNullable(max(g.last_ts)) AS last_ts,
+        min(if(g.stepped, g.step, NULL)) AS min_step,
+        max(if(g.stepped, g.step, NULL)) AS max_step,
         toUInt64(0) AS judge_scores,
         toUInt64(0) AS train_steps,
         toUInt64(0) AS alerts,
         toUInt64(0) AS logits
-    FROM interactions FINAL
-    WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run_id)
+    FROM interaction_step_rows(runs = {runs:Array(String)}) AS g
     GROUP BY run_id
     UNION ALL
     SELECT toString(run_id), 0, 0, 0, 0, min(ts), max(ts), NULL, NULL, count(), 0, 0, 0

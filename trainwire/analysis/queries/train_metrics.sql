@@ -1,7 +1,7 @@
 -- name: train_metrics
 -- description: Training metrics per run and step (the latest train_steps row of a step): epoch, loss,
 --   learning_rate, grad_norm, next to the step's interactions and mean reward (NULL when the
---   step has no rewarded interaction).
+--   step has no rewarded interaction; from the per-step aggregates, view interaction_steps).
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 SELECT
     t.run_id AS run_id,
@@ -29,14 +29,11 @@ LEFT JOIN
 (
     SELECT
         toString(run_id) AS run_id,
-        assumeNotNull(step) AS step,
-        count() AS interactions,
-        avgIf(assumeNotNull(reward), isFinite(reward) = 1) AS avg_reward,
-        if(countIf(isFinite(reward) = 1) > 0, avg_reward, NULL) AS mean_reward
-    FROM interactions FINAL
-    WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run_id))
-        AND interactions.step IS NOT NULL
-    GROUP BY run_id, step
+        step,
+        interactions,
+        if(rewarded > 0, reward_sum / rewarded, NULL) AS mean_reward
+    FROM interaction_steps(runs = {runs:Array(String)}, reward_fn = 'total')
+    WHERE stepped
 ) AS r ON t.run_id = r.run_id AND t.step = r.step
 ORDER BY run_id, step
 SETTINGS join_use_nulls = 1
