@@ -165,10 +165,11 @@ class FaustRuntime:
         Only the next record of each partition is taken, so the offset committed for it never
         passes a record that was not taken: records left over from before a rebalance, read
         again after a seek, or beyond a record faust skipped (it does, around rebalances) are
-        not taken. After a skip the partition is read again from the missing offset (records
-        fetched before the seek still arrive for a while and are passed over); a gap that is still
-        there after :data:`GAP_REREADS` tries, :data:`GAP_REREAD_WAIT_S` apart, is a real one
-        (compaction, transaction markers, retention) and is passed.
+        not taken. After a skip the partition is read again from the missing offset, every
+        :data:`GAP_REREAD_WAIT_S` until the record arrives (records fetched before a seek still
+        arrive for a while, and faust drops records read again below its own read position);
+        a gap still there after :data:`GAP_REREADS` tries is a real one (compaction, transaction
+        markers, retention) and is passed.
         """
         tp = message.tp
         expected = self._next_offsets.get(tp)
@@ -176,16 +177,8 @@ class FaustRuntime:
         if expected is None or offset < expected:
             return  # not ours (its owner reads it from the committed offset), or already taken
         if offset > expected:
-            now = time.monotonic()
-            from_offset, tries, last_try = self._rereads.get(tp, (None, 0, 0.0))
-            if from_offset != expected:
-                tries = 0
-            if tries == 0 or (tries < GAP_REREADS and now - last_try >= GAP_REREAD_WAIT_S):
-                self._rereads[tp] = (expected, tries + 1, now)
-                self._seeks[tp] = expected
+            if not self._gap_is_real(tp, expected):
                 return
-            if tries < GAP_REREADS or now - last_try < GAP_REREAD_WAIT_S:
-                return  # records fetched before the last seek: wait for the records read again
             logger.warning("trainwire: %s has no records %d..%d; going on from %d", tp, expected, offset - 1, offset)
         self._next_offsets[tp] = offset + 1
         self._uncommitted.add(tp)
@@ -204,6 +197,26 @@ class FaustRuntime:
             tuple(message.headers or ()),
         )
         self.core.handle(record, self._stage_set(message.partition))
+
+    def _gap_is_real(self, tp: Any, expected: int) -> bool:
+        from_offset, tries, _ = self._rereads.get(tp, (None, 0, 0.0))
+        if from_offset != expected:
+            self._reread(tp, expected, 1)
+            return False
+        return tries >= GAP_REREADS
+
+    def _reread(self, tp: Any, offset: int, tries: int) -> None:
+        self._rereads[tp] = (offset, tries, time.monotonic())
+        self._seeks[tp] = offset
+
+    def _retry_rereads(self) -> None:
+        """Read partitions still missing a record again (also when nothing newer arrives to notice)."""
+        now = time.monotonic()
+        for tp, (offset, tries, last_try) in list(self._rereads.items()):
+            if self._next_offsets.get(tp) != offset:
+                del self._rereads[tp]  # the record arrived, or the partition left
+            elif now - last_try >= GAP_REREAD_WAIT_S:
+                self._reread(tp, offset, tries + 1)
 
     async def seek_skipped(self) -> None:
         """Read partitions again from the records faust skipped (see :meth:`take`)."""
@@ -264,10 +277,16 @@ class FaustRuntime:
             self.last_checkpoint_at = time.monotonic()
 
     async def on_assigned(self, assigned: set[Any]) -> None:
-        """Start each newly assigned event partition at the group's committed offset."""
-        new = [tp for tp in assigned if tp.topic in self._event_topics and tp not in self._next_offsets]
-        if new:
-            self._next_offsets.update(await self._start_offsets(new))
+        """Start each assigned event partition at the group's committed offset.
+
+        Also the partitions this worker kept: a commit refused during the rebalance leaves the
+        committed offset behind what was taken, and those records must be taken again.
+        """
+        tps = [tp for tp in assigned if tp.topic in self._event_topics]
+        if tps:
+            self._next_offsets.update(await self._start_offsets(tps))
+        for tp in tps:
+            self._rereads.pop(tp, None)
         self.last_record_at = time.monotonic()
 
     async def _start_offsets(self, tps: list[Any]) -> dict[Any, int]:
@@ -292,15 +311,17 @@ class FaustRuntime:
 
     async def on_revoked(self, revoked: set[Any]) -> None:
         """Checkpoint while the partitions are still ours, then forget them and their stages."""
-        await self.checkpoint()
-        for tp in revoked:
-            self._next_offsets.pop(tp, None)
-            self._rereads.pop(tp, None)
-        held = {tp.partition for tp in self._next_offsets}
-        for partition in {tp.partition for tp in revoked} - held:
-            stages = self._stage_sets.pop(partition, None)
-            if stages is not None:
-                stages.close()
+        try:
+            await self.checkpoint()
+        finally:
+            for tp in revoked:
+                self._next_offsets.pop(tp, None)
+                self._rereads.pop(tp, None)
+            held = {tp.partition for tp in self._next_offsets}
+            for partition in {tp.partition for tp in revoked} - held:
+                stages = self._stage_sets.pop(partition, None)
+                if stages is not None:
+                    stages.close()
 
     async def ticker(self) -> None:
         """Checkpoint every ``flush_interval_s``; call :attr:`on_idle` after ``idle_exit_s`` without records."""
@@ -308,6 +329,8 @@ class FaustRuntime:
             await asyncio.sleep(self.flush_interval_s)
             try:
                 await self.checkpoint()
+                self._retry_rereads()
+                await self.seek_skipped()
             except Exception as exc:
                 logger.exception("trainwire: checkpoint failed; stopping without committing")
                 await self.app.crash(exc)
