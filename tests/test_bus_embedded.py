@@ -11,14 +11,17 @@ import sys
 import time
 from pathlib import Path
 
+import orjson
 import pytest
 from helpers import read_events, run_pipeline_until
 
 from trainwire.bus import Emitter, open_consumer
-from trainwire.bus.base import Message, Transport
+from trainwire.bus.base import Message, Refused, Transport
+from trainwire.bus.local import LocalTransport
+from trainwire.bus.publisher import Publisher
 from trainwire.config import Settings
 from trainwire.errors import BusError
-from trainwire.events import Event, Interaction, TrainStep
+from trainwire.events import Event, Interaction, TrainStep, encode
 from trainwire.runtime import build_pipeline
 from trainwire.store.clickhouse import open_store
 from trainwire.topics import event_topics
@@ -118,6 +121,75 @@ def test_undelivered_events_wait_in_the_spool_for_the_next_process(embedded_sett
     assert successor.stats().replayed == 50
     got = {e.event_id for e in read_events(embedded_settings, expected=51)}
     assert {e.event_id for e in events} <= got
+
+
+class SizeLimitedTransport(LocalTransport):
+    """The embedded log with a size limit, as Kafka has: larger messages are refused for good."""
+
+    limit = 10_000
+
+    async def send_batch(self, messages: list[Message]) -> list[Message | Refused]:
+        small = [m for m in messages if len(m.value) <= self.limit]
+        failed = await super().send_batch(small)
+        return [
+            m if len(m.value) <= self.limit else Refused(m, "too large") for m in messages if m not in small
+        ] + failed
+
+
+def test_refused_events_are_rejected_with_the_reason_live_and_on_replay(embedded_settings: Settings) -> None:
+    big = [Event("run-a", Interaction(prompt="big", completion="x" * 20_000)) for _ in range(2)]
+    first = [Event("run-a", Interaction(prompt="p0")), big[0], Event("run-a", Interaction(prompt="p1"))]
+    with Emitter(embedded_settings, transport=SizeLimitedTransport(embedded_settings.data_dir)) as emitter:
+        for e in first:
+            emitter.emit(e)
+        assert emitter.flush(10)
+        assert (emitter.stats().sent, emitter.stats().failed) == (2, 1)
+    # Spooled while the bus was down, refused when the spool is replayed: rejected, and the replay goes on.
+    second = [Event("run-a", Interaction(prompt="p2")), big[1], Event("run-a", Interaction(prompt="p3"))]
+    down = Emitter(embedded_settings, transport=RefusingTransport(), close_timeout_s=1)
+    for e in second:
+        down.emit(e)
+    down.close()
+    successor = Emitter(embedded_settings, transport=SizeLimitedTransport(embedded_settings.data_dir))
+    successor.emit(Event("run-a", Interaction(prompt="p4")))  # starts it: the spool is replayed first
+    successor.close()
+    stats = successor.stats()
+    assert (stats.replayed, stats.sent, stats.failed, stats.spool_pending) == (2, 1, 1, 0)
+    got = read_events(embedded_settings, expected=5)
+    assert [e.payload.prompt for e in got] == ["p0", "p1", "p2", "p3", "p4"]
+    lines = (embedded_settings.data_dir / "rejected" / "events.jsonl").read_bytes().splitlines()
+    rejected = [orjson.loads(line) for line in lines]
+    assert [r["reason"] for r in rejected] == ["too large", "too large"]
+    assert [orjson.dumps(r["event"]) for r in rejected] == [encode(e) for e in big]
+
+
+def test_publisher_names_why_the_bus_refused_messages(embedded_settings: Settings) -> None:
+    async def main() -> None:
+        publisher = Publisher(SizeLimitedTransport(embedded_settings.data_dir))
+        publisher.add(Message("trainwire.alerts", None, b"x" * 20_000))
+        with pytest.raises(BusError, match=r"1 of 1 messages could not be published \(refused for good: too large\)"):
+            await publisher.flush()
+        await publisher.close()
+
+    asyncio.run(main())
+
+
+def test_records_larger_than_a_read_chunk_are_read_whole(embedded_settings: Settings) -> None:
+    # 17 MB: larger than what the consumer (8 MB) and the spool replay (16 MB) read at a time.
+    huge = Event("run-a", Interaction(prompt="huge", completion="y" * 17_000_000))
+    events = [Event("run-a", Interaction(prompt="p0")), huge, Event("run-a", Interaction(prompt="p1"))]
+    down = Emitter(embedded_settings, transport=RefusingTransport(), close_timeout_s=1)
+    for e in events:
+        down.emit(e)
+    down.close()
+    successor = Emitter(embedded_settings)
+    events.append(Event("run-a", Interaction(prompt="p2")))  # starts it: the spool is replayed first
+    successor.emit(events[-1])
+    successor.close()
+    assert (successor.stats().replayed, successor.stats().spool_pending) == (3, 0)
+    got = read_events(embedded_settings, expected=4, timeout=10)
+    assert [e.event_id for e in got] == [e.event_id for e in events]
+    assert got[1].payload.completion == huge.payload.completion
 
 
 def test_emit_after_close_is_spooled_not_lost(embedded_settings: Settings) -> None:
@@ -261,9 +333,8 @@ def test_store_pipeline_dead_letters_undecodable_records(embedded_settings: Sett
     for e in good:
         emitter.emit(e)
     emitter.close()
-    # A foreign producer writes garbage onto an event topic.
-    from trainwire.bus.local import LocalTransport
 
+    # A foreign producer writes garbage onto an event topic.
     async def garbage() -> None:
         transport = LocalTransport(embedded_settings.data_dir)
         await transport.start()

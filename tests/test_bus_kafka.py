@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
+import os
 import time
 from pathlib import Path
 
+import orjson
+import pytest
 from conftest import local_broker
 from helpers import read_events, run_pipeline_until
 
@@ -13,7 +18,7 @@ from trainwire.bus import Emitter
 from trainwire.bus.admin import create_topics
 from trainwire.bus.kafka import KafkaTransport
 from trainwire.config import Settings
-from trainwire.events import Event, Interaction, JudgeScore, TrainStep
+from trainwire.events import Event, Interaction, JudgeScore, TrainStep, encode
 from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.store.clickhouse import open_store
 from trainwire.topics import all_topics
@@ -130,3 +135,43 @@ def test_broker_unreachable_at_start_then_started(tmp_path: Path) -> None:
                 " + (SELECT count() FROM judge_scores FINAL) AS n"
             )
             assert total == [{"n": 600}]
+
+
+@pytest.mark.parametrize(
+    ("max_batch_bytes", "reason"),
+    [
+        # The default producer refuses the event itself: it is over max_request_size (1 MiB).
+        (None, "over the producer's max_request_size of 1048576"),
+        # A producer allowing 4 MiB sends it, in one record batch with its neighbours (same run, same
+        # partition): the broker (message.max.bytes about 1 MiB) refuses the batch, which goes again
+        # one record per batch, so that only the large event is refused.
+        (4 << 20, "the broker refused it: [Error 10] MessageSizeTooLargeError"),
+    ],
+)
+def test_an_event_too_large_for_kafka_is_rejected_and_the_next_ones_go_on(
+    kafka_settings: Settings, max_batch_bytes: int | None, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    asyncio.run(create_topics(kafka_settings, partitions=1))
+    before = Event("run-big", Interaction(prompt="before", completion="c"))
+    # Random text, so that lz4 cannot shrink it under the broker's limit.
+    big = Event("run-big", Interaction(prompt="big", completion=base64.b64encode(os.urandom(1_500_000)).decode()))
+    after = Event("run-big", Interaction(prompt="after", completion="c"))
+    transport = KafkaTransport(kafka_settings, max_batch_bytes=max_batch_bytes) if max_batch_bytes else None
+    with caplog.at_level(logging.WARNING, "trainwire.emitter"), Emitter(kafka_settings, transport=transport) as emitter:
+        for e in (before, big, after):
+            emitter.emit(e)
+        started = time.monotonic()
+        assert emitter.flush(30)
+        assert time.monotonic() - started < 10
+        stats = emitter.stats()
+    assert (stats.sent, stats.failed, stats.spooled, stats.spool_pending) == (2, 1, 0, 0)
+    assert [e.event_id for e in read_events(kafka_settings, expected=2)] == [before.event_id, after.event_id]
+    (line,) = (kafka_settings.data_dir / "rejected" / "events.jsonl").read_bytes().splitlines()
+    rejected = orjson.loads(line)
+    assert reason in rejected["reason"]
+    assert rejected["topic"] == f"{kafka_settings.topic_prefix}.interactions"
+    assert rejected["size"] == len(encode(big))
+    assert orjson.dumps(rejected["event"]) == encode(big)
+    (warning,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    for part in ("interaction", big.event_id, "run-big", f"{len(encode(big))} bytes", reason):
+        assert part in warning

@@ -173,6 +173,23 @@ def _raw(**changes) -> bytes:
         ({"run_id": KeyError}, "run_id: missing"),
         ({"schema_version": 99}, "schema_version: 99 is not supported"),
         ({"source__process": "p"}, "source.process: expected an integer"),
+        ({"source__process": True}, "source.process: expected an integer, got bool True"),
+        ({"source": "gpu-3"}, "source: expected an object, got str"),
+        ({"payload__step": True}, "payload.step: expected an integer, got bool True"),
+        ({"payload__rewards": {"acc": True}}, "payload.rewards.acc: expected a number, got bool"),
+        ({"payload__prompt": [{"role": "user"}]}, "payload.prompt[0].content: missing"),
+        ({"payload__prompt": 5}, "payload.prompt: expected text or a list of chat messages, got int 5"),
+        ({"payload__metadata": [1]}, "payload.metadata: expected an object, got list"),
+        ({"payload": [1]}, "payload: expected an object, got list"),
+        ({"schema_version": True}, "schema_version: expected an integer"),
+        ({"event_id": 7}, "event_id: expected a string, got int 7"),
+        ({"ts": 5}, "ts: expected an ISO-8601 UTC timestamp, got int 5"),
+        ({"extra": 1}, "extra: unknown envelope field"),
+        # Several problems at once: the first in a fixed order (unknown names, then fields in turn),
+        # also when the object has as many fields as the type (one missing, one unknown).
+        ({"payload__prompt": 5, "payload__metadata": KeyError, "payload__surprise": 1}, "payload.surprise: unknown"),
+        ({"payload__reward": "high", "payload__step": "x"}, "payload.reward: expected a number"),
+        ({"payload__completion": 1, "payload__prompt": KeyError}, "payload.prompt: missing"),
     ],
 )
 def test_bad_payloads_name_the_field(changes, message) -> None:
@@ -194,3 +211,42 @@ def test_source_is_per_process_and_library() -> None:
     assert Source.current("trl").library == "trl"
     before = datetime.now(UTC)
     assert before <= Event("r", TrainStep(step=0)).ts <= datetime.now(UTC)
+
+
+def test_absent_optional_fields_take_their_defaults() -> None:
+    obj = orjson.loads(encode(Event("r", Interaction(prompt="p"))))
+    obj["payload"] = {"prompt": "p"}
+    first, second = decode(orjson.dumps(obj)), decode(orjson.dumps(obj))
+    assert first.payload == Interaction(prompt="p")
+    assert first.payload.rewards is not second.payload.rewards  # default_factory: a dict of each its own
+
+
+def test_numbers_are_converted_as_the_field_kind_says() -> None:
+    obj = orjson.loads(encode(Event("r", SAMPLES[0])))
+    obj["payload"].update(reward=1, latency_ms=None, rewards={"a": 2, "b": "-Infinity", "c": 0.5})
+    payload = decode(orjson.dumps(obj)).payload
+    assert payload.reward == 1.0 and type(payload.reward) is float
+    assert payload.latency_ms is None
+    assert payload.rewards == {"a": 2.0, "b": -math.inf, "c": 0.5} and type(payload.rewards["a"]) is float
+
+
+def test_a_float_map_is_copied_not_shared() -> None:
+    data = Interaction(prompt="p", rewards={"a": 1.0}).to_json_dict()
+    assert Interaction.from_json_dict(data).rewards is not data["rewards"]
+
+
+def test_timestamps_with_an_offset_are_read_as_utc() -> None:
+    obj = orjson.loads(encode(Event("r", TrainStep(step=1))))
+    obj["ts"] = "2026-01-01T02:00:00.5+02:00"
+    assert decode(orjson.dumps(obj)).ts == datetime(2026, 1, 1, 0, 0, 0, 500_000, tzinfo=UTC)
+    assert decode(orjson.dumps(obj)).ts.tzinfo is UTC
+
+
+def test_decoded_sources_are_shared_but_still_checked() -> None:
+    event = Event("r", TrainStep(step=1), source=Source("gpu-9", 77, "trl"))
+    first, second = decode(encode(event)), decode(encode(event))
+    assert first.source == event.source and first.source is second.source
+    obj = orjson.loads(encode(event))
+    obj["source"]["process"] = 77.0  # equal to the cached 77, but not an integer
+    with pytest.raises(EventError, match=r"source\.process: expected an integer, got float"):
+        decode(orjson.dumps(obj))

@@ -1,6 +1,8 @@
 """What every bus has: messages, records, the framed file format, and the two roles.
 
-A *transport* delivers batches of :class:`Message` (Kafka, or the embedded local log).
+A *transport* delivers batches of :class:`Message` (Kafka, or the embedded local log) and hands
+back those it could not deliver: as they are when they may go through later (the bus is down), or
+as :class:`Refused` when the bus will never take them (a message over its size limit).
 A *consumer* reads :class:`Record` from topics as a member of a consumer group and commits
 its position only when told to (after processing: at-least-once).
 
@@ -18,6 +20,7 @@ import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from trainwire.errors import BusError
 
@@ -30,6 +33,14 @@ class Message:
     key: bytes | None
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A message the bus will never take, however often it is sent (it is too large, say), and why."""
+
+    message: Message
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +73,12 @@ class Transport(ABC):
         """Connect. Raise :class:`BusError` when the bus cannot be reached."""
 
     @abstractmethod
-    async def send_batch(self, messages: list[Message]) -> list[Message]:
-        """Deliver ``messages``; return the ones that could not be delivered (empty on success)."""
+    async def send_batch(self, messages: list[Message]) -> list[Message | Refused]:
+        """Deliver ``messages``; return those not delivered, in order (empty on success).
+
+        A message returned as it is may be delivered by a later call; one returned as
+        :class:`Refused` never will be.
+        """
 
     @abstractmethod
     async def stop(self) -> None:
@@ -123,6 +138,22 @@ def frame(message: Message, timestamp_ms: int) -> bytes:
     parts.append(message.value)
     body = b"".join(parts)
     return _HEAD.pack(len(body), zlib.crc32(body)) + body
+
+
+def read_frames(handle: IO[bytes], pos: int, size: int) -> bytes:
+    """About ``size`` bytes of framed records from ``pos``: more when the first record is larger.
+
+    Readers take the file a chunk at a time; a record larger than the chunk is read whole, as
+    it could never be decoded from the chunk alone (the reader would be stuck there for good).
+    """
+    handle.seek(pos)
+    data = handle.read(size)
+    if len(data) >= _HEAD.size:
+        length, _ = _HEAD.unpack_from(data, 0)
+        missing = _HEAD.size + length - len(data)
+        if missing > 0:
+            data += handle.read(missing)
+    return data
 
 
 def unframe(buf: bytes | memoryview, pos: int, where: Path) -> tuple[Message, int, int] | None:

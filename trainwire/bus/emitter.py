@@ -7,9 +7,11 @@ counters.
 
 Nothing is dropped silently:
 
-- when the bus is unreachable (at start or later) or refuses a batch, the messages go to the
-  spool, an append-only file, and are replayed in order once the bus is back;
+- when the bus is unreachable (at start or later) or fails to take a batch, the messages go to
+  the spool, an append-only file, and are replayed in order once the bus is back;
 - when the queue is full, ``emit`` writes the event to the spool on the caller's thread;
+- an event the bus refuses for good (larger than it takes) is counted as ``failed``, logged, and
+  kept with the reason in ``{data_dir}/rejected/events.jsonl``; the events after it go on as usual;
 - an event that cannot even be serialized is counted as ``failed`` and logged with the reason;
 - at exit (normal, Ctrl+C, or an exception in the caller) ``close()`` runs from ``atexit`` and
   drains the queue within a deadline; what is left is in the spool, which the next emitter for
@@ -33,9 +35,11 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from trainwire.bus.base import Message, Transport
+import orjson
+
+from trainwire.bus.base import Message, Refused, Transport
 from trainwire.bus.publisher import event_message
-from trainwire.bus.spool import Spool, spool_dir
+from trainwire.bus.spool import RejectedFile, Spool, spool_dir
 from trainwire.config import Settings
 from trainwire.errors import BusError
 from trainwire.events import Event
@@ -54,7 +58,8 @@ class EmitterStats:
     replayed: int
     """Delivered from the spool later."""
     failed: int
-    """Neither delivered nor spooled (could not be serialized, or the spool could not be written)."""
+    """Not delivered and not spooled: refused by the bus for good (kept in the rejected file), not
+    serializable, or the spool could not be written."""
     queued: int
     """In memory now, waiting for the background thread."""
     spool_pending: int
@@ -120,6 +125,7 @@ class Emitter:
         self._max_inflight = max_inflight
         target = "local" if self.settings.embedded_bus else str(self.settings.kafka)
         self._spool = Spool(spool_dir(self.settings.data_dir, target))
+        self._rejected = RejectedFile(self.settings.data_dir)
         self._log = _RateLimitedLog()
         self._start_lock = threading.Lock()
         self._init_runtime_state()
@@ -340,12 +346,13 @@ class Emitter:
             messages, cursor = self._spool.peek(self._batch_size)
             if not messages:
                 return
-            failed = await self._send(messages)
+            refused, failed = _sort_out(await self._send(messages))
             if failed:
                 await self._disconnect()
                 return
+            self._reject(refused)
             self._spool.advance(cursor, len(messages))
-            self._replayed += len(messages)
+            self._replayed += len(messages) - len(refused)
 
     async def _drain(self, past_deadline: bool) -> None:
         """Hand everything queued now to the bus (up to ``max_inflight`` batches at once) or the spool."""
@@ -363,17 +370,38 @@ class Emitter:
                 self._spool_messages(messages)
 
     async def _deliver(self, messages: list[Message]) -> None:
-        failed = await self._send(messages)
-        self._sent += len(messages) - len(failed)
+        refused, failed = _sort_out(await self._send(messages))
+        self._sent += len(messages) - len(refused) - len(failed)
+        self._reject(refused)
         if failed:
             self._spool_messages(failed)
             await self._disconnect()
 
-    async def _send(self, messages: list[Message]) -> list[Message]:
+    async def _send(self, messages: list[Message]) -> list[Message | Refused]:
         try:
             return await asyncio.wait_for(self._transport.send_batch(messages), self._remaining(60.0))
         except TimeoutError:
-            return messages
+            return list(messages)
+
+    def _reject(self, refused: list[Refused]) -> None:
+        """Count, log and keep in the rejected file each message the bus refused for good."""
+        for r in refused:
+            self._failed += 1
+            try:
+                self._rejected.append(r)
+                kept = f"kept in {self._rejected.path}"
+            except OSError as exc:
+                kept = f"and lost: cannot write {self._rejected.path}: {exc}"
+            event_type, event_id, run_id = _identify(r.message.value)
+            logger.warning(
+                "trainwire: the bus refused %s event %s of run %s (%d bytes) for good: %s; %s",
+                event_type,
+                event_id,
+                run_id,
+                len(r.message.value),
+                r.reason,
+                kept,
+            )
 
     def _spool_messages(self, messages: list[Message]) -> None:
         try:
@@ -426,6 +454,23 @@ class Emitter:
             self._sync()
         for waiter in waiters:
             waiter.set()
+
+
+def _sort_out(undelivered: list[Message | Refused]) -> tuple[list[Refused], list[Message]]:
+    """What a transport did not deliver: (refused for good, to try again later)."""
+    refused = [m for m in undelivered if isinstance(m, Refused)]
+    return refused, [m for m in undelivered if not isinstance(m, Refused)]
+
+
+def _identify(value: bytes) -> tuple[str, str, str]:
+    """(event type, event id, run id) of an event message's value, for a log line; ``?`` where unreadable."""
+    try:
+        obj = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        obj = {}
+    return str(obj.get("event_type", "?")), str(obj.get("event_id", "?")), str(obj.get("run_id", "?"))
 
 
 def make_transport(settings: Settings) -> Transport:

@@ -8,10 +8,11 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from trainwire.bus.base import Consumer, Message, Record, Transport
+from trainwire.bus.base import Consumer, Message, Record, Refused, Transport
 from trainwire.config import Settings
 from trainwire.errors import BusError
 
@@ -27,6 +28,11 @@ class KafkaTransport(Transport):
     partition, which goes out as soon as it is queued (no linger: the caller hands over whole
     batches). This skips the coroutine, future and partitioner call that ``producer.send`` makes
     per message.
+
+    A message over the producer's ``max_request_size`` is refused before it is sent, as
+    ``producer.send`` would refuse it (the batch API leaves that check to the broker). A record
+    batch the broker refuses for its size (its own limit, or the topic's, may be lower) is sent
+    again one record per batch, so that only the records too large by themselves are refused.
     """
 
     def __init__(
@@ -60,11 +66,46 @@ class KafkaTransport(Transport):
         self._producer = producer
         self._enqueue_lock = asyncio.Lock()  # bound to the loop the producer runs on
 
-    async def send_batch(self, messages: list[Message]) -> list[Message]:
+    async def send_batch(self, messages: list[Message]) -> list[Message | Refused]:
         producer = self._producer
         if producer is None:
-            return messages
-        failed: set[int] = set()
+            return list(messages)
+        undelivered: dict[int, Message | Refused] = {}  # by id(message)
+        limit = self._options["max_request_size"]
+        for m in messages:
+            # A record is its value and little else (key, headers, framing): aiokafka's exact count
+            # is only worth its cost near the limit. Should a record slip through, the broker decides.
+            if len(m.value) > limit - _FEW_BYTES:
+                size = DefaultRecordBatchBuilder.estimate_size_in_bytes(m.key, m.value, list(m.headers))
+                if size > limit:
+                    undelivered[id(m)] = Refused(m, f"{size} bytes, over the producer's max_request_size of {limit}")
+        pending = [m for m in messages if id(m) not in undelivered] if undelivered else messages
+        records_per_batch = None
+        # At most twice: the records of a batch refused for its size go again one per batch (after
+        # the partition's later batches, should there be any: a rare case, and the alternative is to
+        # refuse the records that are not too large).
+        while pending:
+            too_large = await self._publish(producer, pending, records_per_batch, undelivered)
+            pending, records_per_batch = [], 1
+            for batched, exc in too_large:
+                if len(batched) == 1:
+                    undelivered[id(batched[0])] = Refused(batched[0], f"the broker refused it: {exc}")
+                else:
+                    pending += batched
+        return [undelivered[id(m)] for m in messages if id(m) in undelivered] if undelivered else []
+
+    async def _publish(
+        self,
+        producer: AIOKafkaProducer,
+        messages: list[Message],
+        records_per_batch: int | None,
+        undelivered: dict[int, Message | Refused],
+    ) -> list[tuple[list[Message], KafkaError]]:
+        """Send ``messages`` in record batches; add the undelivered to ``undelivered``.
+
+        Returns the record batches the broker refused for their size, with its error: those are not
+        in ``undelivered``, the caller decides.
+        """
         deliveries: list[tuple[asyncio.Future[Any], list[Message]]] = []
         # One caller queues its batches at a time, for two reasons: batches of a partition are
         # sent in the order they are queued, so concurrent callers must not interleave (a run's
@@ -72,21 +113,24 @@ class KafkaTransport(Transport):
         # so far off its timeout at every wake-up, so callers waiting on the same partition time
         # out after a fraction of request_timeout_ms (what made an earlier batch version fail).
         async with self._enqueue_lock:
-            for (topic, partition), group in (await _by_partition(producer, messages, failed)).items():
+            for (topic, partition), group in (await _by_partition(producer, messages, undelivered)).items():
                 queued = 0
-                for batch, batched in _record_batches(producer, group):
+                for batch, batched in _record_batches(producer, group, records_per_batch):
                     try:
                         deliveries.append((await producer.send_batch(batch, topic, partition=partition), batched))
                     except (KafkaError, OSError):
                         # The rest of this partition stays back too, so its order survives in the spool.
-                        failed.update(map(id, group[queued:]))
+                        undelivered.update((id(m), m) for m in group[queued:])
                         break
                     queued += len(batched)
         results = await asyncio.gather(*(delivery for delivery, _ in deliveries), return_exceptions=True)
+        too_large = []
         for (_, batched), result in zip(deliveries, results, strict=True):
-            if isinstance(result, BaseException):
-                failed.update(map(id, batched))
-        return [m for m in messages if id(m) in failed] if failed else []
+            if isinstance(result, _TOO_LARGE):
+                too_large.append((batched, result))
+            elif isinstance(result, BaseException):
+                undelivered.update((id(m), m) for m in batched)
+        return too_large
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -96,11 +140,16 @@ class KafkaTransport(Transport):
 
 _partitioner = DefaultPartitioner()
 
+_FEW_BYTES = 64 << 10
+
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+"""What the broker (or aiokafka) answers a record batch over a size limit: sending it again cannot help."""
+
 
 async def _by_partition(
-    producer: AIOKafkaProducer, messages: list[Message], failed: set[int]
+    producer: AIOKafkaProducer, messages: list[Message], undelivered: dict[int, Message | Refused]
 ) -> dict[tuple[str, int], list[Message]]:
-    """``messages`` grouped by destination partition, in order; those of unknown topics go to ``failed``."""
+    """``messages`` grouped by destination partition, in order; those of unknown topics go to ``undelivered``."""
     partitions: dict[str, list[int] | None] = {}
     for topic in {m.topic for m in messages}:
         try:
@@ -114,7 +163,7 @@ async def _by_partition(
         if destination is None:
             candidates = partitions[m.topic]
             if candidates is None:
-                failed.add(id(m))
+                undelivered[id(m)] = m
                 continue
             destination = where[m.topic, m.key] = (m.topic, _partitioner(m.key, candidates, candidates))
         groups.setdefault(destination, []).append(m)
@@ -122,13 +171,17 @@ async def _by_partition(
 
 
 def _record_batches(
-    producer: AIOKafkaProducer, messages: list[Message]
+    producer: AIOKafkaProducer, messages: list[Message], max_records: int | None = None
 ) -> Iterator[tuple[BatchBuilder, list[Message]]]:
-    """Closed record batches holding ``messages`` in order, each up to the producer's batch size."""
+    """Closed record batches holding ``messages`` in order, each up to the producer's batch size and ``max_records``."""
     batch, batched = producer.create_batch(), []
     for m in messages:
         headers = list(m.headers) if m.headers else []
-        if batch.append(timestamp=None, key=m.key, value=m.value, headers=headers) is None:  # full
+        if (
+            len(batched) == max_records
+            or batch.append(timestamp=None, key=m.key, value=m.value, headers=headers) is None
+        ):
+            batch.close()  # when full it is closed already
             yield batch, batched
             batch, batched = producer.create_batch(), []
             batch.append(timestamp=None, key=m.key, value=m.value, headers=headers)  # a first record always fits

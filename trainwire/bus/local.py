@@ -13,6 +13,8 @@ Limits, compared with Kafka:
 - one live consumer per group (a second one is refused with a clear error), so workers do not
   scale out; use Kafka for that;
 - no retention: the log grows until you delete the data directory;
+- no size limit that matters: a record may hold up to 4 GiB (its length field), and one larger
+  than a reader's chunk is read whole;
 - a batch reaches the OS page cache at once (it survives a crash of the writing process) and is
   fsynced on ``flush()``/``close()`` of the emitter (it then survives a power cut too).
 """
@@ -27,7 +29,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from trainwire.bus.base import Consumer, Message, Record, Transport, frame, unframe
+from trainwire.bus.base import Consumer, Message, Record, Refused, Transport, frame, read_frames, unframe
 from trainwire.errors import BusError
 
 POLL_INTERVAL_S = 0.02
@@ -57,12 +59,12 @@ class LocalTransport(Transport):
             handle = self._files[topic] = open(self.root / f"{topic}.log", "ab")  # noqa: SIM115
         return handle
 
-    async def send_batch(self, messages: list[Message]) -> list[Message]:
+    async def send_batch(self, messages: list[Message]) -> list[Message | Refused]:
         now = int(time.time() * 1000)
         by_topic: dict[str, list[bytes]] = {}
         for message in messages:
             by_topic.setdefault(message.topic, []).append(frame(message, now))
-        failed: list[Message] = []
+        failed: list[Message | Refused] = []
         for topic, frames in by_topic.items():
             try:
                 handle = self._file(topic)
@@ -141,8 +143,7 @@ class LocalConsumer(Consumer):
                 continue
             position = self._positions[topic]
             with open(path, "rb") as handle:
-                handle.seek(position)
-                data = handle.read(8 << 20)
+                data = read_frames(handle, position, 8 << 20)
             pos = 0
             while len(out) < max_records:
                 decoded = unframe(data, pos, path)

@@ -6,7 +6,7 @@ Workers publish what their processors produce (stats, alerts) and dead letters t
 
 from __future__ import annotations
 
-from trainwire.bus.base import Message, Transport
+from trainwire.bus.base import Message, Refused, Transport
 from trainwire.errors import BusError
 from trainwire.events import Event, encode
 from trainwire.topics import event_topic
@@ -39,7 +39,9 @@ class Publisher:
             self._started = True
         failed = await self._transport.send_batch(self._pending)
         if failed:
-            raise BusError(f"{len(failed)} of {len(self._pending)} messages could not be published")
+            reasons = sorted({f.reason for f in failed if isinstance(f, Refused)})
+            refused = f" (refused for good: {'; '.join(reasons)})" if reasons else ""
+            raise BusError(f"{len(failed)} of {len(self._pending)} messages could not be published{refused}")
         self.published += len(self._pending)
         self._pending = []
 

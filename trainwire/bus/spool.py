@@ -1,9 +1,12 @@
-"""The producer's spool: an append-only file of messages the bus has not accepted yet.
+"""The producer's files: the spool of messages the bus has not accepted yet, and the rejected events.
 
 Each emitter owns one spool file (held with ``flock``) under ``{data_dir}/spool/{target}/``,
 where ``target`` names the bus it delivers to. Messages are replayed in the order they were
 spooled. A spool left behind by a process that died (its lock is free) is adopted by the next
 emitter for the same bus, so its events are delivered then.
+
+Events the bus refuses for good (too large for it) are not spooled, as they would be retried
+forever, but kept in ``{data_dir}/rejected/events.jsonl`` with the reason (see :class:`RejectedFile`).
 """
 
 from __future__ import annotations
@@ -17,7 +20,10 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-from trainwire.bus.base import Message, frame, unframe
+import orjson
+
+from trainwire.bus.base import Message, Refused, frame, read_frames, unframe
+from trainwire.events import utc_now
 
 
 def spool_dir(data_dir: Path, target: str) -> Path:
@@ -87,8 +93,7 @@ class Spool:
         with self._lock:
             if self._file is None or self._pending == 0:
                 return [], self._read_pos
-            self._file.seek(self._read_pos)
-            data = self._file.read(16 << 20)
+            data = read_frames(self._file, self._read_pos, 16 << 20)
         out: list[Message] = []
         pos = 0
         while len(out) < max_messages:
@@ -142,3 +147,39 @@ def _read_all(data: bytes, where: Path) -> list[Message]:
         out.append(decoded[0])
         pos = decoded[2]
     return out
+
+
+class RejectedFile:
+    """A JSON-lines file of the events the bus refused for good, each with the reason.
+
+    One line per event::
+
+        {"rejected_at": "2026-11-22T17:35:00.123456Z", "reason": "...", "topic": "trainwire.interactions",
+         "size": 2097340, "event": {...the event as it was published...}}
+
+    Lines are appended under ``flock`` (several processes may share the file) and fsynced: the
+    file holds the only copy of these events.
+    """
+
+    def __init__(self, data_dir: Path):
+        self.path = Path(data_dir) / "rejected" / "events.jsonl"
+
+    def append(self, refused: Refused) -> None:
+        """Write one refused event message (its value is the event's JSON). Raises OSError."""
+        message = refused.message
+        line = orjson.dumps(
+            {
+                "rejected_at": utc_now(),
+                "reason": refused.reason,
+                "topic": message.topic,
+                "size": len(message.value),
+                "event": orjson.Fragment(message.value),  # as published, byte for byte
+            },
+            option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE,
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
