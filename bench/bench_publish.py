@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
-import sys
 import tempfile
 import time
 import uuid
@@ -25,6 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
+from broker import kafka_bootstrap
 from table import print_table
 
 from trainwire.bus import Emitter
@@ -33,19 +32,10 @@ from trainwire.config import Settings
 from trainwire.events import Event, Interaction, encode
 from trainwire.topics import event_topic
 
-ROOT = Path(__file__).resolve().parent.parent
 BATCH_EVENTS = 2_000  # the Emitter's default batch, also the raw batch API's unit
 SEND = "raw aiokafka send() (pre-serialized)"
 SEND_BATCH = "raw aiokafka send_batch() (pre-serialized)"
 EMITTER = "trainwire Emitter"
-
-
-def local_broker_module():
-    spec = importlib.util.spec_from_file_location("local_broker", ROOT / "infra" / "kafka" / "local_broker.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["local_broker"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def raw_producer(bootstrap: str) -> AIOKafkaProducer:
@@ -121,11 +111,8 @@ def main() -> None:
     parser.add_argument("--kafka", default=None)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    broker = None
-    if args.kafka is None:
-        broker = local_broker_module().LocalBroker().start()
-        args.kafka = broker.bootstrap
-    try:
+    with kafka_bootstrap(args.kafka) as kafka:
+        args.kafka = kafka
         completion = "x" * 800
         with tempfile.TemporaryDirectory() as tmp:
             results: dict[str, list[float]] = {SEND: [], SEND_BATCH: [], EMITTER: []}
@@ -160,9 +147,6 @@ def main() -> None:
                 ["publisher", "events/s", "MB/s", "vs raw send()", "vs raw send_batch()"],
                 rows,
             )
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import subprocess
 import sys
@@ -28,26 +27,20 @@ import uuid
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer
+from broker import kafka_bootstrap
 from table import print_table
 
 from trainwire.bus import Emitter
+from trainwire.bus.admin import ensure_topics
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, decode
 from trainwire.runtime import WorkerOptions, build_pipeline
-from trainwire.runtime.faust_app import ensure_topics, run_faust_worker
+from trainwire.runtime.faust_app import run_faust_worker
 from trainwire.store.clickhouse import open_store
 from trainwire.topics import event_topic
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
-
-
-def local_broker_module():
-    spec = importlib.util.spec_from_file_location("local_broker", ROOT / "infra" / "kafka" / "local_broker.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["local_broker"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def make_events(n: int, runs: int = 8) -> list[Event]:
@@ -200,11 +193,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--kafka", default=None)
     args = parser.parse_args()
-    broker = None
-    if args.kafka is None:
-        broker = local_broker_module().LocalBroker().start()
-        args.kafka = broker.bootstrap
-    try:
+    with kafka_bootstrap(args.kafka) as kafka:
+        args.kafka = kafka
         with tempfile.TemporaryDirectory() as tmp:
             prefix = f"bw{uuid.uuid4().hex[:6]}"
             base = Settings(kafka=args.kafka, data_dir=Path(tmp) / "faust", topic_prefix=prefix)
@@ -247,9 +237,6 @@ def main() -> None:
                 ["runtime", "events", "p50 s", "p99 s", "max s"],
                 latencies,
             )
-    finally:
-        if broker is not None:
-            broker.stop()
 
 
 if __name__ == "__main__":

@@ -24,9 +24,9 @@ from aiokafka.errors import KafkaError
 from conftest import ROOT
 
 from trainwire.bus import Emitter
+from trainwire.bus.admin import ensure_topics
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, TrainStep
-from trainwire.runtime.faust_app import ensure_topics
 from trainwire.store.clickhouse import open_store
 from trainwire.topics import DEAD_LETTER, event_topics, topic_name
 

@@ -52,19 +52,17 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
-from trainwire.bus.admin import create_topics
+from trainwire.bus.admin import admin_client, ensure_topics, topic_partitions
 from trainwire.bus.base import Record
 from trainwire.config import Settings
 from trainwire.errors import BusError, ConfigError
 from trainwire.runtime import WorkerOptions, build_core, build_stages
 from trainwire.runtime.pipeline import StageSet
 from trainwire.store.clickhouse import Store
-from trainwire.topics import all_topics, event_topics
+from trainwire.topics import event_topics
 
-__all__ = ["FaustRuntime", "create_app", "ensure_topics", "run_faust_worker"]
+__all__ = ["FaustRuntime", "create_app", "run_faust_worker"]
 
 logger = logging.getLogger("trainwire.faust")
 
@@ -291,14 +289,10 @@ class FaustRuntime:
 
     async def _start_offsets(self, tps: list[Any]) -> dict[Any, int]:
         """The committed offset of each of ``tps``, or its earliest offset when none is committed."""
-        admin = AIOKafkaAdminClient(**self._settings.kafka_client_options())
-        await admin.start()
-        try:
+        async with admin_client(self._settings) as admin:
             committed = await admin.list_consumer_group_offsets(
                 self._group, partitions=[TopicPartition(tp.topic, tp.partition) for tp in tps]
             )
-        finally:
-            await admin.close()
         offsets = {}
         for tp in tps:
             meta = committed.get(TopicPartition(tp.topic, tp.partition))
@@ -460,33 +454,6 @@ def create_app(
         await runtime.close()
 
     return app
-
-
-async def topic_partitions(settings: Settings) -> int:
-    """The partition count of the event topics (raise if they differ or are missing)."""
-    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
-    try:
-        await admin.start()
-    except (KafkaError, OSError) as exc:
-        raise BusError(f"Kafka at {settings.kafka} is unreachable: {exc}") from exc
-    try:
-        names = event_topics(settings.topic_prefix)
-        described = await admin.describe_topics(names)
-    finally:
-        await admin.close()
-    counts = {d["topic"]: len(d["partitions"]) for d in described if d.get("error_code", 0) == 0}
-    missing = [n for n in names if not counts.get(n)]
-    if missing:
-        raise BusError(f"event topics missing: {', '.join(missing)} (run `trainwire topics create`)")
-    if len(set(counts.values())) != 1:
-        raise ConfigError("partitions", f"the event topics must have one partition count, got {counts}")
-    return next(iter(counts.values()))
-
-
-async def ensure_topics(settings: Settings, partitions: int = 6) -> int:
-    """Create the trainwire topics that are missing (``partitions`` each); return the event topics' count."""
-    await create_topics(settings, partitions=partitions, names=all_topics(settings.topic_prefix))
-    return await topic_partitions(settings)
 
 
 # ---------------------------------------------------------------------- running a worker
