@@ -431,7 +431,11 @@ def test_reward_model_values_are_the_ones_trl_used(tiny_model, tiny_reward_model
 
 
 class BrokenEmitter:
-    """An emitter whose every call fails."""
+    """An emitter whose every call fails.
+
+    A stand-in on purpose: the fault tested is a bug in telemetry code, which a real emitter
+    cannot be made to have; the real emitter's own failure paths are tested in test_bus_*.
+    """
 
     def __init__(self) -> None:
         self.calls = 0
@@ -445,7 +449,7 @@ class BrokenEmitter:
 
 
 def test_telemetry_failures_never_stop_training(tiny_model, tiny_reward_model, tmp_path, monkeypatch, caplog):
-    def fail(*args, **kwargs):
+    def fail(*args, **kwargs):  # a bug in the hook's own code: a fault that cannot be produced for real
         raise RuntimeError("telemetry bug")
 
     monkeypatch.setattr(_RolloutCollector, "record_models", fail)
@@ -473,7 +477,11 @@ def test_telemetry_failures_never_stop_training(tiny_model, tiny_reward_model, t
 
 
 class RecordingEmitter:
-    """Keeps what it is given."""
+    """Keeps what it is given, with no background thread.
+
+    A stand-in on purpose: the test is about when the callback hands events over, which the real
+    emitter does not expose (it sends them on at once); delivery itself is tested end to end above.
+    """
 
     def __init__(self) -> None:
         self.events: list[Event] = []
