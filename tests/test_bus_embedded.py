@@ -18,7 +18,6 @@ from helpers import read_events, run_pipeline_until
 from trainwire.bus import Emitter, open_consumer
 from trainwire.bus.base import Message, Refused, Transport
 from trainwire.bus.local import LocalTransport
-from trainwire.bus.publisher import Publisher
 from trainwire.config import Settings
 from trainwire.errors import BusError
 from trainwire.events import Event, Interaction, TrainStep, encode
@@ -162,17 +161,6 @@ def test_refused_events_are_rejected_with_the_reason_live_and_on_replay(embedded
     rejected = [orjson.loads(line) for line in lines]
     assert [r["reason"] for r in rejected] == ["too large", "too large"]
     assert [orjson.dumps(r["event"]) for r in rejected] == [encode(e) for e in big]
-
-
-def test_publisher_names_why_the_bus_refused_messages(embedded_settings: Settings) -> None:
-    async def main() -> None:
-        publisher = Publisher(SizeLimitedTransport(embedded_settings.data_dir))
-        publisher.add(Message("trainwire.alerts", None, b"x" * 20_000))
-        with pytest.raises(BusError, match=r"1 of 1 messages could not be published \(refused for good: too large\)"):
-            await publisher.flush()
-        await publisher.close()
-
-    asyncio.run(main())
 
 
 def test_records_larger_than_a_read_chunk_are_read_whole(embedded_settings: Settings) -> None:

@@ -39,7 +39,8 @@ import orjson
 
 from trainwire.bus.base import Message, Refused, Transport
 from trainwire.bus.publisher import event_message
-from trainwire.bus.spool import RejectedFile, Spool, spool_dir
+from trainwire.bus.rejected import RejectedEvents
+from trainwire.bus.spool import Spool, spool_dir
 from trainwire.config import Settings
 from trainwire.errors import BusError
 from trainwire.events import Event
@@ -125,7 +126,7 @@ class Emitter:
         self._max_inflight = max_inflight
         target = "local" if self.settings.embedded_bus else str(self.settings.kafka)
         self._spool = Spool(spool_dir(self.settings.data_dir, target))
-        self._rejected = RejectedFile(self.settings.data_dir)
+        self._rejected = RejectedEvents(self.settings.data_dir)
         self._log = _RateLimitedLog()
         self._start_lock = threading.Lock()
         self._init_runtime_state()

@@ -6,7 +6,8 @@ spooled. A spool left behind by a process that died (its lock is free) is adopte
 emitter for the same bus, so its events are delivered then.
 
 Events the bus refuses for good (too large for it) are not spooled, as they would be retried
-forever, but kept in ``{data_dir}/rejected/events.jsonl`` with the reason (see :class:`RejectedFile`).
+forever, but kept in ``{data_dir}/rejected/events.jsonl`` with the reason (see
+:class:`trainwire.bus.rejected.RejectedEvents`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,7 @@ import uuid
 from pathlib import Path
 from typing import IO
 
-import orjson
-
-from trainwire.bus.base import Message, Refused, frame, read_frames, unframe
-from trainwire.events import utc_now
+from trainwire.bus.base import Message, frame, read_frames, unframe
 
 
 def spool_dir(data_dir: Path, target: str) -> Path:
@@ -147,39 +145,3 @@ def _read_all(data: bytes, where: Path) -> list[Message]:
         out.append(decoded[0])
         pos = decoded[2]
     return out
-
-
-class RejectedFile:
-    """A JSON-lines file of the events the bus refused for good, each with the reason.
-
-    One line per event::
-
-        {"rejected_at": "2026-11-22T17:35:00.123456Z", "reason": "...", "topic": "trainwire.interactions",
-         "size": 2097340, "event": {...the event as it was published...}}
-
-    Lines are appended under ``flock`` (several processes may share the file) and fsynced: the
-    file holds the only copy of these events.
-    """
-
-    def __init__(self, data_dir: Path):
-        self.path = Path(data_dir) / "rejected" / "events.jsonl"
-
-    def append(self, refused: Refused) -> None:
-        """Write one refused event message (its value is the event's JSON). Raises OSError."""
-        message = refused.message
-        line = orjson.dumps(
-            {
-                "rejected_at": utc_now(),
-                "reason": refused.reason,
-                "topic": message.topic,
-                "size": len(message.value),
-                "event": orjson.Fragment(message.value),  # as published, byte for byte
-            },
-            option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE,
-        )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.write(line)
-            handle.flush()
-            os.fsync(handle.fileno())

@@ -105,7 +105,7 @@ class JudgeWorker:
         self.topics = [event_topic(prefix, "judge_request")]
         if trigger is not None:
             self.topics.insert(0, event_topic(prefix, "interaction"))
-        self._publisher = Publisher(make_transport(settings))
+        self._publisher = Publisher(make_transport(settings), settings.data_dir)
         self.dead_letters = DeadLetters(self._publisher, prefix)
         self.records_in = 0
         self.requests_out = 0

@@ -48,7 +48,7 @@ class WorkerOptions:
 
 def build_core(settings: Settings, store: Store | None, options: WorkerOptions) -> WorkerCore:
     """The runtime-independent part of a worker: its sinks, publisher and dead letters."""
-    publisher = Publisher(make_transport(settings))
+    publisher = Publisher(make_transport(settings), settings.data_dir)
     dead_letters = DeadLetters(publisher, settings.topic_prefix)
     sinks = [ClickHouseSink(store, dead_letters)] if options.store and store is not None else []
     return WorkerCore(sinks, publisher, dead_letters, settings.topic_prefix)

@@ -55,11 +55,13 @@ from typing import Any
 import faust
 import orjson
 from aiokafka import TopicPartition
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.transport.drivers.aiokafka import Consumer as AIOKafkaDriverConsumer
 from faust.transport.drivers.aiokafka import Transport as AIOKafkaTransport
 
 from trainwire.bus.admin import admin_client, ensure_topics, topic_partitions
 from trainwire.bus.base import Record
+from trainwire.bus.kafka import FETCH_MAX_WAIT_MS
 from trainwire.config import Settings
 from trainwire.errors import BusError, ConfigError
 from trainwire.runtime import WorkerOptions, build_core, build_stages
@@ -145,6 +147,7 @@ class FaustRuntime:
         self._seeks: dict[Any, int] = {}  # TP -> offset to seek to (after the batch)
         self._pending = 0
         self._lock = asyncio.Lock()
+        self._checkpoint_began = time.monotonic()
 
     @property
     def records_in(self) -> int:
@@ -264,6 +267,7 @@ class FaustRuntime:
 
     async def _checkpoint(self) -> None:
         async with self._lock:
+            self._checkpoint_began = time.monotonic()
             if not self._pending:
                 return
             touched, self._touched = self._touched, set()
@@ -328,9 +332,13 @@ class FaustRuntime:
                     stages.close()
 
     async def ticker(self) -> None:
-        """Checkpoint every ``flush_interval_s``; call :attr:`on_idle` after ``idle_exit_s`` without records."""
+        """Checkpoint ``flush_interval_s`` after the last one began; call :attr:`on_idle` once idle long enough.
+
+        Timed from the start of the last checkpoint, not its end, so that records wait at most
+        about ``flush_interval_s`` plus one checkpoint to be stored.
+        """
         while True:
-            await asyncio.sleep(self.flush_interval_s)
+            await asyncio.sleep(max(0.0, self._checkpoint_began + self.flush_interval_s - time.monotonic()))
             try:
                 await self.checkpoint()
                 self._retry_rereads()
@@ -383,6 +391,20 @@ class _BatchConsumer(AIOKafkaDriverConsumer):
         if self.flow_active and generation == self.app.consumer_generation_id:
             await runtime.take_batches({tp: b for tp, b in batches.items() if active is None or tp in active})
         return rest, active
+
+    def _new_consumer_thread(self) -> _ConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _ConsumerThread(AIOKafkaConsumerThread):
+    """faust's consumer thread, with a short fetch long-poll (see :data:`~trainwire.bus.kafka.FETCH_MAX_WAIT_MS`)."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        # faust passes fetch_max_wait_ms=1500 with no setting to change it; aiokafka reads the
+        # attribute when the consumer starts, which is after this.
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+        return consumer
 
 
 class _Transport(AIOKafkaTransport):
