@@ -260,6 +260,47 @@ def test_summary_merge_equals_one_pass():
     assert whole.std == pytest.approx(std, rel=1e-12)
 
 
+def test_sketch_extend_is_adding_one_by_one():
+    values = [random.Random(3).random() for _ in range(2_000)]
+    one_by_one, extended = QuantileSketch(k=16), QuantileSketch(k=16)
+    for v in values:
+        one_by_one.add(v)
+    for start, end in [(0, 5), (5, 17), (17, 18), (18, 400), (400, 2_000)]:  # around and across compactions
+        extended.extend(values[start:end])
+    assert extended.to_dict() == one_by_one.to_dict()
+
+
+def test_summary_numbers_are_those_of_folding_each_value_as_it_comes():
+    rng = random.Random(5)
+    values = [rng.choice([rng.gauss(3, 2), rng.random(), math.nan, math.inf, -math.inf]) for _ in range(10_000)]
+    summary = Summary(k=32)
+    count, mean, sq, low, high, nonfinite = 0, 0.0, 0.0, math.inf, -math.inf, 0
+    sketch = QuantileSketch(k=32)
+    for i, v in enumerate(values):  # buffered past the fold bound, read in between
+        summary.add(v)
+        if not math.isfinite(v):
+            nonfinite += 1
+            continue
+        count += 1
+        delta = v - mean
+        mean += delta / count
+        sq += delta * (v - mean)
+        low, high = min(low, v), max(high, v)
+        sketch.add(v)
+        if i % 4_999 == 0:
+            assert (summary.count, summary.mean, summary.nonfinite) == (count, mean, nonfinite)
+    assert (summary.count, summary.mean, summary.min, summary.max, summary.nonfinite) == (
+        count,
+        mean,
+        low,
+        high,
+        nonfinite,
+    )
+    assert summary.std == math.sqrt(sq / count)
+    assert summary.sketch.to_dict() == sketch.to_dict()
+    assert Summary.from_dict(roundtrip(summary.to_dict())).to_dict() == summary.to_dict()
+
+
 def test_correlations():
     assert pearson([1, 2, 3], [2, 4, 6]) == pytest.approx(1.0)
     assert pearson([1, 2, 3], [5, 5, 5]) is None

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 from pathlib import Path
 
 import orjson
+import pytest
 
 from trainwire.bus import Emitter
+from trainwire.bus.base import Record
 from trainwire.config import Settings
-from trainwire.events import Event, Interaction, TrainStep
+from trainwire.events import Event, Interaction, TrainStep, encode
 from trainwire.processors.dataset import DatasetConfig
 from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
-from trainwire.runtime import WorkerOptions, build_pipeline
+from trainwire.runtime import WorkerOptions, build_core, build_pipeline, build_stages
+from trainwire.runtime.pipeline import StageSet, WorkerCore
+from trainwire.sinks.base import Sink
 from trainwire.store.clickhouse import open_store
 
 GROUPS, GENERATIONS = 4, 4
@@ -163,3 +168,51 @@ def test_worker_replays_nothing_twice_after_a_lost_commit(embedded_settings: Set
     assert lines == sum(
         1 for s in range(5) for g in range(GROUPS) for i in range(GENERATIONS) if sum(reward_of(s, g, i)) >= 1.0
     )
+
+
+class Collected(Sink):
+    """A sink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.added: list[tuple[int, Event]] = []
+
+    def add(self, event: Event, record: Record) -> None:
+        self.added.append((record.offset, event))
+
+    def flush(self) -> None:
+        pass
+
+
+def test_handle_batch_is_handle_on_each_record_with_the_collector_paused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic = "trainwire.interactions"
+    records = [Record(topic, 0, i, e.key, encode(e), 0) for i, e in enumerate(training_events(range(6)))]
+    records[7] = Record(topic, 0, 7, b"grpo-run", b"{not an event", 0)
+    settings = Settings(data_dir=tmp_path)
+    outcomes = []
+    for batched in (False, True):
+        built = build_core(settings, None, WorkerOptions())
+        sink, published = Collected(), []
+        core = WorkerCore([sink], built.publisher, built.dead_letters, settings.topic_prefix)
+        monkeypatch.setattr(core.publisher, "add", published.append)
+        stages = StageSet(build_stages(options(tmp_path), tmp_path / f"out-{batched}" / "sft.jsonl"))
+        if batched:
+            core.handle_batch(iter(records), stages)
+        else:
+            for record in records:
+                core.handle(record, stages)
+        stages.close()
+        outcomes.append((core.records_in, core.dead_letters.count, sink.added, published, stages.snapshot()))
+    assert outcomes[0] == outcomes[1]
+    records_in, dead, added, published, _ = outcomes[1]
+    assert (records_in, dead, len(added)) == (len(records), 1, len(records) - 1)
+    assert any(m.topic == "trainwire.group_stats" for m in published)
+    assert any(m.topic == "trainwire.dead_letter" for m in published)
+    assert gc.isenabled()  # paused within the batch only
+    gc.disable()
+    try:
+        core.handle_batch([], stages)
+        assert not gc.isenabled()  # a caller's own pause is left as it was
+    finally:
+        gc.enable()

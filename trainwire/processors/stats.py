@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,10 +146,20 @@ class QuantileSketch:
 
     def add(self, value: float) -> None:
         """Add one (finite) value."""
-        self.levels[0].append(float(value))
-        self.n += 1
-        if len(self.levels[0]) > self.k:
-            self._compress()
+        self.extend((value,))
+
+    def extend(self, values: Sequence[float]) -> None:
+        """Add (finite) values: the same sketch as adding them one by one, compacted at the same points."""
+        done = 0
+        while done < len(values):
+            base = self.levels[0]
+            # up to the value that takes level 0 past k, which is compacted there as add would
+            chunk = values[done : done + max(self.k + 1 - len(base), 1)]
+            base.extend(map(float, chunk))
+            self.n += len(chunk)
+            done += len(chunk)
+            if len(base) > self.k:
+                self._compress()
 
     def merge(self, other: QuantileSketch) -> None:
         """Add everything ``other`` has seen (both must have the same ``k``)."""
@@ -210,63 +221,129 @@ class QuantileSketch:
 
 
 class Summary:
-    """count, mean, std (Welford, merged by Chan's formula), min, max and a quantile sketch of finite values."""
+    """count, mean, std (Welford, merged by Chan's formula), min, max and a quantile sketch of finite values.
 
-    __slots__ = ("count", "max", "mean", "min", "nonfinite", "sketch", "sq")
+    :meth:`add` only buffers the value: the buffer is folded into the numbers when any of them is
+    read (and every :data:`_FOLD_EVERY` values), value by value in the order they came, so the
+    numbers are exactly those of folding each value as it comes, at a fraction of the cost per value.
+    """
+
+    __slots__ = ("_count", "_max", "_mean", "_min", "_nonfinite", "_pending", "_sketch", "_sq")
 
     def __init__(self, k: int = 256):
-        self.count = 0
-        self.mean = 0.0
-        self.sq = 0.0  # sum of squared deviations from the mean
-        self.min = math.inf
-        self.max = -math.inf
-        self.nonfinite = 0
-        self.sketch = QuantileSketch(k)
+        self._count = 0
+        self._mean = 0.0
+        self._sq = 0.0  # sum of squared deviations from the mean
+        self._min = math.inf
+        self._max = -math.inf
+        self._nonfinite = 0
+        self._sketch = QuantileSketch(k)
+        self._pending: list[float] = []
 
     def add(self, value: float) -> None:
         """Add one value; a NaN or infinity is only counted in ``nonfinite``."""
-        if not math.isfinite(value):
-            self.nonfinite += 1
-            return
-        self.count += 1
-        delta = value - self.mean
-        self.mean += delta / self.count
-        self.sq += delta * (value - self.mean)
-        if value < self.min:
-            self.min = value
-        if value > self.max:
-            self.max = value
-        self.sketch.add(value)
+        pending = self._pending
+        pending.append(value)
+        if len(pending) >= _FOLD_EVERY:
+            self._fold()
 
-    def merge(self, other: Summary) -> None:
-        """Add everything ``other`` has seen."""
-        self.nonfinite += other.nonfinite
-        if other.count == 0:
+    def _fold(self) -> None:
+        """Fold the buffered values into the numbers and the sketch."""
+        values = self._pending
+        if not values:
             return
-        total = self.count + other.count
-        delta = other.mean - self.mean
-        self.sq += other.sq + delta * delta * self.count * other.count / total
-        self.mean += delta * other.count / total
-        self.count = total
-        self.min = min(self.min, other.min)
-        self.max = max(self.max, other.max)
-        self.sketch.merge(other.sketch)
+        self._pending = []
+        # One sum (in C) instead of a test per value: a NaN or infinity makes it non-finite, and so does
+        # an overflowing sum of finite values, which only costs the exact path.
+        if not math.isfinite(sum(values)):
+            finite = [v for v in values if math.isfinite(v)]
+            self._nonfinite += len(values) - len(finite)
+            if not finite:
+                return
+            values = finite
+        count, mean, sq = self._count, self._mean, self._sq
+        for value in values:
+            count += 1
+            delta = value - mean
+            mean += delta / count
+            sq += delta * (value - mean)
+        self._count, self._mean, self._sq = count, mean, sq
+        low, high = min(values), max(values)
+        if low < self._min:
+            self._min = low
+        if high > self._max:
+            self._max = high
+        self._sketch.extend(values)
+
+    @property
+    def count(self) -> int:
+        """How many finite values were added."""
+        self._fold()
+        return self._count
+
+    @property
+    def mean(self) -> float:
+        """Mean of the finite values (0 while there are none)."""
+        self._fold()
+        return self._mean
+
+    @property
+    def min(self) -> float:
+        """Smallest finite value (infinity while there are none)."""
+        self._fold()
+        return self._min
+
+    @property
+    def max(self) -> float:
+        """Largest finite value (minus infinity while there are none)."""
+        self._fold()
+        return self._max
+
+    @property
+    def nonfinite(self) -> int:
+        """How many NaN or infinite values were added (and left out)."""
+        self._fold()
+        return self._nonfinite
+
+    @property
+    def sketch(self) -> QuantileSketch:
+        """The quantile sketch of the finite values."""
+        self._fold()
+        return self._sketch
 
     @property
     def std(self) -> float:
         """Population standard deviation (0 for fewer than two values)."""
-        return math.sqrt(max(self.sq, 0.0) / self.count) if self.count else 0.0
+        self._fold()
+        return math.sqrt(max(self._sq, 0.0) / self._count) if self._count else 0.0
+
+    def merge(self, other: Summary) -> None:
+        """Add everything ``other`` has seen."""
+        self._fold()
+        other._fold()
+        self._nonfinite += other._nonfinite
+        if other._count == 0:
+            return
+        total = self._count + other._count
+        delta = other._mean - self._mean
+        self._sq += other._sq + delta * delta * self._count * other._count / total
+        self._mean += delta * other._count / total
+        self._count = total
+        self._min = min(self._min, other._min)
+        self._max = max(self._max, other._max)
+        self._sketch.merge(other._sketch)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able state (min/max are null while empty)."""
+        self._fold()
         return {
-            "count": self.count,
-            "mean": self.mean,
-            "sq": self.sq,
-            "min": self.min if self.count else None,
-            "max": self.max if self.count else None,
-            "nonfinite": self.nonfinite,
-            "sketch": self.sketch.to_dict(),
+            "count": self._count,
+            "mean": self._mean,
+            "sq": self._sq,
+            "min": self._min if self._count else None,
+            "max": self._max if self._count else None,
+            "nonfinite": self._nonfinite,
+            "sketch": self._sketch.to_dict(),
         }
 
     @classmethod
@@ -274,14 +351,18 @@ class Summary:
         """Rebuild a summary from :meth:`to_dict`."""
         sketch = QuantileSketch.from_dict(data["sketch"])
         summary = cls(sketch.k)
-        summary.count = int(data["count"])
-        summary.mean = float(data["mean"])
-        summary.sq = float(data["sq"])
-        summary.min = math.inf if data["min"] is None else float(data["min"])
-        summary.max = -math.inf if data["max"] is None else float(data["max"])
-        summary.nonfinite = int(data["nonfinite"])
-        summary.sketch = sketch
+        summary._count = int(data["count"])
+        summary._mean = float(data["mean"])
+        summary._sq = float(data["sq"])
+        summary._min = math.inf if data["min"] is None else float(data["min"])
+        summary._max = -math.inf if data["max"] is None else float(data["max"])
+        summary._nonfinite = int(data["nonfinite"])
+        summary._sketch = sketch
         return summary
+
+
+_FOLD_EVERY = 4096
+"""The most values a :class:`Summary` buffers before folding them in (a bound on its memory)."""
 
 
 # --------------------------------------------------------------------------- outputs
@@ -515,10 +596,13 @@ class GroupStatsAggregator:
         reward = payload.reward
         if reward is not None and math.isfinite(reward):
             length = payload.completion_tokens if payload.completion_tokens is not None else len(payload.completion)
-            ts_us = _epoch_us(event.ts)
-            self._steps.setdefault(run, {}).setdefault(step, []).append(
-                [event.event_id, payload.group_id, reward, length, ts_us]
-            )
+            steps = self._steps.get(run)
+            if steps is None:
+                steps = self._steps[run] = {}
+            rows = steps.get(step)
+            if rows is None:
+                rows = steps[step] = []
+            rows.append([event.event_id, payload.group_id, reward, length, _epoch_us(event.ts)])
         return out
 
     def add_judge_score(self, event: Event) -> None:
@@ -543,8 +627,8 @@ class GroupStatsAggregator:
 
     def _complete(self, run: str, upto: int | None) -> list[GroupStats]:
         steps = self._steps.get(run)
-        if not steps:
-            return []
+        if not steps or (upto is not None and min(steps) > upto):
+            return []  # what most events find: no step to complete
         due = sorted(s for s in steps if upto is None or s <= upto)
         out = []
         for step in due:
@@ -601,13 +685,16 @@ class GroupStatsAggregator:
         self.late = int(data["late"])
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _epoch_us(ts: datetime) -> int:
-    delta = ts - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return (ts - _EPOCH) // _MICROSECOND
 
 
 def _from_epoch_us(us: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=us)
+    return _EPOCH + timedelta(microseconds=us)
 
 
 # --------------------------------------------------------------------------- the processor
@@ -669,7 +756,9 @@ class RewardStatsProcessor(Processor[RewardStats | GroupStats]):
         if not isinstance(payload, Interaction):
             return []
         out: list[RewardStats | GroupStats] = list(self.groups.add_interaction(event))
-        state = self._runs.setdefault(event.run_id, _RunState())
+        state = self._runs.get(event.run_id)
+        if state is None:
+            state = self._runs[event.run_id] = _RunState()
         values = _reward_values(payload)
         ts_us = _epoch_us(event.ts)
         if payload.step is not None:
@@ -702,16 +791,23 @@ class RewardStatsProcessor(Processor[RewardStats | GroupStats]):
         window = state.step_windows.get(index)
         if window is None:
             window = state.step_windows[index] = _StepWindow(ts_us, ts_us)
-        window.first_us = min(window.first_us, ts_us)
-        window.last_us = max(window.last_us, ts_us)
-        for name, value in values:
-            summary = window.summaries.get(name)
-            if summary is None:
-                summary = window.summaries[name] = Summary(self.config.sketch_k)
-            summary.add(value)
+        elif ts_us < window.first_us:
+            window.first_us = ts_us
+        elif ts_us > window.last_us:
+            window.last_us = ts_us
+        self._add_values(window.summaries, values)
         return out
 
+    def _add_values(self, summaries: dict[str, Summary], values: list[tuple[str, float]]) -> None:
+        for name, value in values:
+            summary = summaries.get(name)
+            if summary is None:
+                summary = summaries[name] = Summary(self.config.sketch_k)
+            summary.add(value)
+
     def _close_steps(self, run: str, state: _RunState, upto: int | None) -> list[RewardStats]:
+        if not state.step_windows or (upto is not None and min(state.step_windows) > upto):
+            return []  # what most events find: nothing to close
         out = []
         for index in sorted(i for i in state.step_windows if upto is None or i <= upto):
             window = state.step_windows.pop(index)
@@ -738,24 +834,23 @@ class RewardStatsProcessor(Processor[RewardStats | GroupStats]):
         if state.time_emitted is not None and bucket < state.time_emitted:
             self.late_time += 1
             return []
-        state.watermark_us = ts_us if state.watermark_us is None else max(state.watermark_us, ts_us)
+        if state.watermark_us is None or ts_us > state.watermark_us:
+            state.watermark_us = ts_us
         if values:
-            summaries = state.buckets.setdefault(bucket, {})
-            for name, value in values:
-                summary = summaries.get(name)
-                if summary is None:
-                    summary = summaries[name] = Summary(self.config.sketch_k)
-                summary.add(value)
+            summaries = state.buckets.get(bucket)
+            if summaries is None:
+                summaries = state.buckets[bucket] = {}
+            self._add_values(summaries, values)
         # windows ending at hop boundary e (exclusive bucket index) are due when watermark >= e*hop + lateness
         due = (state.watermark_us - self._lateness_us) // hop_us
         return self._close_time(run, state, due)
 
     def _close_time(self, run: str, state: _RunState, due: int) -> list[RewardStats]:
         """Emit the windows ending at hop boundaries up to ``due`` that hold data; drop old buckets."""
-        hops = self.config.hops_per_window
-        hop_us = round(self.config.time_hop_s * 1_000_000)
         if state.time_emitted is not None and due <= state.time_emitted:
-            return []
+            return []  # what most events find: no hop boundary passed
+        hops = self.config.hops_per_window
+        hop_us = self._hop_us
         # a bucket b is in the windows ending at b+1 .. b+hops; only ends not emitted yet and due now
         start = state.time_emitted + 1 if state.time_emitted is not None else None
         ends = sorted(

@@ -186,9 +186,7 @@ class FaustRuntime:
         if self.first_record_at is None:
             self.first_record_at = time.monotonic()
         partition = tp.partition
-        stages = self._stage_set(partition)
-        handle = self.core.handle
-        taken = 0
+        taken: list[Record] = []
         for r in records:
             offset = r.offset
             if offset < expected:
@@ -199,14 +197,14 @@ class FaustRuntime:
                 logger.warning(
                     "trainwire: %s has no records %d..%d; going on from %d", tp, expected, offset - 1, offset
                 )
-            handle(Record(r.topic, partition, offset, r.key, r.value, r.timestamp, tuple(r.headers or ())), stages)
+            taken.append(Record(r.topic, partition, offset, r.key, r.value, r.timestamp, tuple(r.headers or ())))
             expected = offset + 1
-            taken += 1
         if taken:
+            self.core.handle_batch(taken, self._stage_set(partition))
             self._next_offsets[tp] = expected
             self._uncommitted.add(tp)
             self._touched.add(partition)
-            self._pending += taken
+            self._pending += len(taken)
             self.last_record_at = time.monotonic()
 
     def _gap_is_real(self, tp: Any, expected: int) -> bool:

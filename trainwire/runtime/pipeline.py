@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -32,6 +33,7 @@ from trainwire.bus.base import Consumer, Record
 from trainwire.bus.publisher import Publisher, event_message
 from trainwire.errors import EventError
 from trainwire.events import decode
+from trainwire.gcpause import gc_paused
 from trainwire.runtime.stages import Stage, StateStore
 from trainwire.sinks.base import Sink, SinkBackpressure
 from trainwire.sinks.dead_letter import DeadLetters
@@ -90,6 +92,9 @@ class StageSet:
 class WorkerCore:
     """The per-record work and the flush sequence of a worker, independent of the runtime.
 
+    A runtime hands it the records of each poll with :meth:`handle_batch` (:meth:`handle` takes
+    one), then calls :meth:`flush` at a checkpoint.
+
     Args:
         sinks: where events go; each gets every event.
         publisher: publishes the stages' outputs and the dead letters at each flush.
@@ -118,15 +123,26 @@ class WorkerCore:
         """Decode ``record``, give it to the sinks and ``stages``, queue the outputs (no I/O)."""
         self.records_in += 1
         try:
-            event = decode(record.value, record.location)
+            event = decode(record.value)
         except EventError as exc:
-            self.dead_letters.add(record, f"invalid event: {exc}")
+            self.dead_letters.add(record, f"invalid event: {exc.at(record.location)}")
             return
         for sink in self.sinks:
             sink.add(event, record)
         if stages is not None:
             for output in stages.process(record, event):
                 self.publisher.add(event_message(self.prefix, output))
+
+    def handle_batch(self, records: Iterable[Record], stages: StageSet | None) -> None:
+        """:meth:`handle` each of ``records``, in order, with the cyclic garbage collector paused.
+
+        The events stay buffered in the sinks until the next flush and form no cycles; collections
+        during the batch would traverse them again and again (see :mod:`trainwire.gcpause`).
+        """
+        handle = self.handle
+        with gc_paused():
+            for record in records:
+                handle(record, stages)
 
     async def flush(self, stage_sets: Iterable[StageSet], stop: asyncio.Event | None = None) -> None:
         """Steps 1-3 of a checkpoint: sinks (retrying while they push back), stages, publisher.
@@ -206,17 +222,19 @@ class Pipeline:
         try:
             last_checkpoint = last_record = time.monotonic()
             while not stop.is_set():
-                records = await self.consumer.getmany(timeout_ms=int(self.flush_interval_s * 1000), max_records=5000)
+                wait_s = self.flush_interval_s
+                if self._uncommitted:  # wait no longer than until the next checkpoint is due
+                    wait_s = max(0.0, last_checkpoint + self.flush_interval_s - time.monotonic())
+                records = await self.consumer.getmany(timeout_ms=math.ceil(wait_s * 1000), max_records=5000)
                 now = time.monotonic()
-                for record in records:
-                    self.core.handle(record, self.stages)
+                self.core.handle_batch(records, self.stages)
                 if records:
                     last_record = now
                     self._uncommitted += len(records)
                 due = self._uncommitted >= self.max_batch or now - last_checkpoint >= self.flush_interval_s
                 if self._uncommitted and due:
+                    last_checkpoint = time.monotonic()  # the next is due an interval after this one began
                     await self.checkpoint(stop)
-                    last_checkpoint = time.monotonic()
                 if idle_exit_s is not None and not self._uncommitted and now - last_record >= idle_exit_s:
                     break
             if self._uncommitted:

@@ -14,9 +14,7 @@ must agree with (a test compares them with ``system.columns``).
 from __future__ import annotations
 
 import functools
-import gc
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from itertools import accumulate, chain
 from typing import Any
 
@@ -24,6 +22,7 @@ import orjson
 import pyarrow as pa
 
 from trainwire.events import PAYLOAD_TYPES, Event, Kind, Payload
+from trainwire.gcpause import gc_paused
 
 ENVELOPE_COLUMNS: tuple[tuple[str, str, pa.DataType], ...] = (
     ("event_id", "String", pa.string()),
@@ -85,7 +84,7 @@ def events_to_arrow(payload_cls: type[Payload], events: Iterable[Event]) -> pa.T
     and no cycles, and collections triggered by them cost as much as the conversion itself.
     """
     events = events if isinstance(events, list) else list(events)
-    with _gc_paused():
+    with gc_paused():
         sources = [e.source for e in events]
         envelope = (
             [e.event_id for e in events],
@@ -137,14 +136,3 @@ def _float_map(values: list[dict[str, float]]) -> pa.MapArray:
     keys = pa.array(list(chain.from_iterable(values)), pa.string())
     items = pa.array(list(chain.from_iterable(map(dict.values, values))), pa.float64())
     return pa.MapArray.from_arrays(offsets, keys, items)
-
-
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
