@@ -234,8 +234,8 @@ class Pipeline:
                 due = self._uncommitted >= self.max_batch or now - last_checkpoint >= self.flush_interval_s
                 if self._uncommitted and due:
                     last_checkpoint = time.monotonic()  # the next is due an interval after this one began
-                    await self.checkpoint(stop)
-                if idle_exit_s is not None and not self._uncommitted and now - last_record >= idle_exit_s:
+                    await self.checkpoint(stop)  # then poll again: records may have come meanwhile
+                elif idle_exit_s is not None and not self._uncommitted and now - last_record >= idle_exit_s:
                     break
             if self._uncommitted:
                 await self.checkpoint(stop)

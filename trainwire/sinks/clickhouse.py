@@ -25,6 +25,7 @@ class ClickHouseSink(Sink):
         self.dead_letters = dead_letters
         self.retry_after_s = retry_after_s
         self._buffer: list[tuple[Record, Event]] = []
+        self._settled = 0  # of the buffer being separated: the leading events stored or dead-lettered
         self.rows_written = 0
 
     def add(self, event: Event, record: Record) -> None:
@@ -38,7 +39,13 @@ class ClickHouseSink(Sink):
         except StoreError as exc:
             if exc.retriable:
                 raise SinkBackpressure(f"ClickHouse unavailable: {exc}", self.retry_after_s) from exc
-            self._insert_separating_refused(self._buffer)
+            self._settled = 0
+            try:
+                self._insert_separating_refused(self._buffer)
+            finally:
+                # Should ClickHouse go down midway, the retry must not store or dead-letter these again
+                # (the separation goes left to right, so they lead the buffer).
+                del self._buffer[: self._settled]
         else:
             self.rows_written += len(self._buffer)
         self._buffer = []
@@ -50,16 +57,19 @@ class ClickHouseSink(Sink):
             try:
                 self.store.insert_events([event])
                 self.rows_written += 1
+                self._settled += 1
             except StoreError as exc:
                 if exc.retriable:
                     raise SinkBackpressure(f"ClickHouse unavailable: {exc}", self.retry_after_s) from exc
                 self.dead_letters.add(record, f"refused by ClickHouse: {exc}")
+                self._settled += 1
             return
         middle = len(batch) // 2
         for half in (batch[:middle], batch[middle:]):
             try:
                 self.store.insert_events(event for _, event in half)
                 self.rows_written += len(half)
+                self._settled += len(half)
             except StoreError as exc:
                 if exc.retriable:
                     raise SinkBackpressure(f"ClickHouse unavailable: {exc}", self.retry_after_s) from exc

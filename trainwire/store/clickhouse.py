@@ -16,6 +16,7 @@ Arrow tables (``insert_arrow``), one per event type per batch, never row by row.
 from __future__ import annotations
 
 import fcntl
+import http.client
 import json
 import os
 import secrets
@@ -272,7 +273,9 @@ def _handler_for(store: EmbeddedStore) -> type[BaseHTTPRequestHandler]:
                     self._reply(200, json.dumps({"result": _jsonable(result)}).encode(), "application/json")
                 else:
                     self._reply(404, b'{"error": "no such endpoint"}', "application/json")
-            except (StoreError, ValueError, KeyError, TypeError, pa.ArrowException) as exc:
+            except StoreError as exc:  # 503: chdb failed for now, the caller retries; 400: refused for good
+                self._reply(503 if exc.retriable else 400, json.dumps({"error": str(exc)}).encode(), "application/json")
+            except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
                 self._reply(400, json.dumps({"error": str(exc)}).encode(), "application/json")
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
@@ -294,14 +297,30 @@ def _jsonable(value: Any) -> Any:
 
 
 class RemoteStore(Store):
-    """Sends statements to the process that owns an embedded chdb data directory."""
+    """Sends statements to the process that owns an embedded chdb data directory.
+
+    The owner's port and token come from its owner file. After a connection failure (the owner
+    died, or another process now answers at that port), the next call reads the owner file
+    again, so a new owner of the same data directory is found without reconnecting by hand.
+    """
 
     def __init__(self, data_dir: Path, port: int, token: str, owner_pid: int):
         self.data_dir = data_dir
         self.database = DEFAULT_DATABASE
+        self._use_owner(port, token, owner_pid)
+        self._stale = False
+        """True after a connection failure: read the owner file again before the next call."""
+
+    def _use_owner(self, port: int, token: str, owner_pid: int) -> None:
         self.owner_pid = owner_pid
         self._url = f"http://127.0.0.1:{port}"
         self._token = token
+
+    @staticmethod
+    def _read_owner(path: Path) -> tuple[int, str, int]:
+        """(port, token, pid) from an owner file; OSError, ValueError or KeyError if unreadable."""
+        owner = json.loads(path.read_text())
+        return int(owner["port"]), str(owner["token"]), int(owner["pid"])
 
     @classmethod
     def connect(cls, data_dir: Path, wait_s: float = 10.0) -> RemoteStore:
@@ -310,8 +329,7 @@ class RemoteStore(Store):
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                owner = json.loads(path.read_text())
-                return cls(data_dir, int(owner["port"]), str(owner["token"]), int(owner["pid"]))
+                return cls(data_dir, *cls._read_owner(path))
             except (OSError, ValueError, KeyError):
                 if time.monotonic() >= deadline:
                     raise StoreError(
@@ -320,7 +338,22 @@ class RemoteStore(Store):
                     ) from None
                 time.sleep(0.1)
 
+    def _refresh_owner(self) -> None:
+        """Read the owner file again (after a connection failure: the owner may have been replaced)."""
+        path = self.data_dir / _OWNER_FILE
+        try:
+            self._use_owner(*self._read_owner(path))
+        except (OSError, ValueError, KeyError):
+            raise StoreError(
+                f"no process answers for chdb at {self.data_dir / 'clickhouse'} (the owner, pid {self.owner_pid}, "
+                f"is gone and {path} is not readable)",
+                retriable=True,
+            ) from None
+        self._stale = False
+
     def _post(self, endpoint: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+        if self._stale:
+            self._refresh_owner()
         request = urllib.request.Request(
             self._url + endpoint, data=body, method="POST", headers={_TOKEN_HEADER: self._token, **(headers or {})}
         )
@@ -328,12 +361,18 @@ class RemoteStore(Store):
             with urllib.request.urlopen(request, timeout=300) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
+            if exc.code == 403:  # another process answers at the owner's port: a new owner, say
+                self._stale = True
+                raise StoreError(
+                    f"the process at {self._url} is no longer the owner of chdb (pid {self.owner_pid})", retriable=True
+                ) from None
             try:
                 message = json.loads(exc.read()).get("error", str(exc))
             except ValueError:
                 message = str(exc)
-            raise StoreError(message) from None
-        except OSError as exc:
+            raise StoreError(message, retriable=exc.code == 503) from None
+        except (OSError, http.client.HTTPException) as exc:  # refused, reset, or cut off mid-reply
+            self._stale = True
             raise StoreError(
                 f"the process owning chdb (pid {self.owner_pid}) did not answer: {exc}", retriable=True
             ) from exc
