@@ -113,6 +113,28 @@ async def _lag(settings: Settings, group: str) -> int | None:
         await admin.close()
 
 
+async def _members(settings: Settings, group: str) -> int:
+    """How many members ``group`` has, once it is stable (0 while it rebalances or is unknown)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
+    await admin.start()
+    try:
+        (response,) = await admin.describe_consumer_groups([group])
+        (described,) = response.groups  # (error, group id, state, protocol type, protocol, members, ...)
+        return len(described[5]) if described[2] == "Stable" else 0
+    except KafkaError:
+        return 0
+    finally:
+        await admin.close()
+
+
+def wait_for_members(settings: Settings, group: str, count: int, timeout: float = 60) -> None:
+    """Wait until ``group`` is stable with ``count`` members (each then holds some partitions)."""
+    deadline = time.monotonic() + timeout
+    while asyncio.run(_members(settings, f"{settings.topic_prefix}.{group}")) != count:
+        assert time.monotonic() < deadline, f"group {group} never settled with {count} members"
+        time.sleep(0.5)
+
+
 def wait_until_caught_up(settings: Settings, group: str, workers: list[subprocess.Popen], timeout: float = 150) -> None:
     """Wait until ``group`` committed everything (and it stays so across two polls: outputs come back in)."""
     deadline = time.monotonic() + timeout
@@ -224,6 +246,7 @@ def test_two_workers_share_partitions_and_survive_sigkill(kafka_settings: Settin
     a = start_worker(kafka_settings, dir_a, "pair")
     b = start_worker(kafka_settings, dir_b, "pair")
     second = [e for e in training_events(runs=8, steps=30) if e.payload.step >= 15]
+    third = [e for e in training_events(runs=8, steps=40) if e.payload.step >= 30]
     try:
         # Wait until the group committed part of the first batch, then keep producing while A dies.
         deadline = time.monotonic() + 150
@@ -240,16 +263,22 @@ def test_two_workers_share_partitions_and_survive_sigkill(kafka_settings: Settin
         a.wait(30)
         producer.join(60)
         a = start_worker(kafka_settings, dir_a, "pair")
+        # Once both share the partitions, more traffic: a worker this fast may have taken all of the
+        # earlier events alone while the other was starting or dead.
+        wait_for_members(kafka_settings, "pair", 2)
+        emit(kafka_settings, third)
         wait_until_caught_up(kafka_settings, "pair", [a, b])
     finally:
         for w in (a, b):
             if w.poll() is None:
                 stop(w)
 
-    produced = {e.event_id for e in first + second}
+    produced = {e.event_id for e in first + second + third}
     ids_a, rows_a = event_ids(dir_a)
     ids_b, rows_b = event_ids(dir_b)
-    missing = [(e.run_id, e.event_type, e.payload.step) for e in first + second if e.event_id not in ids_a | ids_b]
+    missing = [
+        (e.run_id, e.event_type, e.payload.step) for e in first + second + third if e.event_id not in ids_a | ids_b
+    ]
     assert not missing
     assert ids_a | ids_b == produced
     assert (rows_a, rows_b) == (len(ids_a), len(ids_b))  # FINAL: no event twice within one store
