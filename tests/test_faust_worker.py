@@ -15,13 +15,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
-from conftest import ROOT
+from conftest import ROOT, local_broker
 
 from trainwire.bus import Emitter
 from trainwire.bus.admin import ensure_topics
@@ -183,6 +184,7 @@ def test_one_worker_stores_events_stats_alerts_and_dead_letters(kafka_settings: 
 
     data_dir = tmp_path / "w1"
     dataset = tmp_path / "out" / "sft.jsonl"
+    web_port = local_broker.free_port()
     worker = start_worker(
         kafka_settings,
         data_dir,
@@ -193,9 +195,13 @@ def test_one_worker_stores_events_stats_alerts_and_dead_letters(kafka_settings: 
         "2",
         "--dedup-field",
         "prompt+completion",
+        "--web-port",
+        str(web_port),
     )
     try:
         wait_until_caught_up(kafka_settings, "one", [worker])
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as page:  # faust's web server
+            assert page.status == 200
     finally:
         stop(worker)
 
