@@ -8,16 +8,20 @@ standard query of :mod:`trainwire.analysis.queries` runs ``--repeat`` times (med
 and, for comparison, the "ad-hoc script" peer: the same numbers computed by pyarrow/pandas over
 the columns fetched once (the fetch timed separately).
 
-    python bench/bench_analysis.py [--rows 10000000] [--runs 50] [--repeat 3] [--data-dir DIR]
+    python bench/bench_analysis.py [--rows 10000000] [--runs 50] [--repeat 3] [--data-dir DIR] [--compare DIR]
 
 ``--data-dir`` keeps the generated store between runs (generation is skipped when it already
-holds the requested rows). ``--no-optimize`` leaves the parts unmerged (a store whose background
-merges have not caught up; ``FINAL`` then merges at query time).
+holds the requested rows; generating 10 M rows takes about 90 s). ``--no-optimize`` leaves the
+parts unmerged (a store whose background merges have not caught up; ``FINAL`` then merges at
+query time). ``--compare DIR`` times another version of the queries (a folder of query files, e.g.
+``trainwire/analysis/queries`` of an earlier checkout) on the same store, alternating with the
+current ones run by run, and says whether each returns the same rows (floats up to 1e-9).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import tempfile
 import time
@@ -26,7 +30,7 @@ from typing import Any
 
 from table import print_table
 
-from trainwire.analysis.queries import STANDARD_QUERIES, run_query
+from trainwire.analysis.queries import STANDARD_QUERIES, Query, get_query, parse_query, run_query
 from trainwire.config import Settings
 from trainwire.store.clickhouse import Store, open_store
 
@@ -149,6 +153,7 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=None, help="Keep the generated store here.")
     parser.add_argument("--no-optimize", action="store_true", help="Leave the parts unmerged.")
     parser.add_argument("--no-peer", action="store_true", help="Skip the pyarrow/pandas comparison.")
+    parser.add_argument("--compare", type=Path, default=None, help="Also time the query files in this folder.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or Path(tmp)
@@ -165,17 +170,72 @@ def main() -> None:
                     for table in _TABLES:
                         store.command(f"OPTIMIZE TABLE {table} FINAL")
                     print(f"OPTIMIZE FINAL in {time.perf_counter() - t0:.1f} s")
-            rows = []
-            for name, params in STANDARD_QUERIES.items():
-                seconds, table = _median_s(lambda n=name, p=params: run_query(store, n, **p), args.repeat)
-                rows.append((name, table.num_rows, seconds, "ok" if seconds <= 1.0 else "SLOW"))
-            print_table(
-                f"analysis queries on {args.rows:,} interactions (chdb, median of {args.repeat})",
-                ["query", "result rows", "seconds", "<= 1 s"],
-                rows,
-            )
+            if args.compare:
+                _compare(store, args.compare, args.repeat, args.rows)
+            else:
+                rows = []
+                for name, params in STANDARD_QUERIES.items():
+                    seconds, table = _median_s(lambda n=name, p=params: run_query(store, n, **p), args.repeat)
+                    rows.append((name, table.num_rows, seconds, "ok" if seconds <= 1.0 else "SLOW"))
+                print_table(
+                    f"analysis queries on {args.rows:,} interactions (chdb, median of {args.repeat})",
+                    ["query", "result rows", "seconds", "<= 1 s"],
+                    rows,
+                )
             if not args.no_peer:
                 _peer(store, args.repeat)
+
+
+def _compare(store: Store, folder: Path, repeat: int, n_rows: int) -> None:
+    """Each standard query next to its version in ``folder``: median seconds, alternating run by run."""
+    others = {p.stem: parse_query(p.read_text(encoding="utf-8"), str(p)) for p in sorted(folder.glob("*.sql"))}
+    rows = []
+    load_before = _load()
+    for name, params in STANDARD_QUERIES.items():
+        queries = {"this": get_query(name), "other": others.get(name)}
+        if queries["other"] is None:
+            continue
+        times: dict[str, list[float]] = {"this": [], "other": []}
+        results: dict[str, Any] = {}
+        for i in range(repeat):
+            for which in ("other", "this") if i % 2 == 0 else ("this", "other"):
+                query: Query = queries[which]
+                t0 = time.perf_counter()
+                results[which] = store.query_arrow(query.sql, query.bind(params) or None)
+                times[which].append(time.perf_counter() - t0)
+        other_s, this_s = statistics.median(times["other"]), statistics.median(times["this"])
+        same = _same_rows(results["other"].to_pylist(), results["this"].to_pylist())
+        rows.append((name, results["this"].num_rows, other_s, this_s, f"{other_s / this_s:.1f}x", same))
+    print_table(
+        f"analysis queries on {n_rows:,} interactions (chdb, median of {repeat}, alternating), "
+        f"load average {load_before} before, {_load()} after",
+        ["query", "result rows", f"{folder} s", "these s", "speed-up", "same rows"],
+        rows,
+    )
+
+
+def _load() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split()[0]
+    except OSError:
+        return "?"
+
+
+def _same_rows(a: list[dict], b: list[dict]) -> str:
+    """'yes' when the rows are equal, floats up to a relative 1e-9 (parallel sums differ in the last bits)."""
+    if len(a) != len(b):
+        return f"no ({len(a)} vs {len(b)} rows)"
+    for x, y in zip(a, b, strict=True):
+        if x.keys() != y.keys():
+            return "no (columns differ)"
+        for k in x:
+            u, v = x[k], y[k]
+            if isinstance(u, float) and isinstance(v, float):
+                if not (math.isclose(u, v, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(u) and math.isnan(v))):
+                    return f"no ({k})"
+            elif u != v:
+                return f"no ({k})"
+    return "yes"
 
 
 def _peer(store: Store, repeat: int) -> None:

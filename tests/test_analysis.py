@@ -166,6 +166,29 @@ def _median(values: list[float]) -> float:
     return _quantile(values, 0.5)
 
 
+def _reward_by_time(bucket_s: int, fn: str = "total", rows: list[tuple] | None = None) -> list[dict]:
+    """What reward_by_time must return for ``rows`` (``ROWS`` when None), computed row by row."""
+    buckets: dict[tuple[str, int], list] = {}
+    for run, _step, _g, reward, rewards, *_rest, sec in ROWS if rows is None else rows:
+        buckets.setdefault((run, sec // bucket_s), []).append(reward if fn == "total" else rewards.get(fn))
+    out = []
+    for (run, b), values in sorted(buckets.items()):
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        out.append(
+            {
+                "run_id": run,
+                "bucket_start": T0 + timedelta(seconds=b * bucket_s),
+                "interactions": len(values),
+                "rewarded": len(finite),
+                "mean": sum(finite) / len(finite) if finite else None,
+                "std": _pstd(finite) if finite else None,
+                "min": min(finite) if finite else None,
+                "max": max(finite) if finite else None,
+            }
+        )
+    return out
+
+
 @pytest.fixture
 def store(embedded_settings):
     with open_store(embedded_settings) as store:
@@ -279,12 +302,45 @@ def test_reward_over_steps_time_and_functions(store):
         (T0 + timedelta(minutes=2), 1, 0, None),
     ]
 
+    # 15 s buckets split steps a/0 (0-30 s) and a/1 (70-90 s): those are read row by row, b/0 (0-7 s)
+    # and the interaction without a step come from the per-step aggregates
+    for fn in ("total", "acc"):
+        by_15s = run_query(store, "reward_by_time", reward_fn=fn, bucket_s=15).to_pylist()
+        assert _close(by_15s, _reward_by_time(15, fn)), fn
+
     fns = _by(run_query(store, "reward_functions").to_pylist(), "run_id", "reward_fn")
     assert [k for k in fns if k[0] == "a"] == [("a", "total"), ("a", "acc"), ("a", "fmt")]
     assert fns["a", "acc"]["count"] == 6
     assert fns["a", "acc"]["mean"] == pytest.approx(sum(_rewards("a", "acc")) / 6)
     assert fns["a", "fmt"]["std"] == pytest.approx(_pstd(_rewards("a", "fmt")))
     assert (fns["b", "total"]["min"], fns["b", "total"]["max"], fns["b", "acc"]["count"]) == (0.0, 1.5, 4)
+
+
+def test_reward_by_time_from_the_per_step_aggregates(embedded_settings):
+    # two runs of 100 steps, two interactions each, 10 s apart: with 60 s buckets one step (17) is
+    # split between two buckets, the others add their per-step aggregate; run "u" also holds a
+    # redelivered event, so it is read row by row
+    rows = []
+    for run in ("t", "u"):
+        for step in range(100):
+            for k, sec in enumerate((step * 10, step * 10 + (25 if step == 17 else 1))):
+                reward = [0.0, 0.5, 1.0, None, math.nan][(step + k) % 5] if run == "t" else step / 7 + k
+                rows.append((run, step, None, reward, {"acc": float(k)}, "p", "c", None, True, sec))
+    events = [
+        Event(
+            run,
+            Interaction(prompt="p", completion="c", reward=r, rewards=fns, step=step),
+            ts=T0 + timedelta(seconds=sec),
+        )
+        for run, step, _g, r, fns, *_rest, sec in rows
+    ]
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.insert_events(events)
+        store.insert_events([e for e in events if e.run_id == "u"][:3])
+        for fn in ("total", "acc"):
+            got = run_query(store, "reward_by_time", reward_fn=fn, bucket_s=60).to_pylist()
+            assert _close(got, _reward_by_time(60, fn, rows)), fn
 
 
 def test_lengths_and_their_relation_to_reward(store):
@@ -454,6 +510,8 @@ _VARIANTS: dict[str, list[dict]] = {
     "reward_summary": [{"reward_fn": "acc", "by_run": False}],
     "reward_by_step": [{"reward_fn": "acc"}, {"reward_fn": "fmt", "runs": ["a"]}],
     "reward_by_step_fast": [{"reward_fn": "acc"}],
+    "reward_by_time": [{"bucket_s": 15, "reward_fn": "acc"}, {"bucket_s": 1}],
+    "reward_histogram": [{"by_run": True, "reward_fn": "fmt"}],
     "reward_functions": [{"runs": ["b"]}],
     "length_histogram": [{"measure": "prompt_tokens", "by_run": True}],
     "length_vs_reward": [{"measure": "completion_tokens", "reward_fn": "acc", "by_run": True}],

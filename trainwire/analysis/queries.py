@@ -12,9 +12,9 @@ Each file starts with a header of ``--`` comment lines::
 A parameter without ``= default`` is required; defaults are Python literals (``[]``, ``0.8``,
 ``'total'``, ``true``). The body uses server-side placeholders (``{runs:Array(String)}``), so
 values never become SQL text: the same file runs on chdb and on a ClickHouse server. Events are
-counted once each: the queries read ``FROM table FINAL``, or the views of migration 0004
-(``interaction_steps``, ``interaction_groups``, ...), aggregates that are checked against
-``interactions FINAL`` on every read and recomputed from it where they disagree.
+counted once each: the queries read ``FROM table FINAL``, or the views of migrations 0004 and
+0005 (``interaction_step_stats``, ``interaction_groups``, ...), aggregates that are checked
+against ``interactions FINAL`` on every read and recomputed from it where they disagree.
 
 :func:`run_query` checks the parameters against the header (unknown or missing ones are
 named in a :class:`QueryError`), converts them to the declared types and returns an Arrow table.

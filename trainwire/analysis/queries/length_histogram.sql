@@ -7,33 +7,51 @@
 -- choices: measure = prompt_chars | completion_chars | prompt_tokens | completion_tokens
 -- param: bins UInt32 = 20 -- number of bins
 -- param: by_run Bool = false -- counts per run; false: one series ('*') over all selected runs
-WITH
-    lengths AS
-    (
-        SELECT if({by_run:Bool}, toString(run_id), '*') AS run, length AS v
-        FROM interaction_lengths(measure = {measure:String})
-        WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
-    ),
-    (SELECT (min(v), max(v)) FROM lengths) AS bounds,
-    greatest({bins:UInt32}, 1) AS nbins,
-    bounds.1 AS lo,
-    bounds.2 AS hi,
-    if(hi > lo, (hi - lo) / nbins, 0) AS width
 SELECT
     run AS run_id,
     {measure:String} AS measure,
     toUInt32(b) AS bin,
-    lo + b * width AS bin_start,
-    if(b + 1 = nbins, hi, lo + (b + 1) * width) AS bin_end,
+    -- Nullable, as when the bounds came from a scalar subquery
+    toNullable(lo + b * width) AS bin_start,
+    toNullable(if(b + 1 = nbins, hi, lo + (b + 1) * width)) AS bin_end,
     counts[b] AS count
 FROM
 (
-    SELECT run, CAST((groupArray(bin), groupArray(n)), 'Map(UInt64, UInt64)') AS counts
+    SELECT
+        run,
+        any(nbins) AS nbins,
+        any(lo) AS lo,
+        any(hi) AS hi,
+        any(width) AS width,
+        CAST((groupArray(bin), groupArray(n)), 'Map(UInt64, UInt64)') AS counts
     FROM
     (
-        SELECT run, if(width > 0, least(toUInt64(floor((v - lo) / width)), toUInt64(nbins - 1)), toUInt64(0)) AS bin, count() AS n
-        FROM lengths
-        GROUP BY run, bin
+        -- the bins from one row per run and distinct length: one pass over the interactions, where
+        -- taking the bounds first and then the bins would read them twice
+        SELECT
+            run,
+            greatest({bins:UInt32}, 1) AS nbins,
+            lo,
+            hi,
+            width,
+            if(width > 0, least(toUInt64(floor((v - lo) / width)), toUInt64(nbins - 1)), toUInt64(0)) AS bin,
+            sum(n) AS n
+        FROM
+        (
+            SELECT
+                *,
+                min(v) OVER () AS lo,
+                max(v) OVER () AS hi,
+                if(hi > lo, (hi - lo) / greatest({bins:UInt32}, 1), 0) AS width
+            FROM
+            (
+                SELECT if({by_run:Bool}, toString(run_id), '*') AS run, length AS v, count() AS n
+                FROM interaction_lengths(measure = {measure:String})
+                WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
+                GROUP BY run, v
+            )
+        )
+        GROUP BY run, lo, hi, width, bin
     )
     GROUP BY run
 )

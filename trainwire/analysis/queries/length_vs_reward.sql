@@ -8,32 +8,47 @@
 -- choices: measure = prompt_chars | completion_chars | prompt_tokens | completion_tokens
 -- param: bins UInt32 = 10 -- number of buckets
 -- param: by_run Bool = false -- one series per run; false: one series ('*') over all selected runs
-WITH
-    pairs AS
+SELECT
+    run AS run_id,
+    {measure:String} AS measure,
+    -- Nullable, as when the bounds came from a scalar subquery
+    toNullable(toUInt32(bin)) AS bucket,
+    toNullable(lo + bin * width) AS bucket_start,
+    toNullable(if(bin + 1 = nbins OR width = 0, hi, lo + (bin + 1) * width)) AS bucket_end,
+    sum(n) AS interactions,
+    sum(scored) AS rewarded,
+    if(rewarded > 0, sum(total) / rewarded, NULL) AS mean_reward
+FROM
+(
+    -- the buckets from one row per run and distinct length: one pass over the interactions, where
+    -- taking the bounds first and then the buckets would read them twice
+    SELECT
+        *,
+        greatest({bins:UInt32}, 1) AS nbins,
+        min(v) OVER () AS lo,
+        max(v) OVER () AS hi,
+        if(hi > lo, (hi - lo) / nbins, 0) AS width,
+        if(width > 0, least(toUInt64(floor((v - lo) / width)), toUInt64(nbins - 1)), toUInt64(0)) AS bin
+    FROM
     (
         SELECT
             if({by_run:Bool}, toString(run_id), '*') AS run,
             length AS v,
-            if({reward_fn:String} = 'total', reward,
-               if(mapContains(rewards, {reward_fn:String}), rewards[{reward_fn:String}], NULL)) AS raw,
-            if(isFinite(raw), raw, NULL) AS r
-        FROM interaction_lengths(measure = {measure:String})
-        WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
-    ),
-    (SELECT (min(v), max(v)) FROM pairs) AS bounds,
-    greatest({bins:UInt32}, 1) AS nbins,
-    bounds.1 AS lo,
-    bounds.2 AS hi,
-    if(hi > lo, (hi - lo) / nbins, 0) AS width
-SELECT
-    run AS run_id,
-    {measure:String} AS measure,
-    toUInt32(bin) AS bucket,
-    lo + bin * width AS bucket_start,
-    if(bin + 1 = nbins OR width = 0, hi, lo + (bin + 1) * width) AS bucket_end,
-    count() AS interactions,
-    count(r) AS rewarded,
-    avg(r) AS mean_reward
-FROM pairs
-GROUP BY run, if(width > 0, least(toUInt64(floor((v - lo) / width)), toUInt64(nbins - 1)), toUInt64(0)) AS bin
+            count() AS n,
+            countIf(isFinite(raw) = 1) AS scored,
+            sumIf(assumeNotNull(raw), isFinite(raw) = 1) AS total
+        FROM
+        (
+            SELECT
+                run_id,
+                length,
+                if({reward_fn:String} = 'total', reward,
+                   if(mapContains(rewards, {reward_fn:String}), rewards[{reward_fn:String}], NULL)) AS raw
+            FROM interaction_lengths(measure = {measure:String})
+            WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
+        )
+        GROUP BY run, v
+    )
+)
+GROUP BY run, bin, lo, hi, width, nbins
 ORDER BY run_id, bucket

@@ -9,7 +9,7 @@
 SELECT
     toString(run_id) AS run_id,
     step,
-    ifNull(inserted.rows, 0) AS rows,
+    rows,
     events,
     rows - events AS duplicates,
     rewarded,
@@ -22,22 +22,25 @@ FROM
     SELECT
         run_id,
         step,
+        sum(inserted) AS rows,
         sum(reward_rows) AS events,
         sum(rewarded) AS rewarded,
         sum(reward_sum) AS total,
         sum(reward_sq) AS total_sq,
         min(reward_min) AS min_reward,
         max(reward_max) AS max_reward
-    FROM interaction_steps(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
+    FROM
+    (
+        -- the exact statistics, and next to them what the aggregate received (redeliveries included)
+        SELECT run_id, step, toUInt64(0) AS inserted, reward_rows, rewarded, reward_sum, reward_sq, reward_min, reward_max
+        FROM interaction_step_stats(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
+        UNION ALL
+        SELECT
+            run_id, step, if({reward_fn:String} = 'total', rows, fn_rows[{reward_fn:String}]), 0, 0, 0, 0, NULL, NULL
+        FROM interaction_step_agg
+        WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
+    )
     GROUP BY run_id, step
     HAVING events > 0
-) AS exact
-LEFT JOIN
-(
-    SELECT run_id, step, sum(if({reward_fn:String} = 'total', rows, fn_rows[{reward_fn:String}])) AS rows
-    FROM interaction_step_agg
-    WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
-    GROUP BY run_id, step
-) AS inserted USING (run_id, step)
+)
 ORDER BY run_id, step
-SETTINGS join_use_nulls = 1
