@@ -6,50 +6,24 @@
 -- param: bucket_s UInt32 = 60 -- bucket width in seconds
 WITH
     toIntervalSecond(greatest({bucket_s:UInt32}, 1)) AS width,
-    -- By step: a step whose interactions fall in one bucket adds its row of the per-step aggregate
-    -- (interaction_step_agg, migration 0004) to that bucket; only the steps split between buckets,
-    -- and every step of a run where the aggregate disagrees with interactions FINAL, are read row
-    -- by row. That pays while few steps are split (buckets much longer than steps); when more than
-    -- one step in 50 is, every interaction is read row by row and the by-step reads below are
-    -- skipped. The choice only decides the cost, so it is taken on interaction_step_agg as is.
+    -- By step: a step whose interactions fall in one bucket adds its row of interaction_step_stats
+    -- (migration 0005: the per-step aggregate, exact under redelivery) to that bucket; only the
+    -- steps split between buckets are read row by row. That pays while few steps are split
+    -- (buckets much longer than steps); when more than one step in 50 is, every interaction is read
+    -- row by row and the by-step reads below are skipped. The choice only decides the cost, so it
+    -- is taken on interaction_step_agg as is.
     (
         SELECT countIf(toStartOfInterval(first_ts, width) != toStartOfInterval(last_ts, width)) * 50 <= count()
         FROM interaction_step_agg
         WHERE empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)
     ) AS by_step,
-    -- the runs whose interactions FINAL differ from interaction_step_agg in count or sum of
-    -- event_hash (a redelivered event, an event the aggregate never saw: the check of
-    -- interaction_agg_dirty, migration 0004, per run)
-    (
-        SELECT groupArray(run_id)
-        FROM
-        (
-            SELECT run_id
-            FROM
-            (
-                SELECT run_id, count() AS n, sum(event_hash) AS h
-                FROM interactions FINAL
-                WHERE by_step AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-                GROUP BY run_id
-                UNION ALL
-                SELECT run_id, sum(rows) AS n, sum(event_hashes) AS h
-                FROM interaction_step_agg
-                WHERE by_step AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-                GROUP BY run_id
-            )
-            GROUP BY run_id
-            HAVING count() != 2 OR min((n, h)) != max((n, h))
-        )
-    ) AS dirty_runs,
-    -- the split steps of the other runs, named by (cityHash64(run_id), step): numbers are cheap to
-    -- look up in 10 M rows, and both sides use the same name, so a hash shared by two runs only
-    -- sends more steps to be read row by row
+    -- the split steps, named by (cityHash64(run_id), step): numbers are cheap to look up in 10 M
+    -- rows, and both sides use the same name, so a hash shared by two runs only sends more steps
+    -- to be read row by row
     (
         SELECT groupUniqArray((cityHash64(run_id), step))
-        FROM interaction_step_agg FINAL
-        WHERE by_step AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-            AND run_id NOT IN (SELECT arrayJoin(dirty_runs))
-            AND toStartOfInterval(first_ts, width) != toStartOfInterval(last_ts, width)
+        FROM interaction_step_stats(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
+        WHERE by_step AND toStartOfInterval(first_ts, width) != toStartOfInterval(last_ts, width)
     ) AS split
 SELECT
     toString(run_id) AS run_id,
@@ -65,18 +39,14 @@ FROM
     SELECT
         run_id,
         toStartOfInterval(first_ts, width) AS bucket,
-        rows AS n,
-        if({reward_fn:String} = 'total', rewarded, fn_rewarded[{reward_fn:String}]) AS rewarded,
-        if({reward_fn:String} = 'total', reward_sum, fn_sum[{reward_fn:String}]) AS reward_sum,
-        if({reward_fn:String} = 'total', reward_sq, fn_sq[{reward_fn:String}]) AS reward_sq,
-        if({reward_fn:String} = 'total', reward_min,
-           if(mapContains(fn_min, {reward_fn:String}), fn_min[{reward_fn:String}], NULL)) AS reward_min,
-        if({reward_fn:String} = 'total', reward_max,
-           if(mapContains(fn_max, {reward_fn:String}), fn_max[{reward_fn:String}], NULL)) AS reward_max
-    FROM interaction_step_agg FINAL
-    WHERE by_step AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-        AND run_id NOT IN (SELECT arrayJoin(dirty_runs))
-        AND (cityHash64(run_id), step) NOT IN (SELECT arrayJoin(split))
+        interactions AS n,
+        rewarded,
+        reward_sum,
+        reward_sq,
+        reward_min,
+        reward_max
+    FROM interaction_step_stats(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
+    WHERE by_step AND (cityHash64(run_id), step) NOT IN (SELECT arrayJoin(split))
     UNION ALL
     -- row by row
     SELECT run_id, bucket, count(), countIf(finite), sumIf(r, finite), sumIf(r * r, finite), minIf(raw, finite),
@@ -92,8 +62,7 @@ FROM
             assumeNotNull(raw) AS r
         FROM interactions FINAL
         WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-            AND (NOT by_step OR run_id IN (SELECT arrayJoin(dirty_runs))
-                 OR (cityHash64(run_id), ifNull(step, -1)) IN (SELECT arrayJoin(split)))
+            AND (NOT by_step OR (cityHash64(run_id), ifNull(step, -1)) IN (SELECT arrayJoin(split)))
     )
     GROUP BY run_id, bucket
 )
