@@ -171,7 +171,11 @@ def test_worker_replays_nothing_twice_after_a_lost_commit(embedded_settings: Set
 
 
 class Collected(Sink):
-    """A sink that keeps what it is given."""
+    """A sink that keeps what it is given.
+
+    A recorder, not a stand-in for ClickHouse: this test compares what handle and handle_batch
+    hand the sinks, which the real sink only turns into rows at its flush (not reached here).
+    """
 
     def __init__(self) -> None:
         self.added: list[tuple[int, Event]] = []
@@ -195,6 +199,7 @@ def test_handle_batch_is_handle_on_each_record_with_the_collector_paused(
         built = build_core(settings, None, WorkerOptions())
         sink, published = Collected(), []
         core = WorkerCore([sink], built.publisher, built.dead_letters, settings.topic_prefix)
+        # Recorded instead of published: the test compares what each way hands the publisher.
         monkeypatch.setattr(core.publisher, "add", published.append)
         stages = StageSet(build_stages(options(tmp_path), tmp_path / f"out-{batched}" / "sft.jsonl"))
         if batched:
