@@ -34,3 +34,36 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert counts["interactions"] == 6 * 2 * 4  # steps x prompts per step x generations
     assert counts["steps"] >= 6 and counts["groups"] >= 5
     assert counts["judged"] == counts["interactions"]  # every completion judged at sample rate 1
+
+
+def test_demo_judge_grades_as_it_was_taught(tmp_path: Path) -> None:
+    """The demo's tiny judge, served over the OpenAI API, mostly gives judge_target's grade to answers it never saw."""
+    import asyncio
+    import statistics
+
+    from transformers import AutoTokenizer
+
+    from trainwire.demo import JUDGE_CONTEXT_TOKENS, judge_examples, judge_target, train_tiny_judge
+    from trainwire.judge import Judge, JudgeConfig
+    from trainwire.judge.servers import TransformersChatServer
+
+    path = train_tiny_judge(tmp_path / "judge")
+    held_out = judge_examples(AutoTokenizer.from_pretrained(path), 60, seed=99)
+    server = TransformersChatServer(
+        path, model="tiny-judge", max_new_tokens=8, max_input_tokens=JUDGE_CONTEXT_TOKENS
+    ).start()
+    try:
+        judge = Judge(JudgeConfig(base_url=server.base_url, model="tiny-judge", guided_choice=True, concurrency=2))
+
+        async def grade_all() -> list[float | None]:
+            scores = await asyncio.gather(*(judge.grade(q, a, reference=r) for q, a, r, _ in held_out))
+            return [s.score for s in scores]
+
+        grades = asyncio.run(grade_all())
+    finally:
+        server.stop()
+    targets = [judge_target(a, r) for _, a, r, _ in held_out]
+    assert all(g is not None for g in grades)
+    assert len(set(grades)) >= 3  # it tells answers apart, not one grade for all
+    assert statistics.correlation(grades, targets) > 0.6
+    assert sum(g == t for g, t in zip(grades, targets, strict=True)) / len(held_out) > 0.4

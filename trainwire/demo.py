@@ -218,42 +218,75 @@ def judge_target(answer: str, reference: str) -> int:
     return 1 + round(3 * sum(ch.isdigit() for ch in answer) / max(1, len(answer)))
 
 
-def train_tiny_judge(path: Path, steps: int = 80, seed: int = 1) -> Path:
-    """Build a tiny model and teach it, in seconds, to follow the judge prompt with ``Score: N``.
+JUDGE_CONTEXT_TOKENS = 160
+"""The demo judge reads the last this many tokens of its prompt, in training and when served."""
 
-    It is served with vLLM-style ``guided_choice`` (``Score: 1`` .. ``Score: 5``), so every answer
-    parses and the grade is the one the model finds likeliest; it follows :func:`judge_target`
-    only roughly. What it shows is the whole path on a CPU: a model served over the OpenAI API,
-    the judge's prompt, parser, cache and worker.
+JUDGE_SHARE_OF_DIGITS = {1: (0.0, 1 / 6), 2: (1 / 6, 0.5), 3: (0.5, 5 / 6), 4: (5 / 6, 1.0)}
+"""The share of digit tokens that gives each grade below 5 (of :func:`judge_target`)."""
+
+
+def judge_examples(tokenizer: Any, count: int, seed: int) -> list[tuple[str, str, str, int]]:
+    """``(question, answer, reference, grade)`` examples for the demo's judge, grades near uniform.
+
+    Answers are made of the tokenizer's own tokens, digit tokens in the share a grade asks for:
+    the text the demo's policy (same tokenizer) writes, from random tokens at the start of the run
+    to strings of digits at the end. One in thirteen contains the reference answer (grade 5).
     """
     import random
 
+    rng = random.Random(seed)
+    vocab = range(tokenizer.vocab_size)
+    digit_tokens = [t for t in vocab if tokenizer.decode([t]).strip().isdigit()]
+    examples = []
+    while len(examples) < count:
+        i = rng.randrange(100)
+        question, reference = f"Question: what is {i} + {i + 1}? Answer:", str(2 * i + 1)
+        grade = rng.choices((1, 2, 3, 4, 5), weights=(3, 3, 3, 3, 1))[0]
+        if grade == 5:
+            answer = rng.choice((reference, f" {reference}", f"{reference} {reference}"))
+        else:
+            low, high = JUDGE_SHARE_OF_DIGITS[grade]
+            share = rng.uniform(low, high)
+            tokens = [
+                rng.choice(digit_tokens) if rng.random() < share else rng.choice(vocab)
+                for _ in range(rng.randrange(3, 9))
+            ]
+            answer = tokenizer.decode(tokens)
+        examples.append((question, answer, reference, judge_target(answer, reference)))
+    return examples
+
+
+def train_tiny_judge(path: Path, steps: int = 600, seed: int = 1) -> Path:
+    """Build a tiny model and teach it, in seconds, to grade answers with ``Score: N`` as :func:`judge_target` does.
+
+    It learns from :func:`judge_examples`, with the loss on the grade alone. It is served with
+    vLLM-style ``guided_choice`` (``Score: 1`` .. ``Score: 5``), so every answer parses and the grade
+    is the one the model finds likeliest: mostly :func:`judge_target`'s, so the judge's scores rise
+    with the digit-share reward during the run. What it shows is the whole path on a CPU: a model
+    served over the OpenAI API, the judge's prompt, parser, cache and worker.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from trainwire.judge.prompts import load_template
     from trainwire.producers.tiny import build_tiny_model
 
-    if (path / "judge-trained").exists():
+    marker = path / "judge-trained-v2"
+    if marker.exists():
         return path
     build_tiny_model(path, seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path)
     prompt = load_template("default")
-    rng = random.Random(seed)
+    grades = [tokenizer(f" Score: {g}", add_special_tokens=False)["input_ids"] for g in range(1, 6)]
+    shared = next(n for n in range(len(grades[0])) if len({tuple(g[: n + 1]) for g in grades}) > 1)
     samples = []
-    for i in range(256):
-        reference = str(2 * i + 1)
-        pieces = [reference, str(rng.randrange(100)), "the", "answer", "is", "so", "wait", "12"]
-        answer = " ".join(rng.choice(pieces) for _ in range(rng.randrange(1, 5)))
-        score = judge_target(answer, reference)
-        messages = prompt.render(f"Question: what is {i} + {i + 1}? Answer:", answer, reference)
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+    for question, answer, reference, grade in judge_examples(tokenizer, 512, seed):
+        ids = tokenizer.apply_chat_template(prompt.render(question, answer, reference), add_generation_prompt=True)
         if not isinstance(ids, list):
             ids = ids["input_ids"]
-        target = tokenizer(f" Score: {score}", add_special_tokens=False)["input_ids"]
-        context = ids[-160:]
-        samples.append((context + target + [tokenizer.eos_token_id], len(context)))
+        context = ids[-JUDGE_CONTEXT_TOKENS:] + grades[grade - 1][:shared]
+        samples.append((context + grades[grade - 1][shared:], len(context)))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     torch.manual_seed(seed)
@@ -264,13 +297,13 @@ def train_tiny_judge(path: Path, steps: int = 80, seed: int = 1) -> Path:
         labels = torch.full((len(batch), width), -100)
         for row, (ids, start) in enumerate(batch):
             input_ids[row, : len(ids)] = torch.tensor(ids)
-            labels[row, start : len(ids)] = torch.tensor(ids[start:])
+            labels[row, start : len(ids)] = torch.tensor(ids[start:])  # the grade's tokens only
         loss = model(input_ids=input_ids, labels=labels).loss
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.save_pretrained(path)
-    (path / "judge-trained").write_text("ok\n")
+    marker.write_text("ok\n")
     return path
 
 
@@ -282,7 +315,9 @@ class DemoJudge:
         from trainwire.judge.servers import TransformersChatServer
         from trainwire.judge.worker import JudgeWorker
 
-        self.server = TransformersChatServer(model_path, model="tiny-judge", max_new_tokens=40).start()
+        self.server = TransformersChatServer(
+            model_path, model="tiny-judge", max_new_tokens=40, max_input_tokens=JUDGE_CONTEXT_TOKENS
+        ).start()
         judge = Judge(
             JudgeConfig(
                 base_url=self.server.base_url, model="tiny-judge", concurrency=2, timeout_s=30, guided_choice=True
