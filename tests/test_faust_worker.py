@@ -66,7 +66,10 @@ def emit(settings: Settings, events: list[Event]) -> None:
         assert emitter.stats().failed == 0
 
 
-def start_worker(settings: Settings, data_dir: Path, group: str, *extra: str) -> subprocess.Popen:
+def start_worker(
+    settings: Settings, data_dir: Path, group: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """``trainwire worker --runtime faust`` in a process of its own; ``env`` adds environment variables."""
     cmd = [
         sys.executable,
         "-m",
@@ -91,7 +94,7 @@ def start_worker(settings: Settings, data_dir: Path, group: str, *extra: str) ->
         *extra,
     ]
     log = open(data_dir.parent / f"{data_dir.name}.log", "ab")  # noqa: SIM115 - closed with the process
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 

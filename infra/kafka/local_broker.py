@@ -9,7 +9,9 @@ with the machine's Java 17.
     python infra/kafka/local_broker.py --port 9092            # runs until Ctrl+C
     python infra/kafka/local_broker.py --fetch-only           # just fill the cache
 
-The test suite imports :class:`LocalBroker` from this file. Needs ``java`` and ``mvn`` on PATH.
+The test suite imports :class:`LocalBroker` from this file; with a :class:`SecureListener` the
+broker's client port speaks SASL_SSL (TLS, and SASL users by PLAIN and SCRAM-SHA-512) instead of
+PLAINTEXT. Needs ``java`` and ``mvn`` on PATH.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -80,12 +83,60 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-class LocalBroker:
-    """A single-node KRaft broker process on 127.0.0.1; use as a context manager."""
+@dataclass(frozen=True)
+class SecureListener:
+    """The client port as SASL_SSL: TLS with a PEM certificate, and SASL users and their passwords.
 
-    def __init__(self, port: int | None = None, cache_dir: Path = DEFAULT_CACHE, data_dir: Path | None = None):
+    ``keystore`` is one PEM file holding the broker's private key (PKCS#8, not encrypted) and its
+    certificate chain. ``users`` may log in with PLAIN or SCRAM-SHA-512.
+    """
+
+    keystore: Path
+    users: dict[str, str]
+
+    MECHANISMS = ("PLAIN", "SCRAM-SHA-512")
+
+    def properties(self) -> dict[str, str]:
+        """The broker settings of the listener named ``SECURE``."""
+        plain_users = " ".join(f'user_{name}="{password}"' for name, password in self.users.items())
+        return {
+            "sasl.enabled.mechanisms": ",".join(self.MECHANISMS),
+            "listener.name.secure.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users};"
+            ),
+            "listener.name.secure.scram-sha-512.sasl.jaas.config": (
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+            ),
+            "listener.name.secure.ssl.keystore.type": "PEM",
+            "listener.name.secure.ssl.keystore.location": str(self.keystore),
+        }
+
+    def scram_arguments(self) -> list[str]:
+        """``StorageTool format`` arguments that create the SCRAM credentials."""
+        args = []
+        for name, password in self.users.items():
+            args += ["--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]"]
+        return args
+
+
+class LocalBroker:
+    """A single-node KRaft broker process on 127.0.0.1; use as a context manager.
+
+    With ``secure``, clients connect to ``port`` over SASL_SSL; the broker talks to itself on a
+    PLAINTEXT port of its own.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        cache_dir: Path = DEFAULT_CACHE,
+        data_dir: Path | None = None,
+        secure: SecureListener | None = None,
+    ):
         self.port = port or free_port()
         self.controller_port = free_port()
+        self.secure = secure
+        self.internal_port = free_port() if secure else self.port
         self.cache_dir = cache_dir
         self._own_data_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="trainwire-kafka-"))
@@ -97,15 +148,23 @@ class LocalBroker:
         return f"127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
+        listeners = {"PLAINTEXT": self.internal_port}
+        protocols = {"CONTROLLER": "PLAINTEXT", "PLAINTEXT": "PLAINTEXT"}
+        if self.secure:
+            listeners["SECURE"] = self.port
+            protocols["SECURE"] = "SASL_SSL"
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": ",".join(
+                [f"{name}://127.0.0.1:{port}" for name, port in listeners.items()]
+                + [f"CONTROLLER://127.0.0.1:{self.controller_port}"]
+            ),
+            "advertised.listeners": ",".join(f"{name}://127.0.0.1:{port}" for name, port in listeners.items()),
             "controller.listener.names": "CONTROLLER",
             "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(f"{name}:{protocol}" for name, protocol in protocols.items()),
             "log.dirs": str(self.data_dir / "logs"),
             "num.partitions": "1",
             "offsets.topic.replication.factor": "1",
@@ -117,6 +176,7 @@ class LocalBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
             "log.flush.interval.messages": "10000",
+            **(self.secure.properties() if self.secure else {}),
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -142,9 +202,19 @@ class LocalBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self._write_config()
         if not (self.data_dir / "logs" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = "-"
+            while cluster_id.startswith("-"):  # StorageTool would read a leading '-' as an option
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(
-                self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+                self._java(
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "-t",
+                    cluster_id,
+                    "-c",
+                    str(config),
+                    *(self.secure.scram_arguments() if self.secure else []),
+                ),
                 check=True,
                 stdout=subprocess.DEVNULL,
             )
@@ -158,7 +228,7 @@ class LocalBroker:
                 raise RuntimeError(
                     f"Kafka broker exited with {self.process.returncode}; see {self.data_dir}/broker.log"
                 )
-            if port_open(self.port):
+            if port_open(self.port) and port_open(self.internal_port):
                 return self
             time.sleep(0.2)
         self.stop()

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
+from trainwire.bus.kafka import unreachable
 from trainwire.config import Settings
 from trainwire.errors import BusError, ConfigError
 from trainwire.topics import all_topics, event_topics
@@ -16,11 +17,12 @@ from trainwire.topics import all_topics, event_topics
 @asynccontextmanager
 async def admin_client(settings: Settings) -> AsyncIterator[AIOKafkaAdminClient]:
     """A started admin client for ``settings``' Kafka (:class:`BusError` when unreachable), closed after."""
-    admin = AIOKafkaAdminClient(**settings.kafka_client_options())
+    options = settings.kafka_client_options()
+    admin = AIOKafkaAdminClient(**options)
     try:
         await admin.start()
     except (KafkaError, OSError) as exc:
-        raise BusError(f"Kafka at {settings.kafka} is unreachable: {exc}") from exc
+        raise await unreachable(options, exc) from exc
     try:
         yield admin
     finally:

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
+    SaslAuthenticationFailed,
+)
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
@@ -18,6 +27,40 @@ from trainwire.errors import BusError
 
 if TYPE_CHECKING:
     from aiokafka.producer.message_accumulator import BatchBuilder
+
+
+_SECURITY_OPTIONS = ("security_protocol", "ssl_context", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
+
+
+async def unreachable(options: dict[str, Any], exc: BaseException) -> BusError:
+    """The error for a client that could not start, naming the cause when aiokafka does not.
+
+    aiokafka reports a failed bootstrap as ``Unable to bootstrap from [...]`` and only logs why
+    (refused connection, TLS failure, wrong SASL password). One connection to the first bootstrap
+    server, with the same security settings, recovers the cause for the message.
+    """
+    servers = options["bootstrap_servers"]
+    message = f"Kafka at {servers} is unreachable: {exc}"
+    if not isinstance(exc, KafkaConnectionError):
+        return BusError(message)
+    host, _, port = servers.split(",")[0].strip().rpartition(":")
+    security = {key: options[key] for key in _SECURITY_OPTIONS if key in options}
+    try:
+        conn = await create_conn(host.strip("[]"), int(port), request_timeout_ms=5000, **security)
+    except SaslAuthenticationFailed as cause:
+        return BusError(f"Kafka at {servers} refused the login: {cause} (check TRAINWIRE_KAFKA_SASL_*)")
+    except ssl.SSLError as cause:
+        return BusError(f"Kafka at {servers}: TLS failed: {cause} (check TRAINWIRE_KAFKA_SSL_*)")
+    except KafkaConnectionError as cause:  # connected, then dropped: the listener speaks another protocol
+        protocol = options.get("security_protocol", "PLAINTEXT")
+        return BusError(
+            f"Kafka at {servers} is unreachable: {cause} (does the listener expect"
+            f" TRAINWIRE_KAFKA_SECURITY_PROTOCOL={protocol}?)"
+        )
+    except (TimeoutError, KafkaError, OSError, ValueError) as cause:
+        return BusError(f"Kafka at {servers} is unreachable: {cause}")
+    conn.close()
+    return BusError(message)
 
 
 class KafkaTransport(Transport):
@@ -62,7 +105,7 @@ class KafkaTransport(Transport):
         except (KafkaError, OSError) as exc:
             with contextlib.suppress(KafkaError, OSError):
                 await producer.stop()
-            raise BusError(f"Kafka at {self._options['bootstrap_servers']} is unreachable: {exc}") from exc
+            raise await unreachable(self._options, exc) from exc
         self._producer = producer
         self._enqueue_lock = asyncio.Lock()  # bound to the loop the producer runs on
 
@@ -223,7 +266,8 @@ class KafkaConsumer(Consumer):
         except (KafkaError, OSError) as exc:
             with contextlib.suppress(KafkaError, OSError):
                 await consumer.stop()
-            raise BusError(f"cannot join consumer group {self.group!r}: {exc}") from exc
+            cause = await unreachable(self._options, exc)
+            raise BusError(f"cannot join consumer group {self.group!r}: {cause}") from exc
         self._consumer = consumer
 
     @property
