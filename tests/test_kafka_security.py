@@ -97,12 +97,7 @@ def test_topics_emitter_and_consumer_over_sasl_ssl(secure_broker, tmp_path: Path
     settings = secure_settings(secure_broker, tmp_path, mechanism)
     asyncio.run(ensure_topics(settings, partitions=2))
     events = [Event("run-secure", Interaction(prompt=f"q{i}", completion=f"a{i}", reward=i / 10)) for i in range(50)]
-    with Emitter(settings) as emitter:
-        for event in events:
-            emitter.emit(event)
-        assert emitter.flush(30)
-        stats = emitter.stats()
-    assert (stats.sent, stats.spooled, stats.failed) == (50, 0, 0)
+    emit(settings, events)
     received = read_events(settings, group="secure-reader", expected=50)
     assert sorted(e.event_id for e in received) == sorted(e.event_id for e in events)
 
