@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import UTC, datetime, timedelta
@@ -13,6 +14,7 @@ from click.testing import CliRunner
 from trainwire.analysis.commands import analyze_command, query_command
 from trainwire.analysis.queries import QueryError, get_query, list_queries, parse_query, run_query
 from trainwire.analysis.report import to_jsonable
+from trainwire.config import Settings
 from trainwire.events import Alert, Event, Interaction, JudgeScore, Logits, TrainStep
 from trainwire.processors.stats import GroupStatsAggregator, StatsConfig, pearson, spearman
 from trainwire.store.clickhouse import open_store
@@ -424,6 +426,49 @@ def test_judge_agreement_and_judge_by_step(store):
     assert steps["a", 0]["mean_judge"] == pytest.approx((0.9 + 0.8 + 0.2 + 0.6) / 4)
     assert steps["a", 0]["mean_reward"] == pytest.approx(0.75)
     assert (steps["a", 1]["pairs"], steps["a", 1]["mean_judge"], steps["a", 1]["mean_reward"]) == (1, 1.0, 2.0)
+
+
+def _carrying(events: list[Event], keep: set[str]) -> list[Event]:
+    """``events`` with the judge scores on ``keep`` carrying their interaction's step and rewards,
+    as the judge worker writes them (the scores of ``_judge_scores`` carry nothing)."""
+    interactions = {e.event_id: e.payload for e in INTERACTIONS}
+    out = []
+    for event in events:
+        payload = event.payload
+        if isinstance(payload, JudgeScore) and payload.interaction_id in keep:
+            judged = interactions[payload.interaction_id]
+            payload = dataclasses.replace(payload, step=judged.step, reward=judged.reward, rewards=judged.rewards)
+            event = dataclasses.replace(event, payload=payload)
+        out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("carried", ["all", "some"])
+def test_scores_carrying_their_reward_give_the_same_judge_answers(tmp_path, carried):
+    """judge_pairs pairs a score that carries its interaction's reward without a join: same rows."""
+    judged = {e.payload.interaction_id for e in _judge_scores()}
+    keep = judged if carried == "all" else {"ev-00", "ev-02"}
+    answers = []
+    for name, events in (("joined", EVENTS), ("carried", _carrying(EVENTS, keep))):
+        with open_store(Settings(data_dir=tmp_path / name)) as store:
+            store.migrate()
+            store.insert_events(events)
+            if name == "carried" and carried == "all":  # nothing left to join: the interactions are not needed
+                assert (
+                    store.query_rows("SELECT count() AS n FROM judge_verdicts(runs = []) WHERE NOT carried")[0]["n"]
+                    == 0
+                )
+            answers.append(
+                {
+                    (query, repr(params)): run_query(store, query, **params).to_pylist()
+                    for query in ("judge_by_step", "judge_agreement")
+                    for params in [{}, {"runs": ["a"]}, *_VARIANTS.get(query, [])]
+                }
+            )
+    joined, carrying = answers
+    assert joined.keys() == carrying.keys()
+    for key, rows in joined.items():
+        assert rows and _close(carrying[key], rows), key
 
 
 def test_training_metrics_alerts_and_overview(store):

@@ -357,7 +357,7 @@ def test_trigger_sampling_is_deterministic():
 
 def test_trigger_filters_and_request_fields():
     events = (
-        interaction_events(5, run_id="grpo-1", metadata={"answer": 42})
+        interaction_events(5, run_id="grpo-1", metadata={"answer": 42}, rewards={"acc": 1.0, "fmt": 0.5})
         + interaction_events(3, run_id="sft-1")
         + interaction_events(2, run_id="grpo-2", success=False, error="boom")
         + interaction_events(1, run_id="grpo-3", completion="   ", reward=0.5)
@@ -371,6 +371,7 @@ def test_trigger_filters_and_request_fields():
     assert isinstance(request.payload, JudgeRequest)
     assert request.payload.interaction_id == source.event_id and request.payload.reference == "42"
     assert (request.run_id, request.ts, request.payload.step) == ("grpo-1", source.ts, source.payload.step)
+    assert (request.payload.reward, request.payload.rewards) == (source.payload.reward, {"acc": 1.0, "fmt": 0.5})
     assert request.event_id == request_event_id(source.event_id)
     failed_only = JudgeTrigger(TriggerConfig(success=False)).run(events)
     assert {e.run_id for e in failed_only} == {"grpo-2"}
@@ -414,7 +415,9 @@ def test_worker_end_to_end(bus: str, request: pytest.FixtureRequest, tmp_path: P
     for i, completion in enumerate(completions):
         metadata = {"answer": completion} if i % 2 == 0 else {}
         prompt = [{"role": "user", "content": f"capital #{i}?"}]
-        payload = Interaction(prompt=prompt, completion=completion, step=i // 2, metadata=metadata)
+        payload = Interaction(
+            prompt=prompt, completion=completion, step=i // 2, metadata=metadata, reward=i / 10, rewards={"acc": i % 2}
+        )
         event = Event(run_id="grpo-e2e", payload=payload)
         emitter.emit(event)
         sent.append(event)
@@ -438,7 +441,7 @@ def test_worker_end_to_end(bus: str, request: pytest.FixtureRequest, tmp_path: P
         rows = store.query_rows(
             "SELECT i.event_id AS interaction_id, i.completion AS completion, s.success AS success, s.score AS score,"
             " s.score_normalized AS norm, s.reasoning AS reasoning, s.raw_output AS raw, s.error AS error,"
-            " s.step AS step, s.template_version AS template"
+            " s.step AS step, s.reward AS reward, s.rewards AS rewards, s.template_version AS template"
             " FROM (SELECT * FROM interactions FINAL WHERE run_id = 'grpo-e2e') AS i"
             " INNER JOIN (SELECT * FROM judge_scores FINAL WHERE run_id = 'grpo-e2e') AS s"
             " ON s.interaction_id = i.event_id ORDER BY i.ts"
@@ -455,6 +458,8 @@ def test_worker_end_to_end(bus: str, request: pytest.FixtureRequest, tmp_path: P
         row = by_completion[bad]
         assert not row["success"] and row["score"] is None and reason in row["error"] and row["raw"]
     assert [r["step"] for r in rows] == [0, 0, 1, 1, 2, 2]
+    # each score carries its interaction's rewards, so judge and reward compare without a join
+    assert [(r["reward"], dict(r["rewards"])) for r in rows] == [(i / 10, {"acc": i % 2}) for i in range(6)]
     assert {r["template"] for r in rows} == {judge.template_version}
     assert [r["reference"] for r in requests] == ["Paris", None, "Berlin", None, "Rome", None]
     assert other == [{"n": 0}]

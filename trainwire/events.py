@@ -400,7 +400,7 @@ class TrainStep(Payload):
 @payload_type("judge_request", "judge_requests")
 @dataclass(slots=True)
 class JudgeRequest(Payload):
-    """Ask the judge to grade one interaction."""
+    """Ask the judge to grade one interaction; ``step``, ``reward`` and ``rewards`` are the interaction's."""
 
     interaction_id: str = field(metadata=spec(Kind.STR))
     prompt: Prompt = field(metadata=spec(Kind.PROMPT))
@@ -408,13 +408,18 @@ class JudgeRequest(Payload):
     reference: str | None = field(default=None, metadata=spec(Kind.STR))
     step: int | None = field(default=None, metadata=spec(Kind.INT))
     reward: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    rewards: dict[str, float] = field(default_factory=dict, metadata=spec(Kind.FLOAT_MAP))
     metadata: dict[str, Any] = field(default_factory=dict, metadata=spec(Kind.JSON))
 
 
 @payload_type("judge_score", "judge_scores")
 @dataclass(slots=True)
 class JudgeScore(Payload):
-    """The judge's verdict on one interaction; a failed judgement has ``success=False`` and no score."""
+    """The judge's verdict on one interaction; a failed judgement has ``success=False`` and no score.
+
+    ``step``, ``reward`` and ``rewards`` are the judged interaction's, as its request carried them, so
+    that judge and rule reward compare without a join.
+    """
 
     interaction_id: str = field(metadata=spec(Kind.STR))
     judge_model: str = field(metadata=spec(Kind.STR))
@@ -427,6 +432,8 @@ class JudgeScore(Payload):
     error: str | None = field(default=None, metadata=spec(Kind.STR))
     latency_ms: float | None = field(default=None, metadata=spec(Kind.FLOAT))
     step: int | None = field(default=None, metadata=spec(Kind.INT))
+    reward: float | None = field(default=None, metadata=spec(Kind.FLOAT))
+    rewards: dict[str, float] = field(default_factory=dict, metadata=spec(Kind.FLOAT_MAP))
 
 
 @payload_type("logits", "logits")

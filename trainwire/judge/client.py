@@ -244,14 +244,16 @@ class Judge:
     # ------------------------------------------------------------------ public
 
     async def judge(self, request: JudgeRequest) -> JudgeScore:
-        """Grade one ``judge_request`` payload."""
-        return await self.grade(
+        """Grade one ``judge_request`` payload; the score carries the request's step and rewards."""
+        score = await self.grade(
             request.prompt,
             request.completion,
             request.reference,
             interaction_id=request.interaction_id,
             step=request.step,
         )
+        score.reward, score.rewards = request.reward, dict(request.rewards)
+        return score
 
     async def judge_many(self, requests: Iterable[JudgeRequest]) -> list[JudgeScore]:
         """Grade ``requests`` concurrently (at most ``concurrency`` calls at a time), in order."""

@@ -105,6 +105,7 @@ class JudgeTrigger(Processor[Event]):
             reference=self._reference(payload.metadata),
             step=payload.step,
             reward=payload.reward,
+            rewards=dict(payload.rewards),
             metadata={k: v for k, v in {"model": payload.model, "group_id": payload.group_id}.items() if v is not None},
         )
         return [Event(run_id=event.run_id, payload=request, event_id=request_event_id(event.event_id), ts=event.ts)]

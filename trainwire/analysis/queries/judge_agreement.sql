@@ -1,9 +1,9 @@
 -- name: judge_agreement
 -- description: How the LLM judge agrees with the rule reward, per run or over all selected runs. Pairs
 --   are interactions with a finite reward and a successful judge score (score_normalized; the
---   latest when an interaction was judged twice), joined on judge_scores.interaction_id =
---   interactions.event_id. Columns: judged (successful scores), failed (unsuccessful ones), pairs,
---   mean judge score and reward over the pairs, Pearson and Spearman correlation (Pearson of the
+--   latest when an interaction was judged twice): judge_pairs, the reward the score carries, else
+--   its interaction's (judge_scores.interaction_id = interactions.event_id). Columns: judged
+--   (successful scores), failed (unsuccessful ones), pairs, mean judge score and reward over the pairs, Pearson and Spearman correlation (Pearson of the
 --   average ranks, ties sharing their mean rank; NULL without variation), and the median
 --   agreement: the share of pairs where judge and reward fall on the same side of their medians
 --   (both at the median counts as the same side).
@@ -66,19 +66,10 @@ FROM
             (
                 -- the pairs by distinct (run, judge score, reward): the window functions above then
                 -- sort a few rows per run instead of every pair
-                SELECT if({by_run:Bool}, toString(i.run_id), '*') AS run_id, j.score AS judge, i.r AS reward, count() AS n
-                FROM
-                (
-                    SELECT
-                        event_id,
-                        run_id,
-                        if({reward_fn:String} = 'total', reward,
-                           if(mapContains(rewards, {reward_fn:String}), rewards[{reward_fn:String}], NULL)) AS raw,
-                        assumeNotNull(raw) AS r
-                    FROM interactions FINAL
-                    WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id)) AND isFinite(raw) = 1
-                ) AS i
-                INNER JOIN judge_verdicts(runs = {runs:Array(String)}) AS j ON i.event_id = j.interaction_id
+                SELECT
+                    if({by_run:Bool}, run_id, '*') AS run_id, score AS judge, assumeNotNull(reward) AS reward, count() AS n
+                FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
+                WHERE reward IS NOT NULL
                 GROUP BY run_id, judge, reward
             )
         )
