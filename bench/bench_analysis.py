@@ -3,7 +3,8 @@
 The rows are generated inside chdb (``INSERT ... SELECT FROM numbers(N)``): ~50 runs, GRPO steps
 of 64 completions in groups of 8, a ``rewards`` map with two reward functions whose accuracy
 improves over the steps, prompt and completion texts of varying length with token counts, judge
-scores for one interaction in ten, train steps, alerts and a logits probe table. Then each
+scores for one interaction in ten (carrying its step and rewards, as the judge worker writes them),
+train steps, alerts and a logits probe table. Then each
 standard query of :mod:`trainwire.analysis.queries` runs ``--repeat`` times (median reported),
 and, for comparison, the "ad-hoc script" peer: the same numbers computed by pyarrow/pandas over
 the columns fetched once (the fetch timed separately).
@@ -77,13 +78,16 @@ FROM
 _JUDGE = """
 INSERT INTO judge_scores
     (event_id, run_id, ts, schema_version, source_host, source_process, source_library, interaction_id,
-     judge_model, template_version, success, score, score_normalized, reasoning, raw_output, error, latency_ms, step)
+     judge_model, template_version, success, score, score_normalized, reasoning, raw_output, error, latency_ms, step,
+     reward, rewards)
 SELECT
     concat('js-', event_id), run_id, ts + toIntervalSecond(5), 1, 'bench-host', 1, 'bench', event_id,
-    'judge-7b', 'v1', true, s, s / 10, 'ok', concat('Score: ', toString(s)), NULL, 900, step
+    'judge-7b', 'v1', true, s, s / 10, 'ok', concat('Score: ', toString(s)), NULL, 900, step, reward, rewards
 FROM
 (
-    SELECT event_id, run_id, ts, step, least(10, greatest(1, round(reward * 4 + cityHash64(event_id) % 4))) AS s
+    SELECT
+        event_id, run_id, ts, step, reward, rewards,
+        least(10, greatest(1, round(reward * 4 + cityHash64(event_id) % 4))) AS s
     FROM interactions
     WHERE cityHash64(event_id) % 10 = 0
 )

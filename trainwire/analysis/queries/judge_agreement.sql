@@ -67,7 +67,7 @@ FROM
                 -- the pairs by distinct (run, judge score, reward): the window functions above then
                 -- sort a few rows per run instead of every pair
                 SELECT
-                    if({by_run:Bool}, run_id, '*') AS run_id, score AS judge, assumeNotNull(reward) AS reward, count() AS n
+                    if({by_run:Bool}, toString(run_id), '*') AS run_id, score AS judge, assumeNotNull(reward) AS reward, count() AS n
                 FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
                 WHERE reward IS NOT NULL
                 GROUP BY run_id, judge, reward

@@ -5,7 +5,7 @@
 --   the score carries, else its interaction's).
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 SELECT
-    run_id,
+    toString(run_id) AS run_id,
     assumeNotNull(step) AS step,
     count() AS pairs,
     avg(score) AS mean_judge,
