@@ -8,9 +8,11 @@ slow, HTTP 500/429/400) or a tiny random-weight transformers model.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import sys
 import threading
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from trainwire.errors import ConfigError
 from trainwire.events import Alert, Event, Interaction, JudgeRequest, JudgeScore
 from trainwire.judge.client import BlockingJudge, Judge, JudgeConfig
 from trainwire.judge.parser import ScoreScale, parse_judgement
-from trainwire.judge.prompts import load_template, prompt_text
+from trainwire.judge.prompts import BUILTIN_TEMPLATES, load_template, prompt_text
 from trainwire.judge.reward import JUDGE_FAILED_RULE, judge_reward_function
 from trainwire.judge.servers import Reply, ScriptedJudgeServer, TransformersChatServer
 from trainwire.judge.trigger import JudgeTrigger, TriggerConfig, request_event_id, sampled
@@ -145,6 +147,131 @@ def test_russian_template_and_errors(tmp_path: Path):
         load_template("default", tmp_path / "bad.jsonl")
     conversation = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
     assert prompt_text(conversation) == "user: hi\nassistant: hello"
+
+
+# seed 002's mlflow_tracking/prompts/judge_prompt.txt, as its README shows it
+SEED_JUDGE_PROMPT = """\
+Вы являетесь экспертным оценщиком качества ответов. Ваша задача - оценить предоставленный ответ на вопрос по шкале от 1 до 5, где 1 - очень плохо, 5 - отлично. Обоснуйте свою оценку, ссылаясь на указанные критерии.
+
+**Критерии оценки:**
+- **Точность (Accuracy):** Ответ должен быть фактически верным.
+- **Полнота (Completeness):** Ответ должен быть достаточно полным, чтобы полностью ответить на вопрос, но без излишней информации.
+- **Релевантность (Relevance):** Ответ должен быть прямо относиться к заданному вопросу.
+- **Лаконичность (Conciseness):** Ответ должен быть кратким и по существу, без "воды".
+
+**Формат вывода:**
+Оценка: [ЧИСЛО ОТ 1 ДО 5]
+Обоснование: [ВАШЕ ОБОСНОВАНИЕ, ссылающееся на критерии]
+
+---
+Вопрос: {question}
+Ответ для оценки: {answer}
+---
+"""  # noqa: E501
+
+
+def test_seed_002_prompt_file_is_the_user_message(tmp_path: Path):
+    path = tmp_path / "judge_prompt.txt"
+    path.write_text(SEED_JUDGE_PROMPT, encoding="utf-8")
+    prompt = load_template(path)
+    assert prompt.version.startswith("judge_prompt-")
+    [message] = prompt.render("Столица Германии?", "Берлин", reference="Берлин")
+    assert message["role"] == "user"
+    content = message["content"]
+    assert content.startswith("Вы являетесь экспертным оценщиком")
+    assert "Вопрос: Столица Германии?\nОтвет для оценки: Берлин\n---" in content
+    assert "Оценка: [ЧИСЛО ОТ 1 ДО 5]" in content and "{" not in content
+    assert content == SEED_JUDGE_PROMPT.format(question="Столица Германии?", answer="Берлин").strip()
+    # through the judge, as `--template judge_prompt.txt`: one user message, the Russian answer parsed
+    with ScriptedJudgeServer(default="Оценка: 4\nОбоснование: верно, но кратко.") as server:
+        score = grade(Judge(config(server, template=str(path))), "Столица Германии?", "Берлин")
+        assert server.requests[0]["messages"] == [{"role": "user", "content": content}]
+    assert (score.score, score.reasoning, score.template_version) == (4.0, "верно, но кратко.", prompt.version)
+    # the same text under a [user] header (no longer sent with literal braces), and a reference line
+    headed = tmp_path / "headed.txt"
+    headed.write_text("[user]\n" + SEED_JUDGE_PROMPT, encoding="utf-8")
+    assert load_template(headed).render("Столица Германии?", "Берлин")[0]["content"] == content
+    with_reference = tmp_path / "with_reference.txt"
+    with_reference.write_text("Вопрос: {question}\nЭталон: {reference}\nОтвет: {answer}\n", encoding="utf-8")
+    [message] = load_template(with_reference).render("2+2?", "4", reference="4")
+    assert message == {"role": "user", "content": "Вопрос: 2+2?\nЭталон: 4\nОтвет: 4"}
+
+
+def test_brace_placeholders_in_sections_and_literal_braces(tmp_path: Path):
+    path = tmp_path / "braces.txt"
+    path.write_text(
+        "[system]\nGrade from {low} to ${high}; price $5, $$HOME, $x$ stays.\n{examples}\n"
+        "[user]\nВопрос: {question}\n{reference}\nОтвет: {answer}\n"
+        'Keep {{question}} and JSON {"score": {"nested": 1}} and {literal braces} and {{ "a": 1 }}.\n'
+        "[reference]\nЭталон: {reference}\n"
+        "[example]\nQ: {question} A: {answer} -> {score} ({reasoning})\n"
+        '[json]\nReply {"score": <{low}..{high}>}\n',
+        encoding="utf-8",
+    )
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text('{"question": "1+1?", "answer": "2", "score": 5, "reasoning": "right"}\n')
+    system, user = load_template(path, shots).render("2+2?", "4", reference="4", high=10, structured=True)
+    assert system["content"] == "Grade from 1 to 10; price $5, $HOME, $x$ stays.\n\nQ: 1+1? A: 2 -> 5 (right)"
+    assert user["content"] == (
+        "Вопрос: 2+2?\nЭталон: 4\nОтвет: 4\n"
+        'Keep {question} and JSON {"score": {"nested": 1}} and {literal braces} and {{ "a": 1 }}.'
+        '\n\nReply {"score": <1..10>}'
+    )
+    without_reference = load_template(path).render("2+2?", "4")[1]["content"]
+    assert without_reference.startswith("Вопрос: 2+2?\n\nОтвет: 4\n") and "Эталон" not in without_reference
+
+
+def test_template_placeholder_errors_name_the_file_and_line(tmp_path: Path):
+    def load(text: str, examples: Path | None = None) -> None:
+        path = tmp_path / "t.txt"
+        path.write_text(text, encoding="utf-8")
+        load_template(path, examples)
+
+    with pytest.raises(ConfigError, match=r"t\.txt:3: unknown placeholder \{questoin\} in \[user\]") as err:
+        load("Grade it.\n\nВопрос: {questoin}\nОтвет: {answer}\n")
+    assert "known there: question, answer, reference, low, high" in str(err.value)
+    assert "{{questoin}}" in str(err.value)  # how to write literal braces
+    # a sectioned template sends an unknown {name} as written (LaTeX keeps working), as before
+    path = tmp_path / "sectioned.txt"
+    path.write_text("# a comment\n[system]\nAbout {question}: \\frac{a}{b}\n[user]\n$question {answer}\n")
+    system, user = load_template(path).render("Q?", "A!", None)
+    assert (system["content"], user["content"]) == ("About {question}: \\frac{a}{b}", "Q? A!")
+    for text in ("Grade this answer.\n", "[user]\nQ: {{question}}\n", "Q: $Question {reference}\n"):
+        with pytest.raises(ConfigError, match=r"t\.txt: the user message has no \{question\} or \{answer\}"):
+            load(text)
+    shots = tmp_path / "shots.jsonl"
+    shots.write_text('{"question": "q", "answer": "a", "score": 3, "reasoning": "r"}\n')
+    with pytest.raises(ConfigError, match=r"shots\.jsonl: .*t\.txt cannot show few-shot examples"):
+        load(SEED_JUDGE_PROMPT, shots)
+    with pytest.raises(ConfigError, match=r"cannot show few-shot examples"):
+        load("[system]\nGrade.\n[user]\n{question} {answer}\n[example]\n{question}\n", shots)
+    load("[system]\nGrade.\n{examples}\n[user]\n{question} {answer}\n[example]\n{question}\n", shots)  # loads
+
+
+def _dollar_only_version(name: str, text: bytes) -> str:
+    """The version trainwire gave a template before brace placeholders: sha256 of text, NUL, examples."""
+    return f"{name}-{hashlib.sha256(text + bytes(1)).hexdigest()[:10]}"
+
+
+def test_template_version_is_content_and_syntax(tmp_path: Path):
+    seed = tmp_path / "judge_prompt.txt"
+    seed.write_text(SEED_JUDGE_PROMPT, encoding="utf-8")
+    assert load_template(seed).version == load_template(seed).version
+    edited = tmp_path / "edited" / "judge_prompt.txt"
+    edited.parent.mkdir()
+    edited.write_text(SEED_JUDGE_PROMPT.replace("от 1 до 5", "от 1 до 10"), encoding="utf-8")
+    assert load_template(edited).version != load_template(seed).version
+    # $-only templates, the built-in ones included, keep their version (and so their cached judgements)
+    dollar = tmp_path / "dollar.txt"
+    dollar.write_text("[user]\nQ: $question A: $answer {literal braces}\n")
+    assert load_template(dollar).version == _dollar_only_version("dollar", dollar.read_bytes())
+    for name in BUILTIN_TEMPLATES:
+        text = resources.files("trainwire.judge").joinpath("templates", f"{name}.txt").read_bytes()
+        assert load_template(name).version == _dollar_only_version(name, text)
+    # a file whose {question} an older release sent literally never shares its version (or cache)
+    braces = tmp_path / "braces.txt"
+    braces.write_text("[user]\nQ: {question} A: {answer}\n")
+    assert load_template(braces).version != _dollar_only_version("braces", braces.read_bytes())
 
 
 # --------------------------------------------------------------------------- config
@@ -382,6 +509,59 @@ def test_trigger_filters_and_request_fields():
         TriggerConfig(sample_rate=1.5)
 
 
+def test_reference_keys_order():
+    def reference(metadata: dict[str, Any]) -> str | None:
+        [request] = JudgeTrigger().run(interaction_events(1, metadata=metadata))
+        return request.payload.reference
+
+    assert reference({"correct_answer": 2.5, "accuracy_score": 0.9, "batch_idx": 0}) == "2.5"
+    assert reference({"answer": "extracted 3", "correct_answer": "2.5"}) == "2.5"
+    assert reference({"reference": "r", "correct_answer": "2.5"}) == "r"
+    assert reference({"correct_answer": "", "answer": "4"}) == "4"
+    assert reference({"accuracy_score": 1.0}) is None
+
+
+def test_imported_seed_000_log_is_judged_with_its_correct_answer(embedded_settings: Settings, tmp_path: Path):
+    from trainwire.producers.importers import import_paths
+
+    records = [
+        {
+            "timestamp": "2025-10-13T11:30:45.123456",
+            "prompt": "Вопрос о электрической цепи: найдите ток",
+            "completion": "Ответ модели: 2.5 А",
+            "reward": 1.8,
+            "metadata": {"correct_answer": "2.5", "accuracy_score": 0.9, "batch_idx": 0},
+        },
+        {
+            "timestamp": "2025-10-13T11:30:46.000000",
+            "prompt": "Сколько будет 2+2?",
+            "completion": "5",
+            "reward": 0.0,
+            "metadata": {"correct_answer": "4", "accuracy_score": 0.0, "batch_idx": 0},
+        },
+    ]
+    log = tmp_path / "llm_logs_20251013_113045.jsonl"
+    log.write_text("".join(orjson.dumps(r).decode() + "\n" for r in records), encoding="utf-8")
+    assert import_paths([log], embedded_settings).imported == 2
+
+    def respond(body: dict[str, Any]) -> str:
+        user = body["messages"][-1]["content"]
+        if "Reference answer (treat it as correct): 2.5" in user:
+            return "Score: 5\nReasoning: matches the reference"
+        if "Reference answer (treat it as correct): 4" in user:
+            return "Score: 1\nReasoning: the reference says 4"
+        return "Score: 3\nReasoning: no reference"
+
+    with ScriptedJudgeServer(respond) as server:
+        worker = run_worker(embedded_settings, Judge(config(server)), "judge-seed-000", trigger=JudgeTrigger())
+        assert worker.scores_out == 2 and len(server.requests) == 2
+    events = read_events(embedded_settings, "check")
+    requests = {e.payload.completion: e.payload for e in events if isinstance(e.payload, JudgeRequest)}
+    assert {c: r.reference for c, r in requests.items()} == {"Ответ модели: 2.5 А": "2.5", "5": "4"}
+    scores = {e.payload.reasoning: e.payload.score for e in events if isinstance(e.payload, JudgeScore)}
+    assert scores == {"matches the reference": 5.0, "the reference says 4": 1.0}
+
+
 # --------------------------------------------------------------------------- the worker, end to end
 
 
@@ -533,6 +713,24 @@ def test_judge_reward_with_trl_shaped_arguments(embedded_settings: Settings, tmp
     alert = alerts[0]
     assert (alert.run_id, alert.payload.rule, alert.payload.step) == ("grpo-reward", JUDGE_FAILED_RULE, 7)
     assert alert.payload.evidence["errors"] == {"unparseable": 1} and alert.payload.evidence["raw_output"]
+
+
+def test_judge_reward_reads_a_correct_answer_column():
+    def respond(body: dict[str, Any]) -> str:
+        user = body["messages"][-1]["content"]
+        if "Reference answer (treat it as correct): 2.5" not in user:
+            return "Score: 3"  # judged without the reference
+        return "Score: 5" if user.endswith("Answer to grade: 2.5 A") else "Score: 1"
+
+    with ScriptedJudgeServer(respond) as server:
+        reward = judge_reward_function(config(server), emitter=_NullEmitter())
+        rewards = asyncio.run(
+            reward(prompts=["I = ?", "I = ?"], completions=["2.5 A", "3 A"], correct_answer=["2.5", "2.5"])
+        )
+        assert rewards == [1.0, 0.0]
+        assert all(
+            "Reference answer (treat it as correct): 2.5" in r["messages"][-1]["content"] for r in server.requests
+        )
 
 
 def test_judge_reward_on_trl_style_loop_thread_and_fallback_none():

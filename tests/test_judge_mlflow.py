@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -21,7 +22,9 @@ from trainwire.errors import ConfigError
 from trainwire.events import Event, Interaction
 from trainwire.judge.client import Judge, JudgeConfig
 from trainwire.judge.mlflow_log import (
+    JUDGE_TAGS,
     RESULTS_TABLE,
+    SEED_METRIC,
     JudgedExample,
     log_judgements,
     read_eval_csv,
@@ -67,6 +70,50 @@ def test_log_judgements_metrics_per_step_and_table(tmp_path: Path):
         ("q3", "a3", 5.0, "great"),
     ]
     assert rows[3]["score"] is None and rows[3]["error"].startswith("unparseable") and rows[3]["raw_output"] == "??"
+
+
+SEED_SEARCH = "tags.experiment_type = 'llm_judge_evaluation' and metrics.llm_judge_accuracy > 3"
+"""How seed 002's users find their judge runs: by its tag and its metric."""
+
+
+def seed_002_runs(client: mlflow.MlflowClient) -> list[Any]:
+    """The runs a seed-002 user's searches find: experiments by tag, then runs by tag and metric."""
+    experiments = client.search_experiments(filter_string="tags.experiment_type = 'llm_judge_evaluation'")
+    return client.search_runs([e.experiment_id for e in experiments], filter_string=SEED_SEARCH)
+
+
+def test_log_judgements_logs_seed_002_tag_and_accuracy(tmp_path: Path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    examples = [
+        JudgedExample("q1", "a1", 4.0, "good", True, 0.75, step=1),
+        JudgedExample("q2", "a2", 2.0, "weak", True, 0.25, step=1),
+        JudgedExample("q3", "a3", 5.0, "great", True, 1.0, step=2),
+        JudgedExample("q4", "a4", None, None, False, error="unparseable: no score found", step=2),
+    ]
+    run_id = log_judgements(examples, tracking_uri=uri, experiment="judge-test", tags={"team": "rl"})
+    metrics = client.get_run(run_id).data.metrics
+    # "accuracy" is the seed's name for the mean 1-5 judge score over the scored examples (the
+    # unparseable one is skipped, as MLflow's genai metric skips it), not a share of correct answers
+    scored = [4.0, 2.0, 5.0]
+    assert metrics[SEED_METRIC] == pytest.approx(11 / 3) == metrics["judge/score_mean_all"]
+    assert metrics[f"{SEED_METRIC}/v1/mean"] == pytest.approx(11 / 3)
+    assert metrics[f"{SEED_METRIC}/v1/variance"] == pytest.approx(np.var(scored)) == pytest.approx(14 / 9)
+    assert metrics[f"{SEED_METRIC}/v1/p90"] == pytest.approx(np.percentile(scored, 90)) == pytest.approx(4.8)
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, SEED_METRIC)] == [(0, pytest.approx(11 / 3))]
+    tags = client.get_run(run_id).data.tags
+    assert tags["experiment_type"] == "llm_judge_evaluation" and tags["team"] == "rl"
+    assert client.get_experiment_by_name("judge-test").tags["experiment_type"] == "llm_judge_evaluation"
+    assert [r.info.run_id for r in seed_002_runs(client)] == [run_id]
+
+    # an experiment with its own experiment_type keeps it; nothing scored means no accuracy at all
+    mine = client.create_experiment("mine", tags={"experiment_type": "ablation"})
+    failed = [JudgedExample("q", "a", None, None, False, error="timeout")]
+    other = log_judgements(failed, tracking_uri=uri, experiment="mine")
+    assert client.get_experiment(mine).tags["experiment_type"] == "ablation"
+    assert client.get_run(other).data.tags["experiment_type"] == JUDGE_TAGS["experiment_type"]
+    assert not any(k.startswith(SEED_METRIC) for k in client.get_run(other).data.metrics)
+    assert client.get_run(other).data.metrics["judge/failed"] == 1.0
 
 
 def test_default_tracking_uri_is_sqlite_in_the_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
@@ -116,6 +163,10 @@ def test_judge_eval_command_logs_scores_and_reasoning(tmp_path: Path, embedded_s
     assert run.data.metrics["judge/score_mean"] == pytest.approx(10 / 3)
     assert run.data.metrics["llm_judge/mean"] == pytest.approx(10 / 3)  # MLflow's own aggregate of the scorer
     assert run.data.metrics["judge/failed"] == 1.0
+    assert run.data.metrics[SEED_METRIC] == pytest.approx(run.data.metrics["llm_judge/mean"])
+    assert run.data.metrics[f"{SEED_METRIC}/v1/p90"] == pytest.approx(np.percentile([1.0, 4.0, 5.0], 90))
+    assert run.data.tags["experiment_type"] == "llm_judge_evaluation"
+    assert [r.info.run_id for r in seed_002_runs(client)] == [run.info.run_id]
     assert run.data.params["judge_model"] == "scripted-judge" and run.data.params["rows"] == "4"
     rows = {r["input"]: r for r in table(client, run.info.run_id, tmp_path / "dl")}
     france = rows["What is the capital of France?"]
@@ -131,6 +182,50 @@ def test_judge_eval_command_logs_scores_and_reasoning(tmp_path: Path, embedded_s
         a.value for t in traces for a in t.info.assessments if a.name == "llm_judge" and a.value is not None
     )
     assert values == [1.0, 4.0, 5.0]
+
+
+SEED_STYLE_PROMPT = """\
+Вы являетесь экспертным оценщиком качества ответов. Оцените ответ по шкале от 1 до 5.
+Если дан эталон, сравните с ним: {reference}
+
+**Формат вывода:**
+Оценка: [ЧИСЛО ОТ 1 ДО 5]
+Обоснование: [ВАШЕ ОБОСНОВАНИЕ]
+
+---
+Вопрос: {question}
+Ответ для оценки: {answer}
+---
+"""
+
+
+def test_judge_eval_with_the_seed_002_prompt_file(tmp_path: Path, embedded_settings: Settings):
+    data = tmp_path / "evaluation_data.csv"
+    data.write_text(SEED_CSV)
+    prompt = tmp_path / "judge_prompt.txt"
+    prompt.write_text(SEED_STYLE_PROMPT, encoding="utf-8")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+
+    def respond(body: dict[str, Any]) -> str:
+        [message] = body["messages"]  # the whole file is the user message, no system message
+        assert message["role"] == "user" and "{" not in message["content"]
+        if "Вопрос: What is the capital of France?\nОтвет для оценки: Paris is" in message["content"]:
+            assert "сравните с ним: Paris\n" in message["content"]
+            return "Оценка: 5\nОбоснование: точно и кратко."
+        return "Оценка: 4\nОбоснование: верно."
+
+    with ScriptedJudgeServer(respond) as server:
+        args = ["eval", str(data), "--url", server.base_url, "--model", server.model, "--tracking-uri", uri]
+        result = CliRunner().invoke(judge_command, [*args, "--template", str(prompt)], obj=embedded_settings)
+        assert result.exit_code == 0, result.output
+        assert len(server.requests) == 4
+    assert "judged 4 rows: 4 scored, 0 failed, mean score 4.250" in result.output
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    [run] = seed_002_runs(client)
+    assert run.data.metrics[SEED_METRIC] == pytest.approx(4.25) == run.data.metrics["llm_judge/mean"]
+    assert run.data.params["template_version"].startswith("judge_prompt-")
+    rows = {r["input"]: r for r in table(client, run.info.run_id, tmp_path / "dl")}
+    assert rows["What is the capital of France?"]["reasoning"] == "точно и кратко."
 
 
 def test_eval_csv_errors(tmp_path: Path):

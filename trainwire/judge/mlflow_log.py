@@ -15,6 +15,22 @@ Two entry points:
   ``llm_judge/mean`` from MLflow, plus ``judge/score_mean``, ``judge/success_rate`` and the same
   ``judge_results.json`` table.
 
+Both also log what seed 002's users look for in MLflow, so searches keyed on its names work
+(``tags.experiment_type = 'llm_judge_evaluation'``, ``metrics.llm_judge_accuracy > 3``):
+
+- the tag ``experiment_type: llm_judge_evaluation`` on the run, and on the experiment unless it
+  already has an ``experiment_type`` tag;
+- the metric ``llm_judge_accuracy``, plus ``llm_judge_accuracy/v1/mean``, ``/v1/variance`` and
+  ``/v1/p90``, the names ``mlflow.evaluate`` gives a ``make_genai_metric(name="llm_judge_accuracy")``
+  (metric version ``v1``), as the seed used. In the seed "accuracy" is only the metric's name: its
+  value per example is the judge's score on its whole 1-5 rubric (accuracy, completeness,
+  relevance, conciseness), and MLflow aggregates the scores of the examples the judge scored,
+  skipping those it could not parse. The same here: ``llm_judge_accuracy`` is the mean score on
+  the judge's scale over the examples with a score (equal to ``judge/score_mean_all``), not a
+  share of correct answers; variance is the population variance and p90 the linearly interpolated
+  90th percentile, as MLflow computes them. They are logged once per MLflow run (step 0) and left
+  out when no example got a score.
+
 The tracking URI is the argument, else ``MLFLOW_TRACKING_URI``, else a SQLite store in the data
 directory (``sqlite:///{data_dir}/mlflow.db``).
 """
@@ -33,6 +49,7 @@ from trainwire.errors import ConfigError, MissingExtraError
 
 try:
     import mlflow
+    import numpy as np
     from mlflow.entities import Feedback, Metric
     from mlflow.genai.scorers import Scorer, scorer
 except ImportError as exc:  # pragma: no cover - depends on the environment
@@ -44,7 +61,9 @@ from trainwire.judge.client import BlockingJudge, Judge, JudgeConfig
 from trainwire.judge.prompts import prompt_text
 
 __all__ = [
+    "JUDGE_TAGS",
     "RESULTS_TABLE",
+    "SEED_METRIC",
     "EvalResult",
     "JudgedExample",
     "evaluate_csv",
@@ -59,6 +78,10 @@ __all__ = [
 RESULTS_TABLE = "judge_results.json"
 """The artifact file of the per-example table."""
 DEFAULT_EXPERIMENT = "trainwire-judge"
+SEED_METRIC = "llm_judge_accuracy"
+"""Seed 002's metric: the mean judge score (see the module docstring)."""
+JUDGE_TAGS = {"experiment_type": "llm_judge_evaluation"}
+"""Seed 002's tag, set on every judge run and (when it has no such tag) on its experiment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,14 +145,43 @@ def _table(examples: Sequence[JudgedExample]) -> dict[str, list[Any]]:
     }
 
 
+def _scores(examples: Sequence[JudgedExample]) -> list[float]:
+    return [e.score for e in examples if e.success and e.score is not None]
+
+
+def _seed_metrics(examples: Sequence[JudgedExample]) -> dict[str, float]:
+    """Seed 002's ``llm_judge_accuracy`` metrics over the scored examples (see the module docstring)."""
+    scores = _scores(examples)
+    if not scores:
+        return {}
+    mean = float(np.mean(scores))
+    return {
+        SEED_METRIC: mean,
+        f"{SEED_METRIC}/v1/mean": mean,
+        f"{SEED_METRIC}/v1/variance": float(np.var(scores)),
+        f"{SEED_METRIC}/v1/p90": float(np.percentile(scores, 90)),
+    }
+
+
 def _summary_metrics(examples: Sequence[JudgedExample]) -> dict[str, float]:
-    scores = [e.score for e in examples if e.success and e.score is not None]
+    scores = _scores(examples)
     out = {"judge/judged": float(len(examples)), "judge/failed": float(len(examples) - len(scores))}
     if examples:
         out["judge/success_rate_all"] = len(scores) / len(examples)
     if scores:
         out["judge/score_mean_all"] = sum(scores) / len(scores)
-    return out
+    return out | _seed_metrics(examples)
+
+
+def _judge_experiment(client: mlflow.MlflowClient, name: str) -> str:
+    """The id of experiment ``name`` (created if missing), tagged with :data:`JUDGE_TAGS` where it has none."""
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        return client.create_experiment(name, tags=JUDGE_TAGS)
+    for key, value in JUDGE_TAGS.items():
+        if key not in found.tags:
+            client.set_experiment_tag(found.experiment_id, key, value)
+    return found.experiment_id
 
 
 def _step_metrics(examples: Sequence[JudgedExample], timestamp_ms: int) -> list[Metric]:
@@ -157,14 +209,16 @@ def log_judgements(
     params: dict[str, Any] | None = None,
     tags: dict[str, str] | None = None,
 ) -> str:
-    """Log ``examples`` as a new MLflow run (see the module docstring); returns the MLflow run id."""
+    """Log ``examples`` as a new MLflow run (see the module docstring); returns the MLflow run id.
+
+    The run is tagged with :data:`JUDGE_TAGS` and ``tags`` (``tags`` win on the same key).
+    """
     import time
 
     examples = list(examples)
     client = mlflow.MlflowClient(tracking_uri=resolve_tracking_uri(tracking_uri, data_dir))
-    found = client.get_experiment_by_name(experiment)
-    experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
-    run = client.create_run(experiment_id, run_name=run_name, tags=tags)
+    experiment_id = _judge_experiment(client, experiment)
+    run = client.create_run(experiment_id, run_name=run_name, tags={**JUDGE_TAGS, **(tags or {})})
     run_id = run.info.run_id
     try:
         now = int(time.time() * 1000)
@@ -330,7 +384,11 @@ def evaluate_csv(
     run_name: str | None = None,
     scorer_name: str = "llm_judge",
 ) -> EvalResult:
-    """Grade a seed-002 CSV with the judge through ``mlflow.genai.evaluate`` and log one MLflow run."""
+    """Grade a seed-002 CSV with the judge through ``mlflow.genai.evaluate`` and log one MLflow run.
+
+    The run is tagged with :data:`JUDGE_TAGS` and gets seed 002's :data:`SEED_METRIC` metrics next
+    to trainwire's (see the module docstring).
+    """
     rows = read_eval_csv(path)
     config = config or JudgeConfig.from_env()
     uri = resolve_tracking_uri(tracking_uri, data_dir)
@@ -344,10 +402,10 @@ def evaluate_csv(
         data.append(item)
     record: dict[tuple[str, str, str | None], JudgeScore] = {}
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
+    mlflow.set_experiment(experiment_id=_judge_experiment(mlflow.MlflowClient(tracking_uri=uri), experiment))
     with (
         BlockingJudge(judge) as blocking,
-        mlflow.start_run(run_name=run_name or f"judge-eval-{Path(path).stem}") as run,
+        mlflow.start_run(run_name=run_name or f"judge-eval-{Path(path).stem}", tags=JUDGE_TAGS) as run,
     ):
         mlflow.log_params(
             {
@@ -374,10 +432,11 @@ def evaluate_csv(
                 "judge/success_rate": summary.get("judge/success_rate_all", float("nan")),
                 "judge/judged": summary["judge/judged"],
                 "judge/failed": summary["judge/failed"],
+                **_seed_metrics(examples),
             }
         )
         mlflow.log_table(data=_table(examples), artifact_file=RESULTS_TABLE)
-    succeeded = [e.score for e in examples if e.success and e.score is not None]
+    succeeded = _scores(examples)
     return EvalResult(
         run_id=run.info.run_id,
         tracking_uri=uri,

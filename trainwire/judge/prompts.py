@@ -22,8 +22,34 @@ A template is a ``.txt`` file (the built-in ones live in ``trainwire/judge/templ
 ``[reference]`` is rendered into the user message's ``$reference`` only when the event has a
 reference answer (else that line disappears); each few-shot example is rendered with
 ``[example]`` into the system message's ``$examples``; ``[json]`` is appended to the user message
-when the judge asks for structured output. Placeholders use ``string.Template`` (``$name``), so
-JSON braces in a template need no escaping.
+when the judge asks for structured output.
+
+A file without any ``[section]`` line is a plain prompt, as seed 002's ``judge_prompt.txt``: the
+whole file (``#`` lines included) is the user message and there is no system message. Its
+``{reference}`` is the bare reference answer (empty when the event has none). Few-shot examples
+go into its text, as seed 002 suggests: ``--examples`` needs ``[example]`` and ``$examples``.
+
+Placeholders are written ``$name`` (``string.Template``; ``$$`` is a literal ``$``) or
+``{name}`` (seed 002's ``Вопрос: {question}``); both forms work in every section:
+
+========== ===================================================================
+section    placeholders
+========== ===================================================================
+system     ``examples``, ``low``, ``high``
+user       ``question``, ``answer``, ``reference``, ``low``, ``high``
+reference  ``reference``, ``low``, ``high``
+example    ``question``, ``answer``, ``score``, ``reasoning``, ``reference``, ``low``, ``high``
+json       ``low``, ``high``
+========== ===================================================================
+
+Only a known name in single braces is substituted: ``{{name}}`` is a literal ``{name}`` (e.g.
+LaTeX ``\\boxed{{answer}}``), and every other brace is sent as written, so JSON such as
+``{"score": 4}`` needs no escaping (unlike ``str.format``, ``{{`` and ``}}`` are not collapsed).
+:func:`load_template` raises :class:`ConfigError` naming the file and line for a ``{name}`` that
+is not a placeholder of its section in a plain file (in a sectioned template it is sent as written,
+so LaTeX such as ``\\frac{a}{b}`` keeps working), and for a user message with neither a question
+nor an answer placeholder; a ``$name`` that is not a placeholder is sent as written (as ``string.Template``
+does; ``$x$`` in LaTeX stays as it is).
 
 Built-in templates: ``default`` (English: accuracy, completeness, relevance and conciseness on
 1-5, ``Score: N`` / ``Reasoning: ...``) and ``ru`` (the same in Russian, after seed 002, with
@@ -31,7 +57,9 @@ Built-in templates: ``default`` (English: accuracy, completeness, relevance and 
 
 The template's :attr:`JudgePrompt.version` is ``{name}-{hash}`` of the template text and the
 examples, so changing either is a new version: it is recorded with every score and is part of
-the judge cache key.
+the judge cache key. A template with ``{name}`` or ``{{name}}`` placeholders also hashes a marker
+of that syntax, so it never shares a version (and cached judgements) with what older trainwire
+releases sent for the same file, braces literally; ``$``-only templates keep their version.
 """
 
 from __future__ import annotations
@@ -49,13 +77,40 @@ import orjson
 from trainwire.errors import ConfigError
 from trainwire.events import Prompt
 
-__all__ = ["BUILTIN_TEMPLATES", "FewShotExample", "JudgePrompt", "load_examples", "load_template", "prompt_text"]
+__all__ = [
+    "BUILTIN_TEMPLATES",
+    "PLACEHOLDERS",
+    "FewShotExample",
+    "JudgePrompt",
+    "load_examples",
+    "load_template",
+    "prompt_text",
+]
 
 BUILTIN_TEMPLATES = ("default", "ru")
 """Names of the templates shipped in ``trainwire/judge/templates/``."""
 
-_SECTIONS = ("system", "user", "reference", "example", "json")
+_SCALE = ("low", "high")
+PLACEHOLDERS: dict[str, tuple[str, ...]] = {
+    "system": ("examples", *_SCALE),
+    "user": ("question", "answer", "reference", *_SCALE),
+    "reference": ("reference", *_SCALE),
+    "example": ("question", "answer", "score", "reasoning", "reference", *_SCALE),
+    "json": _SCALE,
+}
+"""The placeholders each section may use (as ``$name`` or ``{name}``)."""
+
 _SECTION_RE = re.compile(r"^\[(?P<name>[a-z]+)\]\s*$")
+_IDENT = r"[_a-z][_a-z0-9]*"  # string.Template's identifier
+_TOKEN_RE = re.compile(
+    rf"\$(?:(?P<dollar>\$)|(?P<named>{_IDENT})|\{{(?P<braced>{_IDENT})\}})"
+    rf"|\{{\{{(?P<escaped>{_IDENT})\}}\}}"
+    rf"|\{{(?P<brace>{_IDENT})\}}"
+    r"|\$",
+    re.ASCII | re.IGNORECASE,
+)
+_BRACE_SYNTAX = b"\0placeholders: $name and {name}"
+"""Hashed into the version of a template that uses ``{name}`` / ``{{name}}``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +126,11 @@ class FewShotExample:
 
 @dataclass(frozen=True)
 class JudgePrompt:
-    """A parsed template with its few-shot examples; :meth:`render` builds the chat messages."""
+    """A parsed template with its few-shot examples; :meth:`render` builds the chat messages.
+
+    ``sections`` are ``string.Template`` texts (:func:`load_template` has already turned any
+    ``{name}`` placeholder into ``${name}``).
+    """
 
     name: str
     sections: dict[str, str]
@@ -146,7 +205,13 @@ def _content_text(content: Any) -> str:
 def load_template(template: str | Path = "default", examples: str | Path | None = None) -> JudgePrompt:
     """A built-in template by name (``default``, ``ru``) or a template file, with optional few-shot examples.
 
-    Raises :class:`ConfigError` naming the file when it cannot be read or lacks a ``[user]`` section.
+    A file with ``[section]`` lines needs a ``[user]`` section; a file without any is the user
+    message (see the module docstring for both and for the placeholders).
+
+    Raises :class:`ConfigError` naming the file when it cannot be read, has an unknown section, no
+    ``[user]`` section, a ``{name}`` that is not a placeholder of its section, or a user message
+    with neither a question nor an answer placeholder; and when ``examples`` are given but the
+    template has no ``[example]`` section or no ``examples`` placeholder in ``[system]``.
     """
     if isinstance(template, str) and template in BUILTIN_TEMPLATES:
         name = template
@@ -160,31 +225,107 @@ def load_template(template: str | Path = "default", examples: str | Path | None 
         except OSError as exc:
             known = ", ".join(BUILTIN_TEMPLATES)
             raise ConfigError("judge.template", f"{path}: {exc.strerror or exc} (built-in templates: {known})") from exc
-    sections = _parse_sections(text, where)
+    sections: dict[str, str] = {}
+    used: dict[str, set[str]] = {}
+    braces = False
+    plain = not any(_SECTION_RE.match(line) for line in text.splitlines())
+    for section, (body, lines) in _parse_sections(text, where).items():
+        sections[section], used[section], section_braces = _placeholders(section, body, lines, where, strict=plain)
+        braces = braces or section_braces
+    if not used["user"] & {"question", "answer"}:
+        raise ConfigError(
+            "judge.template",
+            f"{where}: the user message has no {{question}} or {{answer}} placeholder ($question, $answer work too),"
+            " so the judge would not see what it grades",
+        )
     shots: tuple[FewShotExample, ...] = ()
     examples_text = ""
     if examples is not None:
         shots, examples_text = load_examples(examples)
-    digest = hashlib.sha256(text.encode() + b"\0" + examples_text.encode()).hexdigest()[:10]
+        if shots and ("example" not in sections or "examples" not in used.get("system", ())):
+            raise ConfigError(
+                "judge.examples",
+                f"{examples}: {where} cannot show few-shot examples: that needs an [example] section"
+                " and $examples (or {examples}) in [system]",
+            )
+    material = text.encode() + b"\0" + examples_text.encode() + (_BRACE_SYNTAX if braces else b"")
+    digest = hashlib.sha256(material).hexdigest()[:10]
     return JudgePrompt(name=name, sections=sections, examples=shots, version=f"{name}-{digest}")
 
 
-def _parse_sections(text: str, where: str) -> dict[str, str]:
-    sections: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for number, line in enumerate(text.splitlines(), 1):
-        match = _SECTION_RE.match(line)
-        if match:
-            name = match.group("name")
-            if name not in _SECTIONS:
-                raise ConfigError("judge.template", f"{where}:{number}: unknown section [{name}]")
-            current = sections.setdefault(name, [])
-            continue
-        if current is not None:
-            current.append(line)
-    if "user" not in sections:
-        raise ConfigError("judge.template", f"{where}: no [user] section")
-    return {name: "\n".join(lines).strip("\n") for name, lines in sections.items()}
+def _parse_sections(text: str, where: str) -> dict[str, tuple[str, list[int]]]:
+    """Each section's text and the file line of each of its lines; a file without sections is ``user``."""
+    numbered = list(enumerate(text.splitlines(), 1))
+    if not any(_SECTION_RE.match(line) for _, line in numbered):
+        sections = {"user": numbered}
+    else:
+        sections = {}
+        current: list[tuple[int, str]] | None = None
+        for number, line in numbered:
+            match = _SECTION_RE.match(line)
+            if match:
+                name = match.group("name")
+                if name not in PLACEHOLDERS:
+                    raise ConfigError("judge.template", f"{where}:{number}: unknown section [{name}]")
+                current = sections.setdefault(name, [])
+                continue
+            if current is not None:
+                current.append((number, line))
+        if "user" not in sections:
+            raise ConfigError("judge.template", f"{where}: no [user] section")
+    out = {}
+    for name, lines in sections.items():
+        while lines and not lines[0][1]:
+            lines = lines[1:]
+        while lines and not lines[-1][1]:
+            lines = lines[:-1]
+        out[name] = ("\n".join(line for _, line in lines), [number for number, _ in lines])
+    return out
+
+
+def _placeholders(section: str, text: str, lines: list[int], where: str, *, strict: bool) -> tuple[str, set[str], bool]:
+    """``text`` as a ``string.Template`` text with its ``{name}`` placeholders turned into ``${name}``.
+
+    Returns that text, the placeholders the section uses, and whether it has any ``{name}`` or
+    ``{{name}}``. A ``{name}`` the section does not know raises :class:`ConfigError` when
+    ``strict`` (a plain file, written for ``str.format`` as seed 002's) and is sent as written
+    otherwise (a sectioned template: LaTeX such as ``\\frac{a}{b}`` keeps working).
+    """
+    known = PLACEHOLDERS[section]
+    used: set[str] = set()
+    braces = False
+    out: list[str] = []
+    pos = 0
+    for match in _TOKEN_RE.finditer(text):
+        out.append(text[pos : match.start()])
+        pos = match.end()
+        kind = match.lastgroup
+        if kind is None or kind == "dollar":  # a literal '$' ('$$', or one before no name): keep it literal
+            out.append("$$")
+        elif kind in ("named", "braced"):
+            if match.group(kind) in known:
+                used.add(match.group(kind))
+            out.append(match.group())
+        elif kind == "escaped":
+            braces = True
+            out.append("{" + match.group(kind) + "}")
+        else:
+            name = match.group(kind)
+            if name not in known and not strict:
+                out.append(match.group())
+                continue
+            if name not in known:
+                line = lines[text.count("\n", 0, match.start())]
+                raise ConfigError(
+                    "judge.template",
+                    f"{where}:{line}: unknown placeholder {{{name}}} in [{section}]"
+                    f" (known there: {', '.join(known)}; write {{{{{name}}}}} for literal braces)",
+                )
+            braces = True
+            used.add(name)
+            out.append("${" + name + "}")
+    out.append(text[pos:])
+    return "".join(out), used, braces
 
 
 def load_examples(path: str | Path) -> tuple[tuple[FewShotExample, ...], str]:

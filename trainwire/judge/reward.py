@@ -18,8 +18,10 @@ completion gets ``fallback`` (None means TRL's "no reward": NaN, ignored in its 
 ``alert`` event (rule ``judge_failed``) is emitted for the call, with the error counts and a
 sample. The function itself never raises: training goes on.
 
-A reference answer is taken from the first dataset column of ``reference_columns`` present
-(``reference``, ``answer``, ``solution``, ``ground_truth``, ``expected``).
+A reference answer is taken from the first dataset column of ``reference_columns`` present:
+by default :data:`~trainwire.judge.trigger.REFERENCE_KEYS` (``reference``, ``correct_answer``,
+``answer``, ``solution``, ``ground_truth``, ``expected``), the same keys the judge trigger reads
+from an interaction's metadata.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ request's event id is derived from the interaction's and its ``ts`` is the inter
 replayed request is the same row in ClickHouse (collapsed by ``FINAL``).
 
 The reference answer is taken from the interaction's metadata, the first of ``reference_keys``
-present (``reference``, ``answer``, ``solution``, ``ground_truth``, ``expected``).
+present and not empty; by default :data:`REFERENCE_KEYS`: ``reference``, ``correct_answer`` (seed
+000's logs), ``answer``, ``solution``, ``ground_truth``, ``expected``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ from trainwire.processors.base import Processor
 
 __all__ = ["REFERENCE_KEYS", "JudgeTrigger", "TriggerConfig", "request_event_id", "sampled"]
 
-REFERENCE_KEYS = ("reference", "answer", "solution", "ground_truth", "expected")
+REFERENCE_KEYS = ("reference", "correct_answer", "answer", "solution", "ground_truth", "expected")
+"""Where a reference answer is looked for, first present wins: in an interaction's metadata (the
+trigger) and among a dataset's columns (the reward function). ``correct_answer`` is seed 000's
+(``"metadata": {"correct_answer": "2.5", ...}``); it comes before the generic ``answer``, which
+a log may also use for the model's own extracted answer."""
 _REQUEST_NAMESPACE = uuid.UUID("0c6f3d2e-8a41-4b7e-b5d9-2e1f7a9c4d60")
 
 
