@@ -19,7 +19,15 @@ from trainwire.processors.dataset import (
     TrainingExample,
     parse_split_ratio,
 )
-from trainwire.sinks.dataset import DatasetSink, export_command, split_paths, to_alpaca, to_openai, to_sharegpt
+from trainwire.sinks.dataset import (
+    DatasetSink,
+    default_output,
+    export_command,
+    split_paths,
+    to_alpaca,
+    to_openai,
+    to_sharegpt,
+)
 from trainwire.store.clickhouse import open_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -32,8 +40,8 @@ CHAT = [
 ]
 
 
-def ix(prompt="q1", completion="good", reward: float | None = 1.0, success: bool = True) -> Interaction:
-    return Interaction(prompt=prompt, completion=completion, reward=reward, success=success)
+def ix(prompt="q1", completion="good", reward: float | None = 1.0, success: bool = True, **fields) -> Interaction:
+    return Interaction(prompt=prompt, completion=completion, reward=reward, success=success, **fields)
 
 
 def event(payload, eid: str, t: float = 0.0, run: str = "run-1") -> Event:
@@ -108,6 +116,59 @@ def test_dedup_fields(field: str, expected: list[str]):
     assert got == expected
 
 
+def test_dedup_by_an_interaction_field_or_a_metadata_key():
+    stream = [
+        ix("p1", "c1", model="qwen", metadata={"task": "outline", "src": {"file": "a"}}),
+        ix("p2", "c2", model=" qwen ", metadata={"task": "outline", "src": {"file": "b"}}),
+        ix("p3", "c3", metadata={"task": "summary", "src": {"file": "a"}}),
+        ix("p4", "c4", model="", metadata={"task": "  ", "src": "flat"}),
+        ix("p5", "c5", model="llama", metadata={"task": 7}),
+        ix("p6", "c6", model="llama", metadata={"task": 7}),
+    ]
+    expected = {
+        "model": ["keep", "duplicate", "keep", "keep", "keep", "duplicate"],
+        "metadata.task": ["keep", "duplicate", "keep", "keep", "keep", "duplicate"],
+        "metadata.src.file": ["keep", "keep", "duplicate", "keep", "keep", "keep"],
+    }
+    for field, outcomes in expected.items():
+        flt = DatasetFilter(DatasetConfig(dedup_field=field))
+        got = [flt.check(i, source_id=str(n)) for n, i in enumerate(stream)]
+        assert ["keep" if isinstance(o, TrainingExample) else o for o in got] == outcomes, field
+        kept_without_value = [o.source_id for o in got if isinstance(o, TrainingExample) and not o.key]
+        assert flt.no_dedup_value == len(kept_without_value), field
+    # no value (missing, null, blank) is never a duplicate: p3 and p4 have no model
+    flt = DatasetFilter(DatasetConfig(dedup_field="model"))
+    assert [isinstance(flt.check(i), TrainingExample) for i in (stream[2], stream[3], stream[2])] == [True] * 3
+    assert flt.no_dedup_value == 3 and flt.seen == set()
+
+
+def test_split_follows_the_prompt_when_dedup_is_not_by_content():
+    ratio = (0.5, 0.5)
+    prompts = [f"question {i}" for i in range(200)]
+    by_prompt = DatasetFilter(DatasetConfig(split_ratio=ratio, deduplicate=False))
+    by_model = DatasetFilter(DatasetConfig(split_ratio=ratio, dedup_field="model", deduplicate=False))
+    expected = [by_prompt.check(ix(p, "a")).split for p in prompts]
+    # every example has the same model: were the split hashed on it, all would land in one split
+    assert [by_model.check(ix(p, "a", model="qwen")).split for p in prompts] == expected
+    assert set(expected) == {"train", "val"}
+
+
+def test_no_dedup_value_survives_a_restart_and_old_snapshots_load():
+    config = DatasetConfig(dedup_field="metadata.task")
+    first = DatasetProcessor(config)
+    first.process(event(ix("q1", "a", metadata={"task": "t"}), "e1"))
+    first.process(event(ix("q2", "b"), "e2"))
+    snapshot = json.loads(json.dumps(first.snapshot()))
+    second = DatasetProcessor(config)
+    second.restore(snapshot)
+    assert second.filter.no_dedup_value == 1
+    assert second.process(event(ix("q3", "c", metadata={"task": "t"}), "e3")) == []  # a duplicate of e1
+    del snapshot["state"]["filter"]["no_dedup_value"]  # as a snapshot written before the counter existed
+    third = DatasetProcessor(config)
+    third.restore(snapshot)
+    assert third.filter.no_dedup_value == 0 and third.filter.kept == 2
+
+
 def test_no_dedup_and_limit():
     flt = DatasetFilter(DatasetConfig(deduplicate=False, limit=2))
     got = [flt.check(ix("same", "same")) for _ in range(3)]
@@ -119,8 +180,15 @@ def test_no_dedup_and_limit():
 def test_config_validation_names_the_option():
     with pytest.raises(ConfigError, match="split_ratio"):
         DatasetConfig(split_ratio=(0.5, 0.2))
-    with pytest.raises(ConfigError, match="dedup_field"):
+    with pytest.raises(ConfigError, match=r"dedup_field.*the completion"):
         DatasetConfig(dedup_field="answer")
+    with pytest.raises(ConfigError, match=r"dedup_field.*'nope' is not a field of an interaction.*metadata\.KEY"):
+        DatasetConfig(dedup_field="nope")
+    for bad in ("metadata", "metadata.", "metadata.a..b", "rewards", "prompt_messages"):
+        with pytest.raises(ConfigError, match="dedup_field"):
+            DatasetConfig(dedup_field=bad)
+    for good in ("model", "step", "group_id", "metadata.task", "metadata.a.b"):
+        assert DatasetConfig(dedup_field=good).dedup_field == good
     with pytest.raises(ConfigError, match="min_length"):
         DatasetConfig(min_length=10, max_length=5)
     with pytest.raises(ConfigError, match="split_ratio"):
@@ -381,3 +449,114 @@ def test_export_rejects_a_bad_split_ratio(stored, tmp_path: Path):
     result = export(stored, "--output", str(tmp_path / "x.jsonl"), "--split-ratio", "0.5,0.2")
     assert result.exit_code == 2
     assert "--split-ratio" in result.output and "sum to 1" in result.output
+
+
+def test_export_without_output_writes_a_timestamped_file(
+    stored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert default_output("sharegpt", datetime(2026, 3, 1, 9, 5, 7)) == Path(
+        "training_data/sharegpt_20260301_090507.jsonl"
+    )
+    monkeypatch.chdir(tmp_path)
+    result = export(stored, "--format", "sharegpt", "--no-shuffle")
+    assert result.exit_code == 0, result.output
+    (written,) = (tmp_path / "training_data").iterdir()
+    assert len(written.name) == len("sharegpt_20260301_090507.jsonl")
+    assert written.name.startswith("sharegpt_20") and written.suffix == ".jsonl"
+    datetime.strptime(written.stem.removeprefix("sharegpt_"), "%Y%m%d_%H%M%S")
+    relative = Path("training_data") / written.name
+    assert result.output.splitlines()[0] == f"output (no --output given): {relative}"
+    assert f"  all: 3 -> {relative}" in result.output.splitlines()
+    assert len(lines(written)) == 3
+
+
+def test_export_of_an_empty_store_says_a_worker_stores_the_events(
+    embedded_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = export(embedded_settings)  # nothing stored yet: not even the tables exist
+    assert result.exit_code == 1
+    assert "No interactions for any run in the store: nothing to export." in result.output
+    assert "a worker stores them: run `trainwire worker --until-idle 10`" in result.output
+    assert not (tmp_path / "training_data").exists()  # nothing written
+    result = export(embedded_settings, "--run", "r9", "--output", str(tmp_path / "x.jsonl"))
+    assert result.exit_code == 1
+    assert "No interactions for run r9" in result.output and "SELECT DISTINCT run_id" in result.output
+    assert not (tmp_path / "x.jsonl").exists()
+
+
+@pytest.fixture
+def stored_with_metadata(embedded_settings):
+    """Interactions with models and metadata, as imported seed-001 call logs have."""
+    events = [
+        event(ix("Outline A", "one", model="qwen", metadata={"task": "outline", "src": {"file": "a"}}), "m1", t=1),
+        event(ix("Outline B", "two", model="qwen", metadata={"task": "outline", "src": {"file": "b"}}), "m2", t=2),
+        event(ix("Summary C", "three", metadata={"task": "summary", "src": {"file": "a"}}), "m3", t=3),
+        event(ix("Free D", "four", model="llama"), "m4", t=4),
+    ]
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.insert_events(events)
+    return embedded_settings
+
+
+def test_export_dedups_by_any_field_of_the_record(stored_with_metadata, tmp_path: Path):
+    out = tmp_path / "x.jsonl"
+    cases = {
+        "metadata.task": (["one", "three", "four"], 1),  # D has no task: kept without dedup
+        "metadata.src.file": (["one", "two", "four"], 1),
+        "model": (["one", "three", "four"], 1),  # C has no model
+        "completion": (["one", "two", "three", "four"], 0),
+    }
+    for field, (outputs, without_value) in cases.items():
+        result = export(stored_with_metadata, "--output", str(out), "--no-shuffle", "--dedup-field", field)
+        assert result.exit_code == 0, result.output
+        assert [r["output"] for r in lines(out)] == outputs, field
+        note = f"  kept without dedup (no {field}): {without_value}"
+        assert (note in result.output.splitlines()) == bool(without_value), result.output
+
+
+def test_export_rejects_an_unknown_dedup_field_before_writing(stored_with_metadata, tmp_path: Path):
+    out = tmp_path / "x.jsonl"
+    result = export(stored_with_metadata, "--output", str(out), "--dedup-field", "metadata.nope")
+    assert result.exit_code == 2
+    assert "--dedup-field" in result.output
+    assert "no interaction in the store has a value for metadata.nope (metadata keys found: src, task)" in (
+        " ".join(result.output.split())
+    )
+    assert not out.exists()
+    result = export(stored_with_metadata, "--output", str(out), "--dedup-field", "answer")
+    assert result.exit_code == 2
+    assert "the completion" in result.output
+    # with dedup off the field is not used: no error
+    result = export(stored_with_metadata, "--output", str(out), "--dedup-field", "metadata.nope", "--no-deduplicate")
+    assert result.exit_code == 0, result.output
+    assert len(lines(out)) == 4
+
+
+def test_worker_and_export_share_the_filter_options():
+    from trainwire.cli import main
+
+    def options(command) -> dict[str, tuple]:
+        return {
+            opt: (type(p.type).__name__, p.default, p.is_flag)
+            for p in command.params
+            for opt in (*p.opts, *p.secondary_opts)
+        }
+
+    worker, exporter = options(main.commands["worker"]), options(export_command)
+    shared = {
+        "--min-reward",
+        "--min-judge-score",
+        "--min-length",
+        "--max-length",
+        "--deduplicate",
+        "--no-deduplicate",
+        "--dedup-field",
+        "--split-ratio",
+        "--seed",
+    }
+    assert {o: worker[o] for o in shared} == {o: exporter[o] for o in shared}
+    assert "--limit" not in worker and "--shuffle" not in worker  # export only: a stream has no end
+    assert all(p.help for p in main.commands["worker"].params if p.name != "help")
+    assert all(p.help for p in export_command.params if p.name != "help")

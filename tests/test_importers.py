@@ -316,11 +316,19 @@ def test_import_command(embedded_settings: Settings, tmp_path: Path):
     assert "imported 6 records from 2 file(s)" in result.output
     assert "runs: cli-run (6)" in result.output
     assert f"{NO_PROMPT}: 1" in result.output
+    assert result.output.splitlines()[-1] == (
+        "next: these events are on the bus; a worker stores them in ClickHouse for trainwire analyze, sql and "
+        "export: run `trainwire worker --until-idle 10` (unless a worker is running already)"
+    )
 
     again = runner.invoke(import_command, [str(logs), "--run", "cli-run"], obj=embedded_settings)
     assert again.exit_code == 0, again.output
     assert "imported 0 records" in again.output
     assert f"{ALREADY_IMPORTED}: 6" in again.output
+    assert again.output.splitlines()[-1] == (
+        "note: an earlier import published these events to the bus; if trainwire analyze finds none, "
+        "no worker has stored them yet: run `trainwire worker --until-idle 10`"
+    )
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "ok", "completion": "fine"}\nnot json\n')
@@ -355,3 +363,46 @@ def test_import_through_a_shared_emitter(embedded_settings: Settings, tmp_path: 
     while len(events) < 3 and time.monotonic() < deadline:
         events = read_events(embedded_settings, "check")
     assert len(events) == 3
+
+
+def test_import_then_worker_then_export_as_the_hints_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The whole path through the real command: import -> (export finds nothing) -> worker -> export."""
+    from trainwire.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    write_jsonl(tmp_path / "calls" / "a.jsonl", CALL_RECORDS)
+    data = tmp_path / "my data"
+    runner = CliRunner()
+
+    imported = runner.invoke(main, ["--data-dir", str(data), "import", "calls", "--no-progress"])
+    assert imported.exit_code == 0, imported.output
+    hint = imported.output.splitlines()[-1]
+    assert hint.startswith("next: these events are on the bus")
+    # the global options given are repeated (quoted for the shell) in the command to run next
+    assert f"`trainwire --data-dir '{data}' worker --until-idle 10`" in hint
+
+    before = runner.invoke(main, ["--data-dir", str(data), "export", "--output", "sft.jsonl"])
+    assert before.exit_code == 1
+    assert "No interactions for any run in the store" in before.output and "trainwire worker" in before.output
+
+    worker = runner.invoke(main, ["--data-dir", str(data), "worker", "--until-idle", "1.5", "--no-monitor"])
+    assert worker.exit_code == 0, worker.output
+    after = runner.invoke(main, ["--data-dir", str(data), "export", "--output", "sft.jsonl", "--no-shuffle"])
+    assert after.exit_code == 0, after.output
+    assert after.output.splitlines()[0] == "read 3 interactions: kept 2, dropped 1"
+    answers = sorted(json.loads(line)["output"] for line in (tmp_path / "sft.jsonl").read_text().splitlines())
+    assert answers == ["一、引言\n二、方法", "提纲二"]
+
+
+def test_import_hint_hides_a_clickhouse_password(tmp_path: Path):
+    from trainwire.cli import main
+
+    path = write_jsonl(tmp_path / "llm_logs_20251013_170000.jsonl", GRPO_RECORDS)
+    args = ["--data-dir", str(tmp_path / "d"), "--clickhouse", "http://ml:s3cret@ch.local:8123/db", "--topic-prefix"]
+    result = CliRunner().invoke(main, [*args, "tw2", "import", str(path), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output
+    assert (
+        f"`trainwire --clickhouse 'http://ml:***@ch.local:8123/db' --data-dir {tmp_path / 'd'} --topic-prefix tw2 "
+        "worker --until-idle 10`"
+    ) in result.output

@@ -6,16 +6,23 @@ import asyncio
 import gc
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
+from click.testing import CliRunner
+from conftest import ROOT
 
 from trainwire.bus import Emitter
+from trainwire.bus.admin import ensure_topics
 from trainwire.bus.base import Record
+from trainwire.cli import main
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, TrainStep, encode
-from trainwire.processors.dataset import DatasetConfig
+from trainwire.processors.dataset import DatasetConfig, DatasetFilter, TrainingExample
 from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_core, build_pipeline, build_stages
@@ -221,3 +228,124 @@ def test_handle_batch_is_handle_on_each_record_with_the_collector_paused(
         assert not gc.isenabled()  # a caller's own pause is left as it was
     finally:
         gc.enable()
+
+
+# --------------------------------------------------------------------------- the dataset options of `trainwire worker`
+
+DATASET_ARGS = [
+    "--dataset-format",
+    "sharegpt",
+    "--min-length",
+    "4",
+    "--max-length",
+    "12",
+    "--no-deduplicate",
+    "--split-ratio",
+    "0.5,0.5",
+    "--seed",
+    "7",
+]
+"""Every filter option away from its default, so each one shows in what the worker writes."""
+DATASET_CONFIG = DatasetConfig(min_length=4, max_length=12, deduplicate=False, split_ratio=(0.5, 0.5), seed=7)
+
+
+def dataset_events() -> list[Event]:
+    """Interactions of every length around the limits, each prompt twice (dedup would drop the copies)."""
+    return [
+        Event("cli-run", Interaction(prompt=f"question {i}", completion="x" * (1 + i % 16), step=i))
+        for i in range(48)
+        for _copy in range(2)
+    ]
+
+
+def expected_splits(events: list[Event], config: DatasetConfig) -> dict[str, list[str]]:
+    """What the filter keeps of ``events`` under ``config``: prompt per split, sorted."""
+    flt = DatasetFilter(config)
+    out: dict[str, list[str]] = {name: [] for name in config.splits}
+    for e in events:
+        kept = flt.check(e.payload)
+        if isinstance(kept, TrainingExample):
+            out[kept.split].append(kept.prompt)
+    return {name: sorted(prompts) for name, prompts in out.items()}
+
+
+def written_splits(files: dict[str, list[Path]]) -> dict[str, list[str]]:
+    """The human turn of every sharegpt record in each split's files, sorted."""
+    out = {}
+    for name, paths in files.items():
+        records = [orjson.loads(line) for path in paths for line in path.read_text().splitlines()]
+        assert all([t["from"] for t in r["conversations"]] == ["human", "gpt"] for r in records)
+        out[name] = sorted(r["conversations"][0]["value"] for r in records)
+    return out
+
+
+def test_dataset_filter_options_reach_the_sink_in_the_embedded_runtime(embedded_settings: Settings, tmp_path: Path):
+    events = dataset_events()
+    emit_all(embedded_settings, events)
+    out = tmp_path / "out" / "sft.jsonl"
+    args = ["--data-dir", str(embedded_settings.data_dir), "worker", "--until-idle", "1.5", "--no-monitor"]
+    result = CliRunner().invoke(main, [*args, "--dataset", str(out), *DATASET_ARGS])
+    assert result.exit_code == 0, result.output
+
+    expected = expected_splits(events, DATASET_CONFIG)
+    assert written_splits({name: [out.with_name(f"sft_{name}.jsonl")] for name in ("train", "val")}) == expected
+    kept = [p for prompts in expected.values() for p in prompts]
+    assert len(kept) == 2 * 9 * 3  # lengths 4..12 of 1..16, 3 prompts per length, both copies (no dedup)
+    default_seed = DatasetConfig(min_length=4, max_length=12, deduplicate=False, split_ratio=(0.5, 0.5))
+    assert expected != expected_splits(events, default_seed)  # --seed 7 made a difference
+
+
+def test_dataset_options_need_a_dataset_and_bad_values_name_their_option(embedded_settings: Settings):
+    runner = CliRunner()
+    base = ["--data-dir", str(embedded_settings.data_dir), "worker", "--until-idle", "0.1", "--no-store"]
+    result = runner.invoke(main, [*base, "--min-length", "5", "--no-deduplicate"])
+    assert result.exit_code == 2
+    assert "--min-length, --deduplicate/--no-deduplicate: only for the fine-tuning data; add --dataset FILE" in (
+        " ".join(result.output.split())
+    )
+    result = runner.invoke(main, [*base, "--dataset", "x.jsonl", "--dedup-field", "answer"])
+    assert result.exit_code == 2
+    assert "Invalid value for --dedup-field" in result.output
+    result = runner.invoke(main, [*base, "--dataset", "x.jsonl", "--min-length", "9", "--max-length", "3"])
+    assert result.exit_code == 2
+    assert "Invalid value for --min-length" in result.output
+
+
+def test_dataset_filter_options_reach_the_sink_in_the_faust_runtime(kafka_settings: Settings, tmp_path: Path):
+    asyncio.run(ensure_topics(kafka_settings, 1))
+    events = dataset_events()
+    with Emitter(kafka_settings) as emitter:
+        for e in events:
+            emitter.emit(e)
+        assert emitter.flush(60)
+    out = tmp_path / "out" / "sft.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainwire",
+        "--kafka",
+        kafka_settings.kafka,
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--topic-prefix",
+        kafka_settings.topic_prefix,
+        "worker",
+        "--runtime",
+        "faust",
+        "--partitions",
+        "1",
+        "--until-idle",
+        "4",
+        "--no-store",
+        "--no-monitor",
+        "--dataset",
+        str(out),
+        *DATASET_ARGS,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # one file per partition and split: sft.p0_train.jsonl, sft.p0_val.jsonl
+    files = {name: sorted(out.parent.glob(f"sft.p*_{name}.jsonl")) for name in ("train", "val")}
+    assert all(files.values()), sorted(out.parent.iterdir())
+    assert written_splits(files) == expected_splits(events, DATASET_CONFIG)

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from trainwire.config import Settings
 from trainwire.errors import TrainwireError
+from trainwire.sinks.dataset import FORMATS, dataset_config, dataset_filter_options
 
 
 class _Group(click.Group):
@@ -113,12 +115,20 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
 @click.option("--monitor/--no-monitor", default=True, show_default=True, help="Reward stats, group stats, alerts.")
 @click.option("--step-window", type=int, default=10, show_default=True, help="Tumbling stats window, in steps.")
 @click.option("--time-window", type=float, default=300.0, show_default=True, help="Sliding stats window, seconds.")
-@click.option("--dataset", "dataset_output", type=click.Path(path_type=Path), help="Write fine-tuning data here.")
-@click.option("--dataset-format", type=click.Choice(["alpaca", "sharegpt", "openai"]), default="alpaca")
-@click.option("--min-reward", type=float, help="Dataset: keep interactions with at least this reward.")
-@click.option("--min-judge-score", type=float, help="Dataset: keep interactions judged at least this (0..1).")
-@click.option("--dedup-field", type=click.Choice(["prompt", "completion", "prompt+completion"]), default="prompt")
-@click.option("--split-ratio", help="Dataset: train,val,test shares, e.g. 0.8,0.1,0.1.")
+@click.option(
+    "--dataset",
+    "dataset_output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write fine-tuning data to this JSONL file, continuously (the options below marked Dataset: filter it).",
+)
+@click.option(
+    "--dataset-format",
+    type=click.Choice(list(FORMATS)),
+    default="alpaca",
+    show_default=True,
+    help="Dataset: the format of the --dataset file (as trainwire export --format).",
+)
+@dataset_filter_options(prefix="Dataset: ", seed_help="Seed of the split hash (which split an example goes to).")
 @click.option(
     "--runtime",
     type=click.Choice(["auto", "faust", "embedded"]),
@@ -147,15 +157,12 @@ def worker(
     time_window: float,
     dataset_output: Path | None,
     dataset_format: str,
-    min_reward: float | None,
-    min_judge_score: float | None,
-    dedup_field: str,
-    split_ratio: str | None,
     runtime: str,
     partitions: int,
     web_port: int | None,
     session_timeout: float,
     flush_interval: float,
+    **dataset_filters: Any,
 ) -> None:
     """Process the event stream: store it in ClickHouse, publish reward stats, group stats and health
     alerts, and write fine-tuning data (Ctrl+C stops it cleanly).
@@ -163,12 +170,17 @@ def worker(
     Offsets are committed only after ClickHouse acknowledged the batch and the dataset files are
     fsynced; undecodable or refused records go to the dead-letter topic with the reason. While this
     runs on the embedded chdb, `trainwire sql` from another shell is answered through it.
+
+    The Dataset: options mean what they mean for trainwire export. Export's --limit and --shuffle
+    are not here: a stream has no end to shuffle or to draw a sample from (export from the store).
     """
-    from trainwire.processors.dataset import DatasetConfig, parse_split_ratio
     from trainwire.processors.stats import StatsConfig
     from trainwire.runtime import WorkerOptions, run_worker
     from trainwire.store.clickhouse import open_store
 
+    given = _options_given(click.get_current_context(), ("dataset_format", *dataset_filters))
+    if dataset_output is None and given:
+        raise click.UsageError(f"{', '.join(given)}: only for the fine-tuning data; add --dataset FILE")
     options = WorkerOptions(
         group=group,
         store=store,
@@ -176,12 +188,7 @@ def worker(
         stats=StatsConfig(step_window=step_window, time_window_s=time_window, time_hop_s=time_window / 5),
         dataset_output=dataset_output,
         dataset_format=dataset_format,
-        dataset=DatasetConfig(
-            min_reward=min_reward,
-            min_judge_score=min_judge_score,
-            dedup_field=dedup_field,
-            split_ratio=parse_split_ratio(split_ratio) if split_ratio else None,
-        ),
+        dataset=dataset_config(**dataset_filters),
     )
     if runtime == "auto":
         runtime = "embedded" if settings.embedded_bus else "faust"
@@ -214,6 +221,15 @@ def worker(
         f"worker stopped: {core.records_in} records, {core.publisher.published} published, "
         f"{core.dead_letters.count} dead letters"
     )
+
+
+def _options_given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
+    """Which of the parameters ``names`` were set on the command line, spelled as in --help."""
+    return [
+        "/".join((*param.opts, *param.secondary_opts))
+        for param in ctx.command.params
+        if param.name in names and ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE
+    ]
 
 
 # --------------------------------------------------------------------------- db

@@ -248,10 +248,12 @@ def print_summary(results: AnalysisResults, console: Any = None, max_rows: int =
     from rich.console import Console
     from rich.table import Table
 
+    from trainwire.store.clickhouse import NOT_STORED_HINT
+
     console = console or Console()
     if results.empty:
         which = ", ".join(results.runs) if results.runs else "any run"
-        console.print(f"No events for {which} in the store: nothing to analyze.")
+        console.print(f"No events for {which} in the store: nothing to analyze. {NOT_STORED_HINT}, then analyze again.")
         return
     for name, title, _ in _CONSOLE_TABLES:
         rows = results.rows(name)

@@ -15,10 +15,25 @@ reason                        dropped when
 ``no_judge_score`` /          ``min_judge_score`` is set and no successful judge score
 ``low_judge_score``           (``score_normalized``) came for the interaction / it is below
 ``duplicate``                 ``deduplicate`` is on and an earlier kept example had the same
-                              ``dedup_field`` content (``prompt``, ``completion`` or
-                              ``prompt+completion``)
+                              ``dedup_field`` value (see below)
 ``limit``                     ``limit`` examples were kept already
 ============================  =================================================================
+
+The dedup field (seed 001's ``--dedup-field``, ``prompt`` by default) may name any field of the
+record:
+
+- ``prompt``, ``completion`` (a call log's ``response.answer``) or ``prompt+completion``: the
+  content fields;
+- a scalar field of the interaction (:data:`INTERACTION_DEDUP_FIELDS`: ``model``, ``step``,
+  ``group_id``, ``error``, ...);
+- ``metadata.KEY``, a key of the interaction's metadata (``metadata.a.b`` goes into nested
+  objects), e.g. ``metadata.task`` or, for imported seed-001 call logs,
+  ``metadata.current_batch_content``.
+
+Text values are compared stripped, other values as canonical JSON. An interaction without a
+value for the field (missing, null or blank) cannot be a duplicate: it is kept, not remembered,
+and counted (``DatasetFilter.no_dedup_value``). An unknown field name is a
+:class:`ConfigError`.
 
 Unlike the seed, duplicates are looked for among the examples that passed the other checks, so
 a rejected record never hides a good one with the same prompt. Dedup remembers a 64-bit content
@@ -26,9 +41,10 @@ hash per kept example (collisions are negligible below billions of examples); th
 the snapshot, so it survives restarts.
 
 The split (``train``/``val``/``test`` for 3 ratios, ``train``/``val`` for 2) is decided by a
-hash of the seed and the dedup-field content: the same example lands in the same split on every
-replay and in every export with the same seed, and copies of one prompt never straddle train
-and test, even with dedup off. Split sizes follow the ratios statistically, not exactly.
+hash of the seed and the dedup-field content (the prompt when the dedup field is not a content
+field): the same example lands in the same split on every replay and in every export with the
+same seed, and copies of one prompt never straddle train and test, even with dedup off. Split
+sizes follow the ratios statistically, not exactly.
 
 :class:`DatasetFilter` is the pure decision (used by the streaming processor and by ``trainwire
 export``); :class:`DatasetProcessor` adapts it to a stream, where judge scores arrive after
@@ -39,6 +55,7 @@ their interactions: with ``min_judge_score`` set, interactions that pass the oth
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -47,21 +64,33 @@ from typing import Any
 import orjson
 
 from trainwire.errors import ConfigError
-from trainwire.events import Event, Interaction, JudgeScore, Prompt
+from trainwire.events import Event, Interaction, JudgeScore, Kind, Prompt
 from trainwire.processors.base import Processor
 
 __all__ = [
     "DEDUP_FIELDS",
     "DROP_REASONS",
+    "INTERACTION_DEDUP_FIELDS",
+    "METADATA_PREFIX",
     "DatasetConfig",
     "DatasetFilter",
     "DatasetProcessor",
     "TrainingExample",
     "content_text",
+    "dedup_field_problem",
     "parse_split_ratio",
 ]
 
 DEDUP_FIELDS = ("prompt", "completion", "prompt+completion")
+"""The content dedup fields (the split follows them); see the module docstring for the others."""
+INTERACTION_DEDUP_FIELDS = tuple(
+    s.name
+    for s in Interaction.FIELDS
+    if s.kind in (Kind.STR, Kind.INT, Kind.FLOAT, Kind.BOOL) and s.name not in DEDUP_FIELDS
+)
+"""The scalar fields of an interaction that may be the dedup field too (``model``, ``step``, ...)."""
+METADATA_PREFIX = "metadata."
+"""``metadata.KEY`` names a metadata key as the dedup field."""
 DROP_REASONS = (
     "failed",
     "empty_prompt",
@@ -78,6 +107,22 @@ DROP_REASONS = (
 SPLIT_NAMES = ("train", "val", "test")
 
 
+def dedup_field_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a dedup field (None when it can): see the module docstring."""
+    if name in DEDUP_FIELDS or name in INTERACTION_DEDUP_FIELDS:
+        return None
+    if name.startswith(METADATA_PREFIX):
+        if all(name[len(METADATA_PREFIX) :].split(".")):
+            return None
+        return f"{name!r} is not a metadata key: write metadata.KEY (metadata.A.B for a nested key)"
+    if name in ("answer", "response"):
+        return f"{name!r} is not a field of an interaction: a call log's response answer is the completion"
+    return (
+        f"{name!r} is not a field of an interaction: use prompt, completion or prompt+completion, "
+        f"an interaction field ({', '.join(INTERACTION_DEDUP_FIELDS)}), or metadata.KEY"
+    )
+
+
 def parse_split_ratio(text: str) -> tuple[float, ...]:
     """``"0.8,0.1,0.1"`` -> ``(0.8, 0.1, 0.1)``; raise :class:`ConfigError` naming ``split_ratio``."""
     try:
@@ -90,9 +135,10 @@ def parse_split_ratio(text: str) -> tuple[float, ...]:
 class DatasetConfig:
     """What makes an interaction a training example (see the module docstring).
 
-    ``min_length``/``max_length`` count characters of the completion. ``split_ratio`` has one
-    to three shares summing to 1 (train, val, test); None writes a single file. ``seed`` salts
-    the split hash (and orders ``trainwire export --shuffle``).
+    ``min_length``/``max_length`` count characters of the completion. ``dedup_field`` is a
+    content field, an interaction field or ``metadata.KEY`` (see the module docstring).
+    ``split_ratio`` has one to three shares summing to 1 (train, val, test); None writes a single
+    file. ``seed`` salts the split hash (and orders ``trainwire export --shuffle``).
     """
 
     min_reward: float | None = None
@@ -107,8 +153,9 @@ class DatasetConfig:
     max_pending: int = 100_000
 
     def __post_init__(self) -> None:
-        if self.dedup_field not in DEDUP_FIELDS:
-            raise ConfigError("dedup_field", f"{self.dedup_field!r} is not one of {', '.join(DEDUP_FIELDS)}")
+        problem = dedup_field_problem(self.dedup_field)
+        if problem is not None:
+            raise ConfigError("dedup_field", problem)
         for name in ("min_length", "max_length", "limit"):
             value = getattr(self, name)
             if value is not None and value < 0:
@@ -138,8 +185,9 @@ class DatasetConfig:
 class TrainingExample:
     """One kept interaction, ready for a format writer.
 
-    ``key`` is the 64-bit content hash (hex) of the dedup field; ``source_id`` the interaction's
-    event id (what a sink uses to write each example once); ``split`` is None without splits.
+    ``key`` is the 64-bit content hash (hex) of the dedup field's value ('' when the interaction
+    has none); ``source_id`` the interaction's event id (what a sink uses to write each example
+    once); ``split`` is None without splits.
     """
 
     prompt: Prompt
@@ -172,27 +220,51 @@ def _prompt_key(prompt: Prompt) -> str:
     return orjson.dumps(messages).decode()
 
 
+def _hash(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _value_text(value: Any) -> str | None:
+    """A dedup value as text: strings stripped, anything else canonical JSON; None when blank or null."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
 class DatasetFilter:
     """The keep/drop decision with its memory (seen hashes, counts); pure, no I/O.
 
     :meth:`check` returns a :class:`TrainingExample` or the drop reason, and counts it.
+    ``no_dedup_value`` counts the examples kept without dedup, having no value for the dedup field.
     """
 
     def __init__(self, config: DatasetConfig):
         self.config = config
         self.seen: set[str] = set()
         self.kept = 0
+        self.no_dedup_value = 0
         self.dropped: Counter[str] = Counter()
         self.per_split: Counter[str] = Counter()
 
-    def dedup_text(self, prompt: Prompt, completion: str) -> str:
-        """The content the dedup field names, normalized (stripped; chat prompts as role/content JSON)."""
+    def dedup_text(self, interaction: Interaction) -> str | None:
+        """The dedup field's value, normalized (stripped; chat prompts as role/content JSON); None if it has none."""
         field = self.config.dedup_field
         if field == "prompt":
-            return _prompt_key(prompt)
+            return _prompt_key(interaction.prompt)
         if field == "completion":
-            return completion.strip()
-        return _prompt_key(prompt) + "\x00" + completion.strip()
+            return interaction.completion.strip()
+        if field == "prompt+completion":
+            return _prompt_key(interaction.prompt) + "\x00" + interaction.completion.strip()
+        if not field.startswith(METADATA_PREFIX):
+            return _value_text(getattr(interaction, field))
+        value: Any = interaction.metadata
+        for part in field[len(METADATA_PREFIX) :].split("."):
+            if not isinstance(value, dict) or part not in value:
+                return None
+            value = value[part]
+        return _value_text(value)
 
     def split_of(self, key: str) -> str | None:
         """The split of an example whose dedup key is ``key`` (stable for a given seed)."""
@@ -251,8 +323,8 @@ class DatasetFilter:
                 reason = "no_judge_score"
             elif judge_score < c.min_judge_score:
                 reason = "low_judge_score"
-        text = self.dedup_text(interaction.prompt, interaction.completion)
-        key = hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+        text = self.dedup_text(interaction)
+        key = "" if text is None else _hash(text)
         if reason is None and c.deduplicate and key in self.seen:
             reason = "duplicate"
         if reason is None and c.limit is not None and self.kept >= c.limit:
@@ -260,10 +332,12 @@ class DatasetFilter:
         if reason is not None:
             self.dropped[reason] += 1
             return reason
-        if c.deduplicate:
+        if c.deduplicate and key:
             self.seen.add(key)
+        elif c.deduplicate:
+            self.no_dedup_value += 1
         self.kept += 1
-        split = self.split_of(key)
+        split = self.split_of(key if c.dedup_field in DEDUP_FIELDS else _hash(_prompt_key(interaction.prompt)))
         self.per_split[split or "all"] += 1
         return TrainingExample(
             prompt=interaction.prompt,
@@ -285,6 +359,7 @@ class DatasetFilter:
         return {
             "seen": sorted(self.seen),
             "kept": self.kept,
+            "no_dedup_value": self.no_dedup_value,
             "dropped": dict(self.dropped),
             "per_split": dict(self.per_split),
         }
@@ -293,6 +368,7 @@ class DatasetFilter:
         """Replace the state with :meth:`to_dict` output."""
         self.seen = {str(k) for k in data["seen"]}
         self.kept = int(data["kept"])
+        self.no_dedup_value = int(data.get("no_dedup_value", 0))  # absent from snapshots of older versions
         self.dropped = Counter({str(k): int(v) for k, v in data["dropped"].items()})
         self.per_split = Counter({str(k): int(v) for k, v in data["per_split"].items()})
 

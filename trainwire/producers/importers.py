@@ -45,6 +45,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -52,9 +53,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import click
 import orjson
+from click.core import ParameterSource
 
 from trainwire.bus import Emitter
 from trainwire.config import Settings
@@ -69,6 +72,7 @@ __all__ = [
     "default_run_id",
     "import_command",
     "import_paths",
+    "next_step_hint",
     "parse_timestamp",
     "record_event_id",
     "record_to_interaction",
@@ -743,6 +747,47 @@ def import_paths(
 # --------------------------------------------------------------------------- the command
 
 
+def next_step_hint(summary: ImportSummary, global_flags: str = "") -> str | None:
+    """What to run after an import, or None when it found nothing to publish.
+
+    An import publishes to the bus; nothing is in ClickHouse (for ``trainwire analyze``, ``sql``
+    and ``export``) until a worker stores it. ``global_flags`` (``--data-dir DIR`` ...) go
+    before ``worker`` in the command shown.
+    """
+    worker = f"`trainwire {global_flags + ' ' if global_flags else ''}worker --until-idle 10`"
+    if summary.imported:
+        return (
+            "next: these events are on the bus; a worker stores them in ClickHouse for trainwire analyze, "
+            f"sql and export: run {worker} (unless a worker is running already)"
+        )
+    if summary.skipped[ALREADY_IMPORTED]:
+        return (
+            "note: an earlier import published these events to the bus; if trainwire analyze finds none, "
+            f"no worker has stored them yet: run {worker}"
+        )
+    return None
+
+
+def _global_flags(ctx: click.Context) -> str:
+    """The global options (``--kafka``, ``--data-dir``, ...) given on this command line, to repeat them.
+
+    A ClickHouse password is shown as ``***``.
+    """
+    root = ctx.find_root()
+    flags: list[str] = []
+    for name in ("kafka", "clickhouse", "data_dir", "topic_prefix"):
+        value = root.params.get(name)
+        if value is None or root.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        text = str(value)
+        if name == "clickhouse":
+            url = urlsplit(text)
+            if url.password is not None:
+                text = urlunsplit(url._replace(netloc=url.netloc.replace(f":{url.password}@", ":***@", 1)))
+        flags.append(f"--{name.replace('_', '-')} {shlex.quote(text)}")
+    return " ".join(flags)
+
+
 def _zone(value: str | None) -> tzinfo | None:
     if value is None or value.lower() == "local":
         return None
@@ -778,6 +823,9 @@ def import_command(
     Importing the same file again adds nothing (it is reported as already imported); a .jsonl
     that grew since is imported from where the last import stopped. Corrupt lines are reported
     with file and line and do not stop the import; the exit status is 1 if there were any.
+
+    The records go to the bus: run a worker (trainwire worker --until-idle 10) to store them in
+    ClickHouse before trainwire analyze, sql or export; the summary says so.
     """
     timezone = _zone(tz_name)
     importer = Importer(settings, run_id=run_id, timezone=timezone, force=force, progress=progress)
@@ -790,5 +838,8 @@ def import_command(
         sys.exit(130)
     for line in summary.lines():
         click.echo(line)
+    hint = next_step_hint(summary, _global_flags(click.get_current_context()))
+    if hint:
+        click.echo(hint)
     if summary.error_count:
         sys.exit(1)

@@ -20,7 +20,10 @@ crash is cut off when the sink opens the file again.
 
 ``trainwire export`` (:data:`export_command`) runs the same filter
 (:class:`~trainwire.processors.dataset.DatasetFilter`) and the same writers over the
-interactions stored in ClickHouse, joined with their latest successful judge score.
+interactions stored in ClickHouse, joined with their latest successful judge score. Without
+``--output`` it writes ``training_data/{format}_YYYYMMDD_HHMMSS.jsonl`` (:func:`default_output`).
+Its filter options are ``trainwire worker``'s too (:func:`dataset_filter_options`,
+:func:`dataset_config`): one set of names for the stream and for the store.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import click
 import orjson
@@ -42,6 +47,8 @@ from trainwire.events import Interaction, Prompt
 from trainwire.processors.dataset import (
     DEDUP_FIELDS,
     DROP_REASONS,
+    INTERACTION_DEDUP_FIELDS,
+    METADATA_PREFIX,
     DatasetConfig,
     DatasetFilter,
     TrainingExample,
@@ -53,6 +60,9 @@ __all__ = [
     "FORMATS",
     "DatasetSink",
     "ExportSummary",
+    "dataset_config",
+    "dataset_filter_options",
+    "default_output",
     "export_command",
     "export_dataset",
     "split_paths",
@@ -238,11 +248,11 @@ class DatasetSink:
 
 _EXPORT_SQL = """
 SELECT i.event_id AS event_id, i.run_id AS run_id, i.prompt AS prompt, i.prompt_messages AS prompt_messages,
-       i.completion AS completion, i.reward AS reward, i.success AS success, j.score AS judge_score
+       i.completion AS completion, i.reward AS reward, i.success AS success, j.score AS judge_score{outer}
 FROM (
-    SELECT event_id, run_id, ts, prompt, prompt_messages, completion, reward, success
+    SELECT event_id, run_id, ts, prompt, prompt_messages, completion, reward, success{inner}
     FROM interactions FINAL
-    WHERE {run:String} = '' OR run_id = {run:String}
+    WHERE {{run:String}} = '' OR run_id = {{run:String}}
 ) AS i
 LEFT JOIN (
     SELECT interaction_id, argMax(score_normalized, ts) AS score
@@ -253,17 +263,26 @@ LEFT JOIN (
 ORDER BY i.ts, i.event_id
 SETTINGS join_use_nulls = 1
 """
+_BASE_COLUMNS = ("prompt", "completion", "reward", "success")
+
+"""What ``trainwire export`` adds when the store has no interactions."""
 
 
 @dataclass(slots=True)
 class ExportSummary:
-    """What an export read, kept and dropped (by reason), and wrote where (per split)."""
+    """What an export read, kept and dropped (by reason), and wrote where (per split).
+
+    ``no_dedup_value`` counts kept examples that could not be deduplicated because they had no
+    value for ``dedup_field``.
+    """
 
     read: int = 0
     kept: int = 0
     dropped: dict[str, int] = field(default_factory=dict)
     splits: dict[str | None, int] = field(default_factory=dict)
     paths: dict[str | None, Path] = field(default_factory=dict)
+    dedup_field: str = "prompt"
+    no_dedup_value: int = 0
 
     def lines(self) -> list[str]:
         """The summary as printable lines."""
@@ -271,14 +290,49 @@ class ExportSummary:
         for reason in DROP_REASONS:
             if self.dropped.get(reason):
                 out.append(f"  dropped {reason}: {self.dropped[reason]}")
+        if self.no_dedup_value:
+            out.append(f"  kept without dedup (no {self.dedup_field}): {self.no_dedup_value}")
         for split, path in self.paths.items():
             out.append(f"  {split or 'all'}: {self.splits.get(split, 0)} -> {path}")
         return out
 
 
-def _interaction(row: dict[str, Any]) -> Interaction:
+def default_output(fmt: str, now: datetime | None = None) -> Path:
+    """Where ``trainwire export`` writes without ``--output``: ``training_data/{fmt}_YYYYMMDD_HHMMSS.jsonl``.
+
+    The folder is seed 001's, the time stamp (local time, ``now`` by default) the seed logs' own.
+    """
+    return Path("training_data") / f"{fmt}_{(now or datetime.now()):%Y%m%d_%H%M%S}.jsonl"
+
+
+def _extra_column(dedup_field: str) -> str | None:
+    """The column beyond the base ones that the dedup field needs, if any."""
+    if dedup_field.startswith(METADATA_PREFIX):
+        return "metadata"
+    if dedup_field in INTERACTION_DEDUP_FIELDS and dedup_field not in _BASE_COLUMNS:
+        return dedup_field
+    return None
+
+
+def _interaction(row: dict[str, Any], extra: str | None) -> Interaction:
     prompt: Prompt = orjson.loads(row["prompt_messages"]) if row["prompt_messages"] else row["prompt"]
-    return Interaction(prompt=prompt, completion=row["completion"], reward=row["reward"], success=row["success"])
+    interaction = Interaction(prompt=prompt, completion=row["completion"], reward=row["reward"], success=row["success"])
+    if extra == "metadata":
+        interaction.metadata = orjson.loads(row["metadata"]) if row["metadata"] else {}
+    elif extra is not None:
+        setattr(interaction, extra, row[extra])
+    return interaction
+
+
+def _unknown_dedup_field(config: DatasetConfig, rows: list[dict[str, Any]], run: str | None) -> ConfigError:
+    """The error for deduplicating by a field no row has a value for (naming the metadata keys there are)."""
+    where = f" of run {run}" if run else ""
+    problem = f"no interaction{where} in the store has a value for {config.dedup_field}"
+    if config.dedup_field.startswith(METADATA_PREFIX):
+        keys = sorted({key for row in rows for key in (orjson.loads(row["metadata"]) if row["metadata"] else {})})
+        shown = ", ".join(keys[:20]) + (", ..." if len(keys) > 20 else "")
+        problem += f" (metadata keys found: {shown})" if keys else " (they have no metadata)"
+    return ConfigError("dedup_field", problem)
 
 
 def export_dataset(
@@ -294,16 +348,28 @@ def export_dataset(
 
     Dedup keeps the oldest copy. With ``shuffle`` the kept examples are shuffled with
     ``config.seed`` before ``config.limit`` takes the first ones, so a limit draws a random,
-    reproducible subset; without it, the oldest are taken.
+    reproducible subset; without it, the oldest are taken. With no interaction to read, nothing
+    is written (``read`` is 0, ``paths`` empty). Deduplicating by a field that no interaction
+    has a value for raises :class:`ConfigError` (``dedup_field``) before anything is written.
     """
     _writer(fmt)
-    rows = store.query_rows(_EXPORT_SQL, {"run": run or ""})
+    extra = _extra_column(config.dedup_field)
+    sql = _EXPORT_SQL.format(outer=f", i.{extra} AS {extra}" if extra else "", inner=f", {extra}" if extra else "")
+    rows = store.query_rows(sql, {"run": run or ""})
+    if not rows:
+        return ExportSummary(dedup_field=config.dedup_field)
     flt = DatasetFilter(dataclasses.replace(config, limit=None))
+    # Deduplicating by a field that no interaction has is a mistaken name: said before anything is written.
+    field_seen = not config.deduplicate or config.dedup_field in DEDUP_FIELDS
     examples = []
     for row in rows:
-        out = flt.check(_interaction(row), row["judge_score"], source_id=row["event_id"], run_id=row["run_id"])
+        interaction = _interaction(row, extra)
+        field_seen = field_seen or flt.dedup_text(interaction) is not None
+        out = flt.check(interaction, row["judge_score"], source_id=row["event_id"], run_id=row["run_id"])
         if isinstance(out, TrainingExample):
             examples.append(out)
+    if not field_seen:
+        raise _unknown_dedup_field(config, rows, run)
     if shuffle:
         random.Random(config.seed).shuffle(examples)
     if config.limit is not None and len(examples) > config.limit:
@@ -318,50 +384,95 @@ def export_dataset(
         dropped={k: v for k, v in flt.dropped.items() if v},
         splits=dict(sink.counts),
         paths=dict(sink.paths),
+        dedup_field=config.dedup_field,
+        no_dedup_value=sum(1 for e in examples if not e.key) if config.deduplicate else 0,
     )
 
 
-@click.command("export")
-@click.option("--format", "fmt", type=click.Choice(list(FORMATS)), default="alpaca", show_default=True)
-@click.option("--output", type=click.Path(path_type=Path, dir_okay=False), required=True, help="JSONL file to write.")
-@click.option("--limit", type=click.IntRange(min=0), default=None, help="Keep at most N examples.")
-@click.option("--deduplicate/--no-deduplicate", default=True, show_default=True, help="Drop repeated content.")
-@click.option("--dedup-field", type=click.Choice(list(DEDUP_FIELDS)), default="prompt", show_default=True)
-@click.option("--min-length", type=click.IntRange(min=0), default=None, help="Minimum completion characters.")
-@click.option("--max-length", type=click.IntRange(min=0), default=None, help="Maximum completion characters.")
-@click.option("--split-ratio", default=None, help="train,val[,test] shares, e.g. 0.8,0.1,0.1 (one file per split).")
-@click.option("--shuffle/--no-shuffle", default=True, show_default=True, help="Shuffle (with --seed) before --limit.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Seed of the shuffle and the split hash.")
-@click.option("--run", default=None, help="Only this run's interactions.")
-@click.option("--min-reward", type=float, default=None, help="Drop interactions with a lower (or no) reward.")
-@click.option("--min-judge-score", type=float, default=None, help="Drop those with a lower (or no) judge score.")
-@click.pass_obj
-def export_command(
-    settings: Settings,
-    fmt: str,
-    output: Path,
-    limit: int | None,
-    deduplicate: bool,
-    dedup_field: str,
-    min_length: int | None,
-    max_length: int | None,
-    split_ratio: str | None,
-    shuffle: bool,
-    seed: int,
-    run: str | None,
+# --------------------------------------------------------------------------- options shared with the worker
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def dataset_filter_options(*, prefix: str = "", seed_help: str) -> Callable[[_F], _F]:
+    """The filter options of ``trainwire export`` and ``trainwire worker``: one set of names and meanings.
+
+    Adds ``--min-reward``, ``--min-judge-score``, ``--min-length``, ``--max-length``,
+    ``--deduplicate/--no-deduplicate``, ``--dedup-field``, ``--split-ratio`` and ``--seed``
+    (with ``seed_help``); ``prefix`` starts each help text. Turn their values into a
+    :class:`DatasetConfig` with :func:`dataset_config`.
+    """
+
+    def helped(text: str) -> str:
+        return f"{prefix}{text[0].lower()}{text[1:]}" if prefix else text
+
+    options = (
+        click.option(
+            "--min-reward", type=float, default=None, help=helped("Drop interactions with a lower (or no) reward.")
+        ),
+        click.option(
+            "--min-judge-score",
+            type=float,
+            default=None,
+            help=helped("Drop interactions with a lower (or no) judge score (0..1)."),
+        ),
+        click.option(
+            "--min-length", type=click.IntRange(min=0), default=None, help=helped("Minimum completion characters.")
+        ),
+        click.option(
+            "--max-length", type=click.IntRange(min=0), default=None, help=helped("Maximum completion characters.")
+        ),
+        click.option(
+            "--deduplicate/--no-deduplicate",
+            default=True,
+            show_default=True,
+            help=helped("Drop an example whose --dedup-field value an earlier kept one had."),
+        ),
+        click.option(
+            "--dedup-field",
+            default="prompt",
+            show_default=True,
+            metavar="FIELD",
+            help=helped(
+                "What makes two examples duplicates: prompt, completion, prompt+completion, an interaction field "
+                "(model, step, group_id, ...) or metadata.KEY (metadata.A.B for a nested key)."
+            ),
+        ),
+        click.option(
+            "--split-ratio",
+            default=None,
+            help=helped("Shares of train,val[,test], e.g. 0.8,0.1,0.1 (one file per split)."),
+        ),
+        click.option("--seed", type=int, default=42, show_default=True, help=helped(seed_help)),
+    )
+
+    def decorate(func: _F) -> _F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def dataset_config(
+    *,
     min_reward: float | None,
     min_judge_score: float | None,
-) -> None:
-    """Write fine-tuning data (alpaca, sharegpt, openai JSONL) from the interactions in the store.
+    min_length: int | None,
+    max_length: int | None,
+    deduplicate: bool,
+    dedup_field: str,
+    split_ratio: str | None,
+    seed: int,
+    limit: int | None = None,
+) -> DatasetConfig:
+    """The :class:`DatasetConfig` of :func:`dataset_filter_options`' values (``split_ratio`` as typed).
 
-    Keeps successful interactions with a prompt and a completion (and the optional reward,
-    judge-score and length limits), drops duplicates, splits by a stable hash, and prints how
-    many were kept and why the others were dropped.
+    Raises :class:`click.BadParameter` naming the option whose value is wrong.
     """
-    from trainwire.store.clickhouse import open_store
-
     try:
-        config = DatasetConfig(
+        return DatasetConfig(
             min_reward=min_reward,
             min_judge_score=min_judge_score,
             min_length=min_length,
@@ -373,8 +484,72 @@ def export_command(
             seed=seed,
         )
     except ConfigError as exc:
-        raise click.BadParameter(exc.problem, param_hint=f"--{exc.setting.replace('_', '-')}") from None
+        raise _bad_parameter(exc) from None
+
+
+def _bad_parameter(exc: ConfigError) -> click.BadParameter:
+    return click.BadParameter(exc.problem, param_hint=f"--{exc.setting.replace('_', '-')}")
+
+
+# --------------------------------------------------------------------------- trainwire export
+
+
+@click.command("export")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(list(FORMATS)),
+    default="alpaca",
+    show_default=True,
+    help="JSONL record format: alpaca (instruction/input/output), sharegpt (conversations), openai (messages).",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="JSONL file to write (with --split-ratio: FILE_train.jsonl, ... beside it). "
+    "Default: training_data/FORMAT_YYYYMMDD_HHMMSS.jsonl.",
+)
+@click.option("--limit", type=click.IntRange(min=0), default=None, help="Keep at most N examples.")
+@click.option("--shuffle/--no-shuffle", default=True, show_default=True, help="Shuffle (with --seed) before --limit.")
+@click.option("--run", default=None, help="Only this run's interactions.")
+@dataset_filter_options(seed_help="Seed of the shuffle and the split hash.")
+@click.pass_obj
+def export_command(
+    settings: Settings,
+    fmt: str,
+    output: Path | None,
+    limit: int | None,
+    shuffle: bool,
+    run: str | None,
+    **filters: Any,
+) -> None:
+    """Write fine-tuning data (alpaca, sharegpt, openai JSONL) from the interactions in the store.
+
+    Keeps successful interactions with a prompt and a completion (and the optional reward,
+    judge-score and length limits), drops duplicates, splits by a stable hash, and prints where
+    it wrote, how many were kept and why the others were dropped. Exits with status 1, writing
+    nothing, when the store has no interactions (a worker stores what is on the bus).
+    """
+    from trainwire.store.clickhouse import NOT_STORED_HINT, open_store
+
+    config = dataset_config(limit=limit, **filters)
+    given = output is not None
+    output = output if output is not None else default_output(fmt)
     with open_store(settings) as store:
-        summary = export_dataset(store, config, fmt, output, shuffle=shuffle, run=run)
+        store.migrate()  # a store no worker has written to yet has no tables
+        try:
+            summary = export_dataset(store, config, fmt, output, shuffle=shuffle, run=run)
+        except ConfigError as exc:
+            raise _bad_parameter(exc) from None
+    if not summary.read:
+        which = f"run {run}" if run else "any run"
+        message = f"No interactions for {which} in the store: nothing to export. {NOT_STORED_HINT}, then export again."
+        if run:
+            message += ' The runs stored: trainwire sql "SELECT DISTINCT run_id FROM interactions"'
+        click.echo(message, err=True)
+        sys.exit(1)
+    if not given:
+        click.echo(f"output (no --output given): {output}")
     for line in summary.lines():
         click.echo(line)

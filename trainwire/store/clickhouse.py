@@ -41,6 +41,12 @@ from trainwire.store.schema import events_to_arrow
 
 DEFAULT_DATABASE = "trainwire"
 
+NOT_STORED_HINT = (
+    "Events published by `trainwire import` or a training run are on the bus until a worker stores them:"
+    " run `trainwire worker --until-idle 10` (with the same --kafka/--data-dir)"
+)
+"""What to tell a user who finds no events in the store (a reader adds what to do afterwards)."""
+
 
 class Store(ABC):
     """Statements, queries and Arrow inserts against one ClickHouse database."""
