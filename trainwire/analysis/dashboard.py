@@ -21,7 +21,7 @@ from typing import Any
 from trainwire.analysis.report import AnalysisResults, position_curves, to_jsonable
 from trainwire.errors import MissingExtraError
 
-__all__ = ["MAX_POINTS", "build_charts", "render_dashboard", "write_dashboard"]
+__all__ = ["MAX_POINTS", "build_charts", "build_logits_charts", "render_dashboard", "write_dashboard"]
 
 MAX_POINTS = 2000
 MAX_RUNS = 10
@@ -80,17 +80,20 @@ def _heat(rows: list[dict[str, Any]], row_key: str) -> dict[str, Any]:
     }
 
 
+def _add(charts: list[dict[str, Any]], title: str, data: list[dict[str, Any]], layout: dict[str, Any]) -> None:
+    """Append a figure to ``charts`` when it has data."""
+    if data:
+        charts.append({"title": title, "data": data, "layout": layout})
+
+
 def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
     """The plotly figures (``{"title", "data", "layout"}`` dicts) whose data exists."""
     charts: list[dict[str, Any]] = []
 
-    def add(title: str, data: list[dict[str, Any]], layout: dict[str, Any]) -> None:
-        if data:
-            charts.append({"title": title, "data": data, "layout": layout})
-
     hist = [r for r in results.rows("reward_histogram") if r["run_id"] == "*"]
     if hist and sum(r["count"] for r in hist):
-        add(
+        _add(
+            charts,
             "Reward distribution",
             [
                 {
@@ -107,7 +110,8 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
     judge = _per_run(
         results.rows("judge_by_step"), "step", "mean_judge", "judge {run}", line={"dash": "dot"}, yaxis="y2"
     )
-    add(
+    _add(
+        charts,
         "Reward and judge score over steps",
         steps + judge,
         _layout(
@@ -118,7 +122,8 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
             legend={"orientation": "h", "y": -0.25},
         ),
     )
-    add(
+    _add(
+        charts,
         "Reward over time",
         _per_run(results.rows("reward_by_time"), "bucket_start", "mean", mode="lines+markers"),
         _layout("Reward over time", "time (UTC)", "mean reward"),
@@ -128,9 +133,15 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
     for fn in sorted({r["reward_fn"] for r in functions}):
         mine = [r for r in functions if r["reward_fn"] == fn][:MAX_RUNS]
         fn_traces.append({"type": "bar", "name": fn, "x": [r["run_id"] for r in mine], "y": [r["mean"] for r in mine]})
-    add("Reward functions", fn_traces, _layout("Mean reward per function and run", "run", "mean", barmode="group"))
+    _add(
+        charts,
+        "Reward functions",
+        fn_traces,
+        _layout("Mean reward per function and run", "run", "mean", barmode="group"),
+    )
     quality = results.rows("high_quality")[:MAX_RUNS]
-    add(
+    _add(
+        charts,
         "High-quality share",
         [
             {
@@ -157,13 +168,15 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
                     "y": [r["count"] for r in rows],
                 }
             )
-    add(
+    _add(
+        charts,
         "Lengths",
         length_traces,
         _layout("Prompt and completion length (characters)", "characters", "interactions", barmode="overlay"),
     )
     buckets = [r for r in results.rows("length_vs_reward") if r["mean_reward"] is not None]
-    add(
+    _add(
+        charts,
         "Reward by completion length",
         [
             {
@@ -181,16 +194,31 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
     )
     train = results.rows("train_metrics")
     for column in ("loss", "learning_rate", "grad_norm"):
-        add(column, _per_run(train, "step", column), _layout(f"{column} over steps", "step", column))
-    add(
+        _add(charts, column, _per_run(train, "step", column), _layout(f"{column} over steps", "step", column))
+    _add(
+        charts,
         "Zero-variance groups",
         _per_run(results.rows("group_stats"), "step", "zero_variance_share"),
         _layout("GRPO: share of zero-variance groups", "step", "share"),
     )
+    charts.extend(build_logits_charts(results))
+    return charts
+
+
+def build_logits_charts(results: AnalysisResults) -> list[dict[str, Any]]:
+    """The logits probe's figures (target-word probabilities by model, level, correctness, position)."""
+    charts: list[dict[str, Any]] = []
+
     by_model = results.rows("logits_by_model")
     if by_model:
-        add("Logits heatmap: model x word", [_heat(by_model, "model")], _layout("Mean probability: model x word"))
-        add(
+        _add(
+            charts,
+            "Logits heatmap: model x word",
+            [_heat(by_model, "model")],
+            _layout("Mean probability: model x word"),
+        )
+        _add(
+            charts,
             "Target-word probability by model",
             [
                 {
@@ -205,7 +233,8 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
         )
     levels = results.rows("logits_by_level")
     for model in sorted({r["model"] for r in levels})[:MAX_RUNS]:
-        add(
+        _add(
+            charts,
             f"Level x word ({model})",
             [_heat([r for r in levels if r["model"] == model], "level")],
             _layout(f"Mean probability: level x word ({model})", "word", "level"),
@@ -225,7 +254,8 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
                             "y": [r["mean_probability"] for r in mine],
                         }
                     )
-        add(
+        _add(
+            charts,
             "Right vs wrong",
             traces,
             _layout("Target-word probability: right vs wrong", "word", "mean probability", barmode="group"),
@@ -236,8 +266,11 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
             {"type": "scatter", "mode": "lines", "name": model, "x": xs[:MAX_POINTS], "y": ys[:MAX_POINTS]}
             for model, (xs, ys) in list(position_curves(positions).items())[:MAX_RUNS]
         ]
-        add(
-            "By position", traces, _layout("Target-word probability by answer position", "position", "mean probability")
+        _add(
+            charts,
+            "By position",
+            traces,
+            _layout("Target-word probability by answer position", "position", "mean probability"),
         )
     return charts
 
@@ -324,43 +357,57 @@ def _script_json(value: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
-def render_dashboard(results: AnalysisResults) -> str:
-    """The dashboard as one HTML document."""
+def render_dashboard(
+    results: AnalysisResults,
+    charts: list[dict[str, Any]] | None = None,
+    title: str = "trainwire analysis",
+    tables: bool = True,
+) -> str:
+    """One self-contained HTML document: ``charts`` (default: :func:`build_charts`) and the summary tables."""
     try:
         from plotly.offline import get_plotlyjs
     except ImportError as exc:
         raise MissingExtraError("analysis", "trainwire.analysis.dashboard") from exc
 
-    charts = build_charts(results)
+    charts = build_charts(results) if charts is None else charts
     runs = ", ".join(results.runs) if results.runs else "all runs"
-    tables = "".join(
-        f"<h2>{html.escape(title)}</h2>{_html_table(results.rows(name))}"
-        for name, title in _TABLES
-        if results.rows(name)
+    summary = "".join(
+        f"<h2>{html.escape(heading)}</h2>{_html_table(results.rows(name))}"
+        for name, heading in _TABLES
+        if tables and results.rows(name)
     )
     divs = "".join(f'<div class="tw-chart" id="tw-chart-{i}"></div>' for i in range(len(charts)))
     generated = to_jsonable(results.generated_at)
     return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>trainwire analysis</title>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_STYLE}</style>
 <script>{_CAPTURE}</script>
 <script>{get_plotlyjs()}</script>
 </head><body>
-<h1>trainwire analysis</h1>
+<h1>{html.escape(title)}</h1>
 <p class="meta">{html.escape(runs)} · generated {html.escape(str(generated))} · high-quality threshold
 {results.threshold:g}</p>
 <div id="tw-status" data-charts="{len(charts)}" data-rendered="">rendering {len(charts)} charts...</div>
 <pre id="tw-errors"></pre>
 <div class="grid">{divs}</div>
-{tables}
+{summary}
 <script type="application/json" id="tw-data">{_script_json(charts)}</script>
 <script>{_RENDER}</script>
 </body></html>
 """
 
 
-def write_dashboard(results: AnalysisResults, output_dir: Path) -> Path:
-    """Write ``dashboard.html``; returns its path."""
+def write_dashboard(results: AnalysisResults, output_dir: Path) -> list[Path]:
+    """Write ``dashboard.html`` and, when the logits probe has data, ``target_token_probabilities.html``
+    (its charts alone, the interactive page of seed 004); returns their paths."""
     path = output_dir / "dashboard.html"
     path.write_text(render_dashboard(results), encoding="utf-8")
-    return path
+    paths = [path]
+    logits = build_logits_charts(results)
+    if logits:
+        page = output_dir / "target_token_probabilities.html"
+        page.write_text(
+            render_dashboard(results, logits, title="Target-token probabilities", tables=False), encoding="utf-8"
+        )
+        paths.append(page)
+    return paths

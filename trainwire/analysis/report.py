@@ -309,5 +309,5 @@ def analyze(
         if results.samples:
             files.append(write_samples(results, output_dir))
         files.extend(write_plots(results, output_dir))
-        files.append(write_dashboard(results, output_dir))
+        files.extend(write_dashboard(results, output_dir))
     return Report(results, files)
