@@ -26,7 +26,7 @@ from trainwire.bus import Emitter
 from trainwire.config import Settings
 from trainwire.errors import ConfigError
 from trainwire.events import Alert, Event, Interaction, JudgeRequest, JudgeScore
-from trainwire.judge.client import BlockingJudge, Judge, JudgeConfig
+from trainwire.judge.client import BlockingJudge, Judge, JudgeConfig, completion_prompt
 from trainwire.judge.parser import ScoreScale, parse_judgement
 from trainwire.judge.prompts import BUILTIN_TEMPLATES, load_template, prompt_text
 from trainwire.judge.reward import JUDGE_FAILED_RULE, judge_reward_function
@@ -289,6 +289,23 @@ def test_config_from_env_hides_the_key():
         JudgeConfig.from_env({}, colour="red")
 
 
+def test_config_api_from_env_validated_and_in_the_cache_key():
+    assert JudgeConfig().api == "chat" and JudgeConfig.from_env({}).api == "chat"
+    env = {"TRAINWIRE_JUDGE_API": "completions"}
+    assert JudgeConfig.from_env(env).api == "completions"
+    assert JudgeConfig.from_env(env, api="chat").api == "chat"  # an override (a CLI option) wins
+    with pytest.raises(ConfigError, match=r"judge\.api: must be one of chat, completions, got 'text'"):
+        JudgeConfig.from_env({"TRAINWIRE_JUDGE_API": "text"})
+    with pytest.raises(ConfigError, match=r"judge\.api"):
+        JudgeConfig(api="Chat")
+    chat, text = (Judge(JudgeConfig(api=api)) for api in ("chat", "completions"))
+    assert chat.cache_key("q", "a", "r") != text.cache_key("q", "a", "r")
+    # a chat judge's keys are those of a judge from before the setting: existing caches keep their hits
+    c = chat.config
+    before = ["q", "a", "r", c.model, chat.template_version, 1.0, 5.0, 0.0, 512, False, False]
+    assert chat.cache_key("q", "a", "r") == hashlib.sha256(orjson.dumps(before)).hexdigest()
+
+
 # --------------------------------------------------------------------------- the client
 
 
@@ -377,6 +394,13 @@ def test_cache_hit_on_replay_costs_no_second_call(tmp_path: Path):
         assert len(server.requests) == 4
 
 
+def test_another_api_is_another_cache_entry(tmp_path: Path):
+    with ScriptedJudgeServer(default="Score: 2\nReasoning: meh") as server:
+        for api in ("chat", "completions", "completions", "chat"):
+            assert grade(Judge(config(server, api=api), cache_dir=tmp_path), "q", "a").score == 2.0
+        assert server.paths == ["/v1/chat/completions", "/v1/completions"]
+
+
 def test_failed_calls_are_not_cached(tmp_path: Path):
     with ScriptedJudgeServer([Reply(status=500), "Score: 5\nReasoning: ok"]) as server:
         assert not grade(Judge(config(server, max_retries=0), cache_dir=tmp_path), "q", "a").success
@@ -445,6 +469,89 @@ def test_guided_choice_makes_the_tiny_model_answer_in_format(tmp_path: Path):
     assert score.success and score.score in {1.0, 2.0, 3.0, 4.0, 5.0}
     assert score.raw_output == f"Score: {score.score:g}"
     assert score.score_normalized == (score.score - 1) / 4
+
+
+def test_completions_api_sends_the_rendered_prompt_as_text():
+    def respond(body: dict[str, Any]) -> str:
+        prompt = body["prompt"]
+        if "{" in prompt:  # the structured request
+            return '{"score": 5, "reasoning": "as JSON"}'
+        return "Score: 4\nReasoning: right" if prompt.endswith("Answer to grade: 4\n") else "no verdict here"
+
+    with ScriptedJudgeServer(respond) as server:
+        judge = Judge(config(server, api="completions", guided_choice=True, max_tokens=64))
+        good = grade(judge, "What is 2+2?", "4", reference="4")
+        bad = grade(judge, "What is 2+2?", "5")
+        structured = grade(Judge(config(server, api="completions", structured=True)), "What is 2+2?", "4")
+        assert server.paths == ["/v1/completions"] * 3
+        body, structured_body = server.requests[0], server.requests[2]
+    assert "messages" not in body
+    assert (body["model"], body["temperature"], body["max_tokens"]) == ("scripted-judge", 0.0, 64)
+    assert body["guided_choice"] == [f"Score: {n}" for n in range(1, 6)]
+    assert structured_body["response_format"]["type"] == "json_schema"
+    system, user = load_template("default").render("What is 2+2?", "4", reference="4")
+    prompt = body["prompt"]
+    assert prompt == completion_prompt([system, user]) == f"{system['content']}\n\n{user['content']}\n"
+    assert "Question: What is 2+2?" in prompt and "Answer to grade: 4" in prompt
+    assert not any(markup in prompt for markup in ("system:", "user:", "assistant:", "<|im_start|>", "'role'"))
+    assert (good.success, good.score, good.reasoning) == (True, 4.0, "right")
+    assert not bad.success and bad.score is None and bad.error.startswith("unparseable")
+    assert bad.raw_output == "no verdict here"
+    assert (structured.score, structured.reasoning) == (5.0, "as JSON")
+    assert completion_prompt([{"role": "user", "content": "only the user"}]) == "only the user\n"
+
+
+def test_completions_api_retries_and_errors_like_chat():
+    script = [Reply(status=500), Reply(status=429, headers={"Retry-After": "0"}), "Score: 2"]
+    with ScriptedJudgeServer(script) as server:
+        judge = Judge(config(server, api="completions", max_retries=3))
+        score = grade(judge, "q", "a")
+        assert server.paths == ["/v1/completions"] * 3
+    assert score.success and score.score == 2.0
+    assert (judge.stats.retries, judge.stats.calls) == (2, 3)
+    with ScriptedJudgeServer([Reply("bad request", status=400)]) as server:
+        score = grade(Judge(config(server, api="completions", max_retries=3)), "q", "a")
+        assert len(server.requests) == 1
+    assert not score.success and "HTTP 400" in score.error and "bad request" in score.error
+    assert "TRAINWIRE_JUDGE_API" not in score.error  # the chat-template hint is for chat requests only
+
+
+def _tiny_model_without_chat_template(path: Path) -> Path:
+    """The tiny model with its chat template removed: a base model like seed 002's facebook/opt-1.3b."""
+    from trainwire.producers.tiny import build_tiny_model
+
+    model = build_tiny_model(path, seed=0)
+    (model / "chat_template.jinja").unlink(missing_ok=True)  # where transformers 4.43+ saves it
+    tokenizer_config = model / "tokenizer_config.json"
+    values = orjson.loads(tokenizer_config.read_bytes())
+    values.pop("chat_template", None)  # where older versions save it
+    tokenizer_config.write_bytes(orjson.dumps(values))
+    return model
+
+
+def test_a_model_without_chat_template_is_judged_through_completions(tmp_path: Path):
+    """Chat is refused with a 400 that says why (as vLLM refuses it); text completions work."""
+    with TransformersChatServer(_tiny_model_without_chat_template(tmp_path / "base"), max_new_tokens=8) as server:
+        assert server.tokenizer.chat_template is None
+        chat = grade(Judge(config(server, max_retries=3)), "What is 2 + 2?", "4", reference="4")
+        assert len(server.requests) == 1  # a 400 is not retried
+        judge = Judge(config(server, api="completions", guided_choice=True))
+        requests = [
+            JudgeRequest(interaction_id=str(i), prompt=f"What is {i} + 2?", completion=str(i + 2), reference=str(i + 2))
+            for i in range(3)
+        ]
+        scores = asyncio.run(judge.judge_many(requests))
+        free = grade(Judge(config(server, api="completions", max_tokens=8)), "What is 2 + 2?", "4")
+        assert server.paths[1:] == ["/v1/completions"] * 4
+        assert all(body["prompt"].endswith("\n") for body in server.requests[1:])
+    assert not chat.success and chat.score is None and chat.raw_output == ""
+    assert chat.error.startswith("BadRequestError: HTTP 400") and "has no chat template" in chat.error
+    assert "TRAINWIRE_JUDGE_API=completions" in chat.error
+    for score in scores:
+        assert score.success and score.score in {1.0, 2.0, 3.0, 4.0, 5.0}
+        assert score.raw_output == f"Score: {score.score:g}"
+    # without guided_choice the random model generates from the prompt text (gibberish): a failed judgement
+    assert not free.success and free.raw_output and free.error.startswith("unparseable")
 
 
 def test_missing_openai_names_the_extra():
@@ -667,6 +774,30 @@ def test_judge_run_command(embedded_settings: Settings):
     assert len(scores) == 4 and all(e.payload.score == 5.0 for e in scores)
 
 
+@pytest.mark.parametrize("command", ["run", "eval"])
+def test_judge_commands_take_the_api_option(command: str):
+    result = CliRunner().invoke(judge_command, [command, "--help"])
+    assert result.exit_code == 0 and "--api [chat|completions]" in result.output
+    result = CliRunner().invoke(judge_command, [command, "--api", "text"])
+    assert result.exit_code == 2 and "'text' is not one of 'chat', 'completions'" in result.output
+
+
+def test_judge_run_command_with_the_completions_api(embedded_settings: Settings):
+    emitter = Emitter(embedded_settings)
+    for event in interaction_events(2, run_id="cli-completions"):
+        emitter.emit(event)
+    emitter.close()
+    with ScriptedJudgeServer(default="Score: 4\nReasoning: fine") as server:
+        args = ["run", "--url", server.base_url, "--model", server.model, "--api", "completions", "--guided-choice"]
+        result = CliRunner().invoke(
+            judge_command, [*args, "--until-idle", "1.5"], obj=embedded_settings, catch_exceptions=False
+        )
+        assert result.exit_code == 0, result.output
+        assert server.paths == ["/v1/completions"] * 2 and all("prompt" in body for body in server.requests)
+        assert all(body["guided_choice"] == [f"Score: {n}" for n in range(1, 6)] for body in server.requests)
+    assert "2 requests, 2 scores (0 failed)" in result.output
+
+
 # --------------------------------------------------------------------------- the reward function
 
 
@@ -763,3 +894,24 @@ def test_scripted_server_reports_models():
 
     with ScriptedJudgeServer(model="m1") as server, urllib.request.urlopen(server.base_url + "/models") as response:
         assert orjson.loads(response.read())["data"][0]["id"] == "m1"
+
+
+def test_scripted_server_answers_both_apis_in_their_shapes():
+    import urllib.error
+    import urllib.request
+
+    def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+        request = urllib.request.Request(url, data=orjson.dumps(body), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as response:
+            return orjson.loads(response.read())
+
+    with ScriptedJudgeServer(lambda body: body.get("prompt", "chat")) as server:
+        text = post(server.base_url + "/completions", {"model": server.model, "prompt": "Score: 1"})
+        chat = post(server.base_url + "/chat/completions", {"model": server.model, "messages": []})
+        with pytest.raises(urllib.error.HTTPError, match="404"):
+            post(server.base_url + "/embeddings", {"input": "x"})
+        assert server.paths == ["/v1/completions", "/v1/chat/completions"]
+    assert text["object"] == "text_completion" and text["id"].startswith("cmpl-")
+    assert text["choices"] == [{"index": 0, "text": "Score: 1", "finish_reason": "stop", "logprobs": None}]
+    assert set(text["usage"]) == {"prompt_tokens", "completion_tokens", "total_tokens"}
+    assert chat["object"] == "chat.completion" and chat["choices"][0]["message"]["content"] == "chat"

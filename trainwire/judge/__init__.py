@@ -4,7 +4,8 @@
   ``judge_request`` events out; deterministic sampling, filters by run, reward and success);
 - :mod:`~trainwire.judge.prompts`: templates as files (``default``, ``ru``), few-shot examples;
 - :mod:`~trainwire.judge.parser`: ``Score: N`` / ``Оценка: N`` / JSON answers to scores;
-- :mod:`~trainwire.judge.client`: the async judge (concurrency, timeouts, retries, cache);
+- :mod:`~trainwire.judge.client`: the async judge (chat or text completions API, concurrency,
+  timeouts, retries, cache);
 - :mod:`~trainwire.judge.worker`: the worker and the ``trainwire judge`` command;
 - :mod:`~trainwire.judge.mlflow_log`: results in MLflow, ``trainwire judge eval``;
 - :mod:`~trainwire.judge.reward`: judge scores as a TRL reward;

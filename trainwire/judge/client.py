@@ -13,9 +13,14 @@ What it does around each call:
 - retries with exponential backoff and full jitter on 429 (honouring ``Retry-After``), 5xx,
   connection errors and timeouts, up to ``max_retries``; a 4xx other than 429 is not retried;
 - a cache keyed by (prompt, completion, reference, judge model, template version, scale,
-  sampling settings) in SQLite under the data directory, so a replay does not pay twice. Only
+  sampling settings, API) in SQLite under the data directory, so a replay does not pay twice. Only
   answers the judge actually gave are cached (a failed parse included: the same question gets
   the same answer); transport failures are not.
+
+The judge speaks one of two OpenAI APIs (``JudgeConfig.api``): ``chat`` (``POST
+/chat/completions`` with the rendered messages, the default) or ``completions`` (``POST
+/completions`` with the messages as one text, see :func:`completion_prompt`), for a base model
+that has no chat template, which vLLM refuses to serve through the chat API.
 
 Nothing raises: a call that fails after its retries, or an answer that cannot be parsed, is a
 ``JudgeScore`` with ``success=False``, the ``error`` and whatever raw text came back.
@@ -44,6 +49,7 @@ from trainwire.errors import ConfigError, MissingExtraError
 
 try:
     import openai
+    from openai.types import Completion
     from openai.types.chat import ChatCompletion
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("judge", "trainwire.judge.client") from exc
@@ -52,18 +58,21 @@ from trainwire.events import JudgeRequest, JudgeScore, Prompt
 from trainwire.judge.parser import ScoreScale, parse_judgement
 from trainwire.judge.prompts import JudgePrompt, load_template
 
-__all__ = ["BlockingJudge", "Judge", "JudgeCache", "JudgeConfig", "JudgeStats"]
+__all__ = ["APIS", "BlockingJudge", "Judge", "JudgeCache", "JudgeConfig", "JudgeStats", "completion_prompt"]
 
 T = TypeVar("T")
 
 DEFAULT_URL = "http://localhost:8000/v1"
 DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
+APIS = ("chat", "completions")
+"""The OpenAI APIs the judge can call: chat completions, or text completions (a model without a chat template)."""
 _ENV = {
     "base_url": "TRAINWIRE_JUDGE_URL",
     "model": "TRAINWIRE_JUDGE_MODEL",
     "api_key": "TRAINWIRE_JUDGE_API_KEY",
     "template": "TRAINWIRE_JUDGE_TEMPLATE",
     "examples": "TRAINWIRE_JUDGE_EXAMPLES",
+    "api": "TRAINWIRE_JUDGE_API",
 }
 
 
@@ -79,6 +88,8 @@ class JudgeConfig:
     ``api_key``         ``TRAINWIRE_JUDGE_API_KEY``  kept as :class:`~trainwire.config.Secret`
     ``template``        ``TRAINWIRE_JUDGE_TEMPLATE`` ``default``, ``ru`` or a template file
     ``examples``        ``TRAINWIRE_JUDGE_EXAMPLES`` few-shot examples, a JSONL file
+    ``api``             ``TRAINWIRE_JUDGE_API``      ``chat`` (default) or ``completions`` (a base
+                                                     model without a chat template)
     ==================  ===========================  ===============================================
     """
 
@@ -101,6 +112,10 @@ class JudgeConfig:
     """Constrain the answer to one of ``Score: N`` for each whole N on the scale (vLLM's
     ``guided_choice``): the server picks the choice its model finds likeliest; no reasoning."""
     cache: bool = True
+    api: str = "chat"
+    """``chat``: ``POST /chat/completions`` with the rendered messages; ``completions``: ``POST
+    /completions`` with them as one text (:func:`completion_prompt`), for a model without a chat
+    template (a base model such as ``facebook/opt-1.3b``). The other options are sent the same way."""
 
     def __post_init__(self) -> None:
         if isinstance(self.api_key, str):  # accept a plain string, keep it hidden
@@ -116,6 +131,8 @@ class JudgeConfig:
             raise ConfigError("judge.backoff_s", f"needs 0 <= first <= largest, got {self.backoff_s}")
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigError("judge.base_url", f"{self.base_url!r} is not an http(s) URL")
+        if self.api not in APIS:
+            raise ConfigError("judge.api", f"must be one of {', '.join(APIS)}, got {self.api!r}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> JudgeConfig:
@@ -292,6 +309,8 @@ class Judge:
             c.structured,
             c.guided_choice,
         ]
+        if c.api != "chat":  # chat keys stay as they were before the API was a setting: old caches still hit
+            material.append(c.api)
         return hashlib.sha256(orjson.dumps(material)).hexdigest()
 
     async def aclose(self) -> None:
@@ -414,11 +433,20 @@ class Judge:
             options["guided_choice"] = [f"Score: {n}" for n in range(int(c.scale_low), int(c.scale_high) + 1)]
         return options
 
+    def _request(
+        self, messages: list[dict[str, str]]
+    ) -> tuple[str, dict[str, Any], type[ChatCompletion] | type[Completion]]:
+        """The path, body and response type of one judgement's request in the configured API."""
+        options = self._request_options()
+        if self.config.api == "completions":
+            return "/completions", {"prompt": completion_prompt(messages), **options}, Completion
+        return "/chat/completions", {"messages": messages, **options}, ChatCompletion
+
     async def _call(self, messages: list[dict[str, str]]) -> str:
         """One judgement's HTTP exchange with retries; the answer text, or :class:`_CallFailed`."""
         c = self.config
         state = self._state()
-        options = self._request_options()
+        path, body, cast_to = self._request(messages)
         attempt = 0
         while True:
             retry_after: float | None = None
@@ -429,12 +457,10 @@ class Judge:
                         # the client's low-level post: the same auth, errors and parsing as
                         # chat.completions.create without its per-call TypedDict transform of the
                         # messages (~2 ms of CPU per call, a quarter of the budget at 32 in flight)
-                        response = await state.client.post(
-                            "/chat/completions", body={"messages": messages, **options}, cast_to=ChatCompletion
-                        )
+                        response = await state.client.post(path, body=body, cast_to=cast_to)
                     if not response.choices:
                         raise _CallFailed("empty", "the judge returned no choices")
-                    return response.choices[0].message.content or ""
+                    return _answer_text(response)
                 except (TimeoutError, openai.APITimeoutError):
                     failure = _CallFailed("timeout", f"timeout: no answer within {c.timeout_s:g}s")
                 except openai.RateLimitError as exc:
@@ -442,7 +468,8 @@ class Judge:
                     retry_after = _retry_after(exc.response.headers)
                 except openai.APIStatusError as exc:
                     failure = _CallFailed(
-                        type(exc).__name__, f"{type(exc).__name__}: HTTP {exc.status_code}: {_brief(exc)}"
+                        type(exc).__name__,
+                        f"{type(exc).__name__}: HTTP {exc.status_code}: {_brief(exc)}{self._hint(exc)}",
                     )
                     if exc.status_code < 500:
                         raise failure from exc
@@ -459,6 +486,29 @@ class Judge:
             if retry_after is not None:
                 delay = max(delay, min(retry_after, c.backoff_s[1]))
             await asyncio.sleep(delay)
+
+    def _hint(self, exc: openai.APIStatusError) -> str:
+        """What to do about a chat request refused because the model has no chat template, else nothing."""
+        if self.config.api == "chat" and exc.status_code == 400 and "chat template" in str(exc.message).lower():
+            return " (for a model without a chat template use --api completions / TRAINWIRE_JUDGE_API=completions)"
+        return ""
+
+
+def completion_prompt(messages: list[dict[str, str]]) -> str:
+    """The ``prompt`` text of a judgement in the ``completions`` API: the rendered chat messages as one text.
+
+    The messages' contents in order (the system message, if any, then the user message), each pair
+    separated by a blank line, and a final newline, with no roles or chat markup: what a base model
+    without a chat template reads and continues. ``[system: S, user: U]`` becomes ``"S\\n\\nU\\n"``.
+    """
+    return "\n\n".join(m["content"] for m in messages) + "\n"
+
+
+def _answer_text(response: ChatCompletion | Completion) -> str:
+    """The text of the first choice of a chat or a text completion."""
+    if isinstance(response, Completion):
+        return response.choices[0].text
+    return response.choices[0].message.content or ""
 
 
 def _brief(exc: openai.APIStatusError) -> str:

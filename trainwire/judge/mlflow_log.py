@@ -411,6 +411,7 @@ def evaluate_csv(
             {
                 "judge_model": config.model,
                 "judge_url": config.base_url,
+                "judge_api": config.api,
                 "template_version": judge.template_version,
                 "data": str(path),
                 "rows": len(rows),

@@ -1,8 +1,8 @@
 """Small OpenAI-compatible servers on loopback: a scripted judge and a transformers-backed model.
 
 Both speak enough of the OpenAI API for :class:`~trainwire.judge.client.Judge` (``POST
-/v1/chat/completions``, ``GET /v1/models``), start on a free port of 127.0.0.1 in a thread, and
-are context managers::
+/v1/chat/completions``, ``POST /v1/completions``, ``GET /v1/models``), start on a free port of
+127.0.0.1 in a thread, and are context managers::
 
     with ScriptedJudgeServer(["Score: 4\\nReasoning: fine", Reply(status=500)]) as server:
         JudgeConfig(base_url=server.base_url, model=server.model)
@@ -13,10 +13,14 @@ are context managers::
 :class:`ScriptedJudgeServer` answers from a script: a list of replies used in order (then the
 ``default``), or a function of the request body. A :class:`Reply` can be a text, an HTTP error
 (500, 429 with ``Retry-After``, 400), and can be slow (``delay_s``). Every request body is kept in
-``requests``, so a test can tell whether the judge called at all.
+``requests`` (and its path in ``paths``), so a test can tell whether and how the judge called.
+Chat and text completions go through the same script: a function can tell them apart by the body
+(``body["messages"]`` for chat, ``body["prompt"]`` for text).
 
 :class:`TransformersChatServer` loads a causal LM with ``transformers`` and generates with it
-(greedy when ``temperature`` is 0). The demo command uses it with the tiny random model from
+(greedy when ``temperature`` is 0): a chat request through the tokenizer's chat template (a
+tokenizer without one answers 400, as vLLM does), a text completion from the prompt text as it is.
+Both honour vLLM's ``guided_choice``. The demo command uses it with the tiny random model from
 :func:`trainwire.producers.tiny.build_tiny_model`, whose output is gibberish: what it proves is
 the pipeline end to end over real HTTP and real generation, not the quality of a judgement.
 """
@@ -36,7 +40,11 @@ import orjson
 
 from trainwire.errors import MissingExtraError
 
-__all__ = ["OpenAICompatibleServer", "Reply", "ScriptedJudgeServer", "TransformersChatServer"]
+__all__ = ["ROUTES", "BadRequest", "OpenAICompatibleServer", "Reply", "ScriptedJudgeServer", "TransformersChatServer"]
+
+ROUTES = {"/chat/completions": "chat", "/completions": "completions"}
+"""The POST routes (under ``/v1``) the servers answer, to the API name :meth:`OpenAICompatibleServer.handle` gets;
+matched by suffix in this order (``/chat/completions`` also ends with ``/completions``)."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,10 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+class BadRequest(Exception):
+    """Raised by a server's :meth:`~OpenAICompatibleServer.handle`: the client gets an HTTP 400 with this message."""
+
+
 class OpenAICompatibleServer:
     """Base of the loopback servers: a threading HTTP server, ``base_url``, start/stop, context manager."""
 
@@ -58,10 +70,13 @@ class OpenAICompatibleServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.requests: list[dict[str, Any]] = []
+        """The body of every completion request, in order of arrival."""
+        self.paths: list[str] = []
+        """The path of each of ``requests`` (``/v1/chat/completions`` or ``/v1/completions``)."""
         self.in_flight = 0
-        """Chat requests being answered now."""
+        """Completion requests being answered now."""
         self.max_in_flight = 0
-        """The most chat requests answered at the same time so far."""
+        """The most completion requests answered at the same time so far."""
         self._requests_lock = threading.Lock()
 
     @property
@@ -98,15 +113,20 @@ class OpenAICompatibleServer:
                 except orjson.JSONDecodeError:
                     self._send(400, {"error": {"message": "body is not JSON"}}, {})
                     return
-                if not self.path.rstrip("/").endswith("/chat/completions"):
+                path = self.path.rstrip("/")
+                api = next((api for route, api in ROUTES.items() if path.endswith(route)), None)
+                if api is None:
                     self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
                     return
                 with server._requests_lock:
                     server.requests.append(body)
+                    server.paths.append(path)
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    status, payload, headers = server.handle_chat(body)
+                    status, payload, headers = server.handle(api, body)
+                except BadRequest as exc:
+                    status, payload, headers = 400, {"error": {"message": str(exc), "type": "BadRequestError"}}, {}
                 except Exception as exc:  # a bug in a handler is a 500 for the client, not a dead thread
                     status, payload, headers = 500, {"error": {"message": f"{type(exc).__name__}: {exc}"}}, {}
                 finally:
@@ -149,25 +169,26 @@ class OpenAICompatibleServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def handle_chat(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        """Answer one chat completion request: ``(status, JSON payload, extra headers)``."""
+    def handle(self, api: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """Answer one request of ``api`` (``chat`` or ``completions``, see :data:`ROUTES`):
+        ``(status, JSON payload, extra headers)``; raise :class:`BadRequest` for a 400."""
         raise NotImplementedError
 
-    def completion_payload(self, text: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> dict[str, Any]:
-        """An OpenAI ``chat.completion`` object with one choice holding ``text``."""
+    def completion_payload(
+        self, text: str, prompt_tokens: int = 0, completion_tokens: int = 0, *, api: str = "chat"
+    ) -> dict[str, Any]:
+        """An OpenAI ``chat.completion`` (``api="chat"``) or ``text_completion`` object, one choice holding ``text``."""
+        if api == "chat":
+            head = {"id": f"chatcmpl-{uuid.uuid4().hex[:12]}", "object": "chat.completion"}
+            choice: dict[str, Any] = {"message": {"role": "assistant", "content": text}}
+        else:
+            head = {"id": f"cmpl-{uuid.uuid4().hex[:12]}", "object": "text_completion"}
+            choice = {"text": text}
         return {
-            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
-            "object": "chat.completion",
+            **head,
             "created": int(time.time()),
             "model": self.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
-                    "logprobs": None,
-                }
-            ],
+            "choices": [{"index": 0, **choice, "finish_reason": "stop", "logprobs": None}],
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -180,11 +201,12 @@ Script = list[Reply | str] | Callable[[dict[str, Any]], Reply | str]
 
 
 class ScriptedJudgeServer(OpenAICompatibleServer):
-    """Answers chat completions from a script (see the module docstring).
+    """Answers chat and text completions from one script (see the module docstring).
 
     Args:
         script: replies in order (a ``str`` is a 200 with that text), or a function of the request
-            body returning one; after a list runs out, ``default`` answers.
+            body returning one (``body["messages"]`` for chat, ``body["prompt"]`` for text completions);
+            after a list runs out, ``default`` answers.
         default: the reply when the script has none left.
         latency_s: added to every reply (the benchmark's fixed judge latency).
         model: the model name the server reports.
@@ -206,7 +228,8 @@ class ScriptedJudgeServer(OpenAICompatibleServer):
         self._lock = threading.Lock()
         self._next = 0
 
-    def handle_chat(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+    def handle(self, api: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """The script's next reply (or its reply to ``body``), in the shape of ``api``."""
         if callable(self._script):
             reply = self._script(body)
         else:
@@ -222,11 +245,14 @@ class ScriptedJudgeServer(OpenAICompatibleServer):
         if reply.status != 200:
             error = {"message": reply.text or f"scripted HTTP {reply.status}", "type": "scripted", "code": reply.status}
             return reply.status, {"error": error}, reply.headers
-        return 200, self.completion_payload(reply.text), reply.headers
+        return 200, self.completion_payload(reply.text, api=api), reply.headers
 
 
 class TransformersChatServer(OpenAICompatibleServer):
     """Serves a local causal LM through ``transformers`` (one generation at a time, on the CPU by default).
+
+    A chat request is tokenized with the tokenizer's chat template (none: a 400, as vLLM answers),
+    a text completion's ``prompt`` as it is; then both generate, or pick a ``guided_choice``, alike.
 
     Args:
         model_path: a directory ``AutoTokenizer``/``AutoModelForCausalLM`` can load (e.g. the tiny model).
@@ -262,19 +288,16 @@ class TransformersChatServer(OpenAICompatibleServer):
         self.seed = seed
         self._generate_lock = threading.Lock()
 
-    def handle_chat(self, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            return 400, {"error": {"message": "'messages' must be a non-empty list"}}, {}
+    def handle(self, api: str, body: dict[str, Any]) -> tuple[int, Any, dict[str, str]]:
+        """Generate (or choose a ``guided_choice``) after the request's tokens, in the shape of ``api``."""
         torch = self._torch
-        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
-        if not isinstance(ids, torch.Tensor):  # newer tokenizers return a BatchEncoding
-            ids = ids["input_ids"]
+        ids = self._chat_ids(body) if api == "chat" else self._prompt_ids(body)
         ids = ids[:, -self.max_input_tokens :]
         choices = body.get("guided_choice")
         if isinstance(choices, list) and choices and all(isinstance(c, str) for c in choices):
             text = self._likeliest(ids, choices)
-            return 200, self.completion_payload(text, int(ids.shape[1]), len(self.tokenizer(text)["input_ids"])), {}
+            payload = self.completion_payload(text, int(ids.shape[1]), len(self.tokenizer(text)["input_ids"]), api=api)
+            return 200, payload, {}
         max_new = min(self.max_new_tokens, int(body.get("max_tokens") or self.max_new_tokens))
         temperature = float(body.get("temperature") or 0.0)
         with self._generate_lock, torch.inference_mode():
@@ -291,7 +314,29 @@ class TransformersChatServer(OpenAICompatibleServer):
             )
         new = out[0, ids.shape[1] :]
         text = self.tokenizer.decode(new, skip_special_tokens=True)
-        return 200, self.completion_payload(text, int(ids.shape[1]), int(new.shape[0])), {}
+        return 200, self.completion_payload(text, int(ids.shape[1]), int(new.shape[0]), api=api), {}
+
+    def _chat_ids(self, body: dict[str, Any]) -> Any:
+        """A chat request's messages through the chat template, as a ``(1, n)`` tensor of token ids."""
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise BadRequest("'messages' must be a non-empty list")
+        if not self.tokenizer.chat_template:
+            raise BadRequest(
+                f"the model {self.model!r} has no chat template, so it cannot answer chat completions; "
+                "send the prompt as text to /v1/completions"
+            )
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        if not isinstance(ids, self._torch.Tensor):  # newer tokenizers return a BatchEncoding
+            ids = ids["input_ids"]
+        return ids
+
+    def _prompt_ids(self, body: dict[str, Any]) -> Any:
+        """A text completion's ``prompt``, tokenized as it is (no chat template), as a ``(1, n)`` tensor."""
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str) or not prompt:
+            raise BadRequest("'prompt' must be a non-empty string")
+        return self.tokenizer(prompt, return_tensors="pt")["input_ids"]
 
     def _likeliest(self, ids: Any, choices: list[str]) -> str:
         """vLLM's ``guided_choice``: the choice with the highest log-likelihood after the prompt."""

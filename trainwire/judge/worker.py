@@ -181,6 +181,19 @@ def judge_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--timeout", "timeout_s", type=float, default=None, help="Seconds per judge call (default 60)."),
         click.option("--retries", "max_retries", type=int, default=None, help="Retries on 429/5xx (default 4)."),
         click.option("--structured", is_flag=True, default=None, help="Ask for JSON output (response_format)."),
+        click.option(
+            "--guided-choice",
+            is_flag=True,
+            default=None,
+            help="Constrain the answer to 'Score: N' (vLLM guided_choice): every answer parses, no reasoning.",
+        ),
+        click.option(
+            "--api",
+            envvar="TRAINWIRE_JUDGE_API",
+            type=click.Choice(["chat", "completions"]),
+            default=None,
+            help="The judge server's API: chat (default) or completions (a base model without a chat template).",
+        ),
         click.option("--no-cache", "no_cache", is_flag=True, help="Do not use the judge cache."),
     ]
     for option in reversed(options):
@@ -192,9 +205,10 @@ def config_from_options(options: dict[str, Any]) -> JudgeConfig:
     """A :class:`JudgeConfig` from the values of :func:`judge_options` (None = not given)."""
     from trainwire.judge.client import JudgeConfig
 
-    names = ("base_url", "model", "api_key", "template", "examples", "concurrency", "timeout_s", "max_retries")
+    names = ("base_url", "model", "api_key", "template", "examples", "concurrency", "timeout_s", "max_retries", "api")
     values = {name: options.get(name) for name in names}
     values["structured"] = options.get("structured") or None
+    values["guided_choice"] = options.get("guided_choice") or None
     values["cache"] = False if options.get("no_cache") else None
     return JudgeConfig.from_env(**values)
 
