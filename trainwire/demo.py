@@ -221,9 +221,6 @@ def judge_target(answer: str, reference: str) -> int:
 JUDGE_CONTEXT_TOKENS = 160
 """The demo judge reads the last this many tokens of its prompt, in training and when served."""
 
-JUDGE_SHARE_OF_DIGITS = {1: (0.0, 1 / 6), 2: (1 / 6, 0.5), 3: (0.5, 5 / 6), 4: (5 / 6, 1.0)}
-"""The share of digit tokens that gives each grade below 5 (of :func:`judge_target`)."""
-
 
 def judge_examples(tokenizer: Any, count: int, seed: int) -> list[tuple[str, str, str, int]]:
     """``(question, answer, reference, grade)`` examples for the demo's judge, grades near uniform.
@@ -245,8 +242,8 @@ def judge_examples(tokenizer: Any, count: int, seed: int) -> list[tuple[str, str
         if grade == 5:
             answer = rng.choice((reference, f" {reference}", f"{reference} {reference}"))
         else:
-            low, high = JUDGE_SHARE_OF_DIGITS[grade]
-            share = rng.uniform(low, high)
+            # the shares of digits judge_target rounds to this grade: 1 + round(3 * share) == grade
+            share = rng.uniform(max(0.0, (grade - 1.5) / 3), min(1.0, (grade - 0.5) / 3))
             tokens = [
                 rng.choice(digit_tokens) if rng.random() < share else rng.choice(vocab)
                 for _ in range(rng.randrange(3, 9))

@@ -264,8 +264,7 @@ ORDER BY i.ts, i.event_id
 SETTINGS join_use_nulls = 1
 """
 _BASE_COLUMNS = ("prompt", "completion", "reward", "success")
-
-"""What ``trainwire export`` adds when the store has no interactions."""
+"""The interaction columns every export reads (see :func:`_extra_column` for the dedup field's)."""
 
 
 @dataclass(slots=True)
