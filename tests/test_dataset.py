@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trainwire.errors import ConfigError
+from trainwire.errors import ConfigError, TrainwireError
 from trainwire.events import Event, Interaction, JudgeScore
 from trainwire.processors.dataset import (
     DatasetConfig,
@@ -306,7 +306,24 @@ def test_sink_writes_utf8_jsonl_and_survives_a_torn_line_and_a_replay(tmp_path: 
         assert sink.add(example("e3", "Count", "1 2 3"))
         assert sink.skipped == 1
     assert [r["instruction"] for r in lines(path)] == ["把这句话翻译成英文：你好", "Say hi", "Count"]
-    assert path.with_name("data.jsonl.ids").read_text().split() == ["e1", "e2", "e3"]
+    ids = [line.split("\t")[0] for line in path.with_name("data.jsonl.ids").read_text().splitlines()]
+    assert ids == ["", "e1", "e2", "e3"]  # '': where the file started
+
+
+def test_sink_reads_an_ids_file_of_an_older_version_and_names_a_corrupt_one(tmp_path: Path):
+    path = tmp_path / "data.jsonl"
+    path.write_text('{"instruction":"old"}\n')
+    path.with_name("data.jsonl.ids").write_text("e1\n")  # ids only, as written before line ends were kept
+    with DatasetSink(path, "alpaca") as sink:
+        assert not sink.add(example("e1"))
+        assert sink.add(example("e2", "new"))
+    assert [r["instruction"] for r in lines(path)] == ["old", "new"]
+    with DatasetSink(path, "alpaca") as sink:  # the older lines are not cut: no line end is known for them
+        assert not sink.add(example("e2", "new"))
+    assert [r["instruction"] for r in lines(path)] == ["old", "new"]
+    path.with_name("data.jsonl.ids").write_text("e1\ttrain\tnot-a-number\n")
+    with pytest.raises(TrainwireError, match=r"data\.jsonl\.ids, line 1: .*not 'id<TAB>split<TAB>end'"):
+        DatasetSink(path, "alpaca")
 
 
 def test_sink_writes_one_file_per_split(tmp_path: Path):

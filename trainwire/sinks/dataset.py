@@ -14,9 +14,10 @@ Formats (one JSON object per line, UTF-8, whatever the file's suffix):
 
 :class:`DatasetSink` writes examples as they come, one file per split (``FILE`` without splits;
 ``{stem}_train{suffix}``, ``_val``, ``_test`` next to it with splits), appending. ``flush``
-flushes and fsyncs. It keeps the ids of the interactions it wrote in ``{FILE}.ids`` (fsynced
-after the data), so a replay after a crash does not write an example twice; a line torn by a
-crash is cut off when the sink opens the file again.
+flushes and fsyncs. It keeps the ids of the interactions it wrote, and where their lines end, in
+``{FILE}.ids`` (written after the data is on disk), so that a replay after a crash writes each
+example exactly once: lines no id names (half a line, lines whose ids were lost) are cut off when
+the sink opens the files again.
 
 ``trainwire export`` (:data:`export_command`) runs the same filter
 (:class:`~trainwire.processors.dataset.DatasetFilter`) and the same writers over the
@@ -154,11 +155,47 @@ def _cut_torn_line(path: Path) -> None:
         handle.truncate(0)
 
 
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """One line of the ``.ids`` file: an example's interaction id, its split and its file's size after its line.
+
+    ``source_id`` is '' for an example without one, and for how much of the file was there before
+    the sink wrote to it; ``end`` None is a line of an older ``.ids`` file (the id alone).
+    """
+
+    source_id: str
+    split: str | None
+    end: int | None
+
+    def line(self) -> bytes:
+        if self.end is None:
+            return f"{self.source_id}\n".encode()
+        return f"{self.source_id}\t{self.split or ''}\t{self.end}\n".encode()
+
+    @classmethod
+    def parse(cls, line: str) -> _Written:
+        if "\t" not in line:
+            return cls(line, None, None)
+        source_id, split, end = line.split("\t")
+        return cls(source_id, split or None, int(end))
+
+
 class DatasetSink:
     """Appends training examples, in one format, to one file per split; ``flush`` makes them durable.
 
     ``append=False`` starts the files afresh (a batch export); ``track_ids=False`` skips the
     ``.ids`` file (then a replay may write an example again).
+
+    The ``.ids`` file says which interactions the files hold, and where each line ends. The
+    order that keeps the two in agreement after a crash is :meth:`flush`'s: the data files are
+    flushed and fsynced first, and only then are the ids of their new lines written (and
+    fsynced). So an id never names a line that is not on disk; when the sink opens the files
+    again, whatever follows the last line an id names (lines whose ids were lost, half a line)
+    is cut off, and a replay writes those examples again, once.
     """
 
     def __init__(
@@ -178,23 +215,63 @@ class DatasetSink:
         self.skipped = 0
         self._ids_path = self.output.with_name(self.output.name + ".ids") if track_ids else None
         self._written: set[str] = set()
+        self._unflushed: list[_Written] = []  # ids of the lines written since the last flush
         self._files: dict[str | None, IO[bytes]] = {}
+        self._ends: dict[str | None, int] = {}  # each file's size, with what is buffered
         self._ids: IO[bytes] | None = None
         try:
             self.output.parent.mkdir(parents=True, exist_ok=True)
+            named: set[str | None] = set()
+            if self._ids_path is not None and append:
+                named = self._agree_with_ids(self._ids_path)
             mode = "ab" if append else "wb"
             for split, path in self.paths.items():
-                if append and path.exists():
+                if append and self._ids_path is None and path.exists():
                     _cut_torn_line(path)
                 self._files[split] = open(path, mode)  # noqa: SIM115 - held until close
+                self._ends[split] = self._files[split].tell()
             if self._ids_path is not None:
-                if append and self._ids_path.exists():
-                    _cut_torn_line(self._ids_path)
-                    self._written = set(self._ids_path.read_text().split())
                 self._ids = open(self._ids_path, mode)  # noqa: SIM115 - held until close
+                # Where each file no id names a line of starts: what is written after that is the sink's.
+                self._unflushed = [_Written("", split, self._ends[split]) for split in self.paths if split not in named]
+                self._write_ids()
         except OSError as exc:
             self.close()
             raise TrainwireError(f"cannot open the dataset files at {self.output}: {exc}") from exc
+
+    def _agree_with_ids(self, ids_path: Path) -> set[str | None]:
+        """Cut the data files back to the last line the ``.ids`` file names (and drop ids of lines not on disk).
+
+        Returns the splits whose files the ids name a line end of.
+        """
+        if not ids_path.exists():
+            return set()
+        _cut_torn_line(ids_path)
+        entries = []
+        for number, line in enumerate(ids_path.read_text().splitlines(), 1):
+            try:
+                entries.append(_Written.parse(line))
+            except ValueError:
+                raise TrainwireError(
+                    f"{ids_path}, line {number}: {line!r} is not 'id<TAB>split<TAB>end' (move the file aside to "
+                    "start the ids afresh; a replay may then write examples twice)"
+                ) from None
+        sizes = {split: _size(path) for split, path in self.paths.items()}
+        kept = [w for w in entries if w.end is None or w.split not in sizes or w.end <= sizes[w.split]]
+        if len(kept) != len(entries):  # a data file was cut by something else than this sink
+            tmp = ids_path.with_name(ids_path.name + ".tmp")
+            tmp.write_bytes(b"".join(w.line() for w in kept))
+            os.replace(tmp, ids_path)
+        last_end: dict[str | None, int] = {}
+        for w in kept:
+            if w.end is not None and w.split in sizes:
+                last_end[w.split] = w.end
+        for split, end in last_end.items():
+            if sizes[split] > end:
+                with open(self.paths[split], "r+b") as handle:
+                    handle.truncate(end)
+        self._written = {w.source_id for w in kept if w.source_id}
+        return set(last_end)
 
     def add(self, example: TrainingExample) -> bool:
         """Write one example to its split's file; False if its interaction was written before."""
@@ -206,27 +283,34 @@ class DatasetSink:
         if example.source_id and example.source_id in self._written:
             self.skipped += 1
             return False
-        record = self._write_record(example.prompt, example.completion)
+        line = orjson.dumps(self._write_record(example.prompt, example.completion)) + b"\n"
         try:
-            self._files[example.split].write(orjson.dumps(record) + b"\n")
-            if self._ids is not None and example.source_id:
-                self._ids.write(example.source_id.encode() + b"\n")
+            self._files[example.split].write(line)
         except OSError as exc:
             raise TrainwireError(f"cannot write to {self.paths[example.split]}: {exc}") from exc
+        self._ends[example.split] += len(line)
         if example.source_id:
             self._written.add(example.source_id)
+        if self._ids is not None:
+            self._unflushed.append(_Written(example.source_id, example.split, self._ends[example.split]))
         self.counts[example.split] += 1
         return True
 
     def flush(self) -> None:
-        """Flush and fsync every data file, then the ids file."""
-        handles = [*self._files.values(), *([self._ids] if self._ids is not None else [])]
-        for handle in handles:
-            try:
-                handle.flush()
-                os.fsync(handle.fileno())
-            except OSError as exc:
-                raise TrainwireError(f"cannot flush {handle.name}: {exc}") from exc
+        """Flush and fsync every data file, then write and fsync the ids of their new lines."""
+        for handle in self._files.values():
+            _sync(handle)
+        self._write_ids()
+
+    def _write_ids(self) -> None:
+        if self._ids is None:
+            return
+        try:
+            self._ids.write(b"".join(w.line() for w in self._unflushed))
+        except OSError as exc:
+            raise TrainwireError(f"cannot write to {self._ids.name}: {exc}") from exc
+        _sync(self._ids)
+        self._unflushed = []
 
     def close(self) -> None:
         """Flush and close the files (safe to call twice)."""
@@ -241,6 +325,14 @@ class DatasetSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _sync(handle: IO[bytes]) -> None:
+    try:
+        handle.flush()
+        os.fsync(handle.fileno())
+    except OSError as exc:
+        raise TrainwireError(f"cannot flush {handle.name}: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- batch export
