@@ -8,17 +8,23 @@ its position only when told to (after processing: at-least-once).
 
 The embedded log and the producer's spool share one append-only file format: each record is
 ``[length u32][crc32 u32][body]`` with ``body = [timestamp_ms i64][topic][key][headers][value]``
-(strings and byte fields prefixed by their length). A record cut short (a writer mid-write)
-is not read until it is complete; a record whose checksum does not match is reported with the
-file and byte offset.
+(strings and byte fields prefixed by their length).
+
+Writers append whole batches under an exclusive ``flock`` (:func:`append_frames`): a write that
+fails part way (a full disk) is cut back to its last whole record, so the file holds no half
+record. Readers scan under a shared lock (:func:`scan_frames`): a record cut short at the end of
+the file while no writer holds the lock was torn (a writer killed mid-write, or a cut that failed
+too), and bytes that hold no whole record are skipped to the next readable record and reported
+as a :class:`Gap` with their offsets in the file, so nothing after them is held up.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import zlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -67,6 +73,9 @@ class Record:
 
 class Transport(ABC):
     """Delivers message batches; used from the emitter's background event loop."""
+
+    last_failure: str | None = None
+    """Why the last :meth:`send_batch` handed messages back to try again later, for the log."""
 
     @abstractmethod
     async def start(self) -> None:
@@ -140,6 +149,125 @@ def frame(message: Message, timestamp_ms: int) -> bytes:
     return _HEAD.pack(len(body), zlib.crc32(body)) + body
 
 
+class WriteFailed(OSError):
+    """A write of framed records failed; ``written`` of them are whole in the file, the rest are not."""
+
+    def __init__(self, written: int, cause: OSError):
+        super().__init__(cause.errno, cause.strerror or str(cause))
+        self.written = written
+
+
+def append_frames(fd: int, frames: list[bytes]) -> None:
+    """Append ``frames`` to the file open at ``fd`` (in append mode), whole records only.
+
+    The caller holds the file's exclusive lock. A write that fails part way (a full disk, a file
+    size limit) is cut back to the end of the last whole record and raises :class:`WriteFailed`,
+    so the file never holds half a record and the caller knows which records to keep elsewhere.
+    """
+    start = os.fstat(fd).st_size
+    data = memoryview(b"".join(frames))
+    done = 0
+    try:
+        while done < len(data):
+            done += os.write(fd, data[done:])
+    except OSError as exc:
+        written = kept = 0
+        for one in frames:
+            if kept + len(one) > done:
+                break
+            kept += len(one)
+            written += 1
+        if kept != done:
+            os.ftruncate(fd, start + kept)  # if this fails too, readers skip the torn tail (a Gap)
+        raise WriteFailed(written, exc) from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """Bytes of a framed file that hold no readable record (a torn or corrupt write), as file offsets."""
+
+    start: int
+    end: int
+
+    def describe(self, where: Path) -> str:
+        """A log line naming the file and the bytes skipped."""
+        return (
+            f"{where}: bytes {self.start}-{self.end} hold no readable record (a torn or corrupt write); "
+            f"skipped, reading on at byte {self.end}"
+        )
+
+
+@dataclass(slots=True)
+class Scan:
+    """What :func:`read_records` found: records ``(offset, message, timestamp_ms)``, gaps, and where it stopped."""
+
+    records: list[tuple[int, Message, int]] = field(default_factory=list)
+    gaps: list[Gap] = field(default_factory=list)
+    end: int = 0
+    """The file offset after the last record or gap read: where the next read starts."""
+
+
+def read_records(handle: IO[bytes], pos: int, size: int, where: Path, max_records: int) -> Scan:
+    """Up to ``max_records`` records of the framed file ``handle`` from byte ``pos``, skipping gaps.
+
+    The caller holds the file's lock (shared, or the only writer's), so no writer is mid-write:
+    a record cut short at the end of the file is torn, and skipped as a :class:`Gap`. About
+    ``size`` bytes are read; more when a record is larger, or when bad bytes reach past them.
+    """
+    file_size = os.fstat(handle.fileno()).st_size
+    data = read_frames(handle, pos, size)
+    scan = scan_frames(data, pos, where, at_eof=pos + len(data) >= file_size, max_records=max_records)
+    if max_records > 0 and scan.end == pos < file_size:  # stuck on bad bytes the chunk does not get past
+        handle.seek(pos)
+        scan = scan_frames(handle.read(), pos, where, at_eof=True, max_records=max_records)
+    return scan
+
+
+def scan_frames(buf: bytes, origin: int, where: Path, *, at_eof: bool, max_records: int) -> Scan:
+    """Decode the records in ``buf`` (read from byte ``origin`` of ``where``), skipping bad bytes.
+
+    With ``at_eof`` the buffer runs to the end of the file and no writer is mid-write, so an
+    incomplete record is torn; otherwise the scan stops at one (the rest is in the next read).
+    """
+    scan = Scan(end=origin)
+    pos = 0
+    while pos < len(buf) and len(scan.records) < max_records:
+        try:
+            decoded = unframe(buf, pos, where, origin)
+        except BusError:
+            decoded = None
+        else:
+            if decoded is None and not at_eof:
+                break
+        if decoded is None:  # corrupt, or torn at the end of the file
+            resume = _next_whole_record(buf, pos + 1)
+            if resume is None and not at_eof:
+                break
+            resume = len(buf) if resume is None else resume
+            scan.gaps.append(Gap(origin + pos, origin + resume))
+            pos = resume
+        else:
+            message, ts, nxt = decoded
+            scan.records.append((origin + pos, message, ts))
+            pos = nxt
+        scan.end = origin + pos
+    return scan
+
+
+_MIN_BODY = _TS.size + _U16.size + _I32.size + _U16.size  # timestamp, empty topic, no key, no headers
+
+
+def _next_whole_record(buf: bytes, start: int) -> int | None:
+    """The first position from ``start`` where a whole record with a matching checksum begins."""
+    view = memoryview(buf)
+    for pos in range(start, len(buf) - _HEAD.size - _MIN_BODY + 1):
+        length, crc = _HEAD.unpack_from(buf, pos)
+        end = pos + _HEAD.size + length
+        if length >= _MIN_BODY and end <= len(buf) and zlib.crc32(view[pos + _HEAD.size : end]) == crc:
+            return pos
+    return None
+
+
 def read_frames(handle: IO[bytes], pos: int, size: int) -> bytes:
     """About ``size`` bytes of framed records from ``pos``: more when the first record is larger.
 
@@ -156,8 +284,12 @@ def read_frames(handle: IO[bytes], pos: int, size: int) -> bytes:
     return data
 
 
-def unframe(buf: bytes | memoryview, pos: int, where: Path) -> tuple[Message, int, int] | None:
-    """Decode the record at ``pos``: ``(message, timestamp_ms, next_pos)``, or None if incomplete."""
+def unframe(buf: bytes | memoryview, pos: int, where: Path, origin: int = 0) -> tuple[Message, int, int] | None:
+    """Decode the record at ``pos``: ``(message, timestamp_ms, next_pos)``, or None if incomplete.
+
+    ``origin`` is the file offset of ``buf[0]``: a corrupt record is reported at its offset in
+    the file, with :class:`BusError`.
+    """
     if len(buf) - pos < _HEAD.size:
         return None
     length, crc = _HEAD.unpack_from(buf, pos)
@@ -166,7 +298,14 @@ def unframe(buf: bytes | memoryview, pos: int, where: Path) -> tuple[Message, in
         return None
     body = bytes(buf[start:end])
     if zlib.crc32(body) != crc:
-        raise BusError(f"{where}: corrupt record at byte {pos} (checksum mismatch)")
+        raise BusError(f"{where}: corrupt record at byte {origin + pos} (checksum mismatch)")
+    try:
+        return _decode_body(body, end)
+    except (struct.error, UnicodeDecodeError) as exc:
+        raise BusError(f"{where}: corrupt record at byte {origin + pos} ({exc})") from None
+
+
+def _decode_body(body: bytes, end: int) -> tuple[Message, int, int]:
     (ts,) = _TS.unpack_from(body, 0)
     i = _TS.size
     (n,) = _U16.unpack_from(body, i)

@@ -8,8 +8,12 @@ counters.
 Nothing is dropped silently:
 
 - when the bus is unreachable (at start or later) or fails to take a batch, the messages go to
-  the spool, an append-only file, and are replayed in order once the bus is back;
-- when the queue is full, ``emit`` writes the event to the spool on the caller's thread;
+  the spool, an append-only file, and are replayed in order once the bus is back; why the bus
+  did not take them is logged (at most every 10 s);
+- ``emit`` never writes to disk per event: when the queue holds ``max_queue`` events and the
+  bus is slow to take more, the background thread spools whole batches instead of waiting; only
+  if the caller outruns even that, to twice ``max_queue``, does ``emit`` spool a batch of the
+  oldest events itself (one write per ``batch_size`` events);
 - an event the bus refuses for good (larger than it takes) is counted as ``failed``, logged, and
   kept with the reason in ``{data_dir}/rejected/events.jsonl``; the events after it go on as usual;
 - an event that cannot even be serialized is counted as ``failed`` and logged with the reason;
@@ -37,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from trainwire.bus.base import Message, Refused, Transport
+from trainwire.bus.base import Message, Refused, Transport, WriteFailed
 from trainwire.bus.publisher import event_message
 from trainwire.bus.rejected import RejectedEvents
 from trainwire.bus.spool import Spool, spool_dir
@@ -96,7 +100,8 @@ class Emitter:
     Args:
         settings: where to publish (default: :meth:`Settings.from_env`).
         transport: a ready transport instead of the one ``settings`` implies.
-        max_queue: events held in memory before ``emit`` spools on the caller's thread.
+        max_queue: events held in memory for the bus; past it the background thread spools batches
+            rather than wait for the bus, and past twice it ``emit`` spools a batch itself.
         batch_size: events per batch handed to the transport; a full batch wakes the thread early.
         linger_ms: how long the thread waits for more events before sending a partial batch.
         close_timeout_s: the deadline of ``close()`` (and of the exit hook).
@@ -144,6 +149,8 @@ class Emitter:
         self._deadline = float("inf")
         self._sent = self._spooled = self._replayed = self._failed = 0
         self._connected = False
+        self._next_attempt = 0.0
+        self._backoff = self._backoff_min
         self._idle = False
         self._inflight: set[asyncio.Task[None]] = set()
 
@@ -157,10 +164,9 @@ class Emitter:
                 self._spill(event)
                 return
             self._start()
-        if len(queue) >= self._max_queue:
-            self._spill(event)
-            return
         queue.append(event)
+        if len(queue) >= 2 * self._max_queue:  # the thread cannot keep up: spool the oldest, a batch at once
+            self._spill_many(_pop_front(queue, self._batch_size))
         if self._idle or len(queue) == self._batch_size:
             self._idle = False
             self._wake()
@@ -247,13 +253,7 @@ class Emitter:
         self._spill_many([event])
 
     def _spill_many(self, events: list[Event]) -> None:
-        messages = self._encode(events)
-        try:
-            self._spool.append(messages)
-            self._spooled += len(messages)
-        except OSError as exc:
-            self._failed += len(messages)
-            self._log.warning("spool", "trainwire: cannot write the spool %s: %s", self._spool.path, exc)
+        self._spool_messages(self._encode(events))
 
     def _after_fork(self) -> None:
         self._start_lock = threading.Lock()
@@ -279,24 +279,18 @@ class Emitter:
     async def _run(self, started: threading.Event) -> None:
         self._wake_async = asyncio.Event()
         started.set()
-        next_attempt = 0.0
-        backoff = self._backoff_min
-        try:
-            adopted = self._spool.adopt_orphans()
-            if adopted:
-                logger.info("trainwire: replaying %d events left in the spool by an earlier process", adopted)
-        except OSError as exc:
-            self._log.warning("adopt", "trainwire: cannot read old spools: %s", exc)
+        adopted = self._spool.adopt_orphans()
+        if adopted:
+            logger.info("trainwire: replaying %d events left in the spool by an earlier process", adopted)
         while True:
-            await self._wait_for_work(next_attempt)
+            await self._wait_for_work(self._next_attempt)
             past_deadline = time.monotonic() >= self._deadline
-            if not self._connected and not past_deadline and time.monotonic() >= next_attempt:
+            if not self._connected and not past_deadline and time.monotonic() >= self._next_attempt:
                 try:
                     await asyncio.wait_for(self._transport.start(), self._remaining(30.0))
-                    self._connected, backoff = True, self._backoff_min
+                    self._connected = True
                 except (BusError, TimeoutError) as exc:
-                    next_attempt = time.monotonic() + backoff
-                    backoff = min(backoff * 2, self._backoff_max)
+                    self._retry_later()
                     self._log.warning("connect", "trainwire: bus unreachable, spooling events: %s", exc)
             if self._connected and self._spool.pending and not self._inflight:
                 await self._replay()
@@ -349,8 +343,10 @@ class Emitter:
                 return
             refused, failed = _sort_out(await self._send(messages))
             if failed:
+                self._bus_failed(len(failed))
                 await self._disconnect()
                 return
+            self._backoff = self._backoff_min
             self._reject(refused)
             self._spool.advance(cursor, len(messages))
             self._replayed += len(messages) - len(refused)
@@ -361,9 +357,12 @@ class Emitter:
         while queue:
             batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
             messages = self._encode(batch)
-            if len(self._inflight) >= self._max_inflight:
-                await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
             if self._connected and not self._spool.pending and not past_deadline:
+                if len(self._inflight) >= self._max_inflight:
+                    if len(queue) >= self._max_queue:  # the bus lags: spool rather than let the queue grow
+                        self._spool_messages(messages)
+                        continue
+                    await asyncio.wait(set(self._inflight), return_when=asyncio.FIRST_COMPLETED)
                 task = asyncio.create_task(self._deliver(messages))
                 self._inflight.add(task)
                 task.add_done_callback(self._inflight.discard)
@@ -376,7 +375,10 @@ class Emitter:
         self._reject(refused)
         if failed:
             self._spool_messages(failed)
+            self._bus_failed(len(failed))
             await self._disconnect()
+        else:
+            self._backoff = self._backoff_min
 
     async def _send(self, messages: list[Message]) -> list[Message | Refused]:
         try:
@@ -405,18 +407,35 @@ class Emitter:
             )
 
     def _spool_messages(self, messages: list[Message]) -> None:
+        """Write ``messages`` to the spool; what it cannot take is counted failed and logged."""
         try:
             self._spool.append(messages)
             self._spooled += len(messages)
-        except OSError as exc:
-            self._failed += len(messages)
+        except WriteFailed as exc:
+            self._spooled += exc.written
+            self._failed += len(messages) - exc.written
             self._log.warning(
                 "spool",
                 "trainwire: cannot write the spool %s, %d events lost: %s",
                 self._spool.path,
-                len(messages),
+                len(messages) - exc.written,
                 exc,
             )
+
+    def _bus_failed(self, count: int) -> None:
+        """Log (at most every 10 s) that the bus handed ``count`` messages back, and why."""
+        self._log.warning(
+            "deliver",
+            "trainwire: the bus did not take %d events (%s); they wait in the spool %s",
+            count,
+            self._transport.last_failure or "no reason given",
+            self._spool.path,
+        )
+
+    def _retry_later(self) -> None:
+        """Wait before the next attempt at the bus, twice as long as the last time (up to the maximum)."""
+        self._next_attempt = time.monotonic() + self._backoff
+        self._backoff = min(self._backoff * 2, self._backoff_max)
 
     def _encode(self, events: list[Event]) -> list[Message]:
         prefix = self.settings.topic_prefix
@@ -435,6 +454,7 @@ class Emitter:
         if not self._connected:
             return
         self._connected = False
+        self._retry_later()
         with contextlib.suppress(BusError, TimeoutError, OSError):
             await asyncio.wait_for(self._transport.stop(), 5.0)
 
@@ -455,6 +475,15 @@ class Emitter:
             self._sync()
         for waiter in waiters:
             waiter.set()
+
+
+def _pop_front(queue: deque[Event], count: int) -> list[Event]:
+    """Up to ``count`` events from the front of ``queue`` (the thread may take some at the same time)."""
+    out: list[Event] = []
+    with contextlib.suppress(IndexError):
+        while len(out) < count:
+            out.append(queue.popleft())
+    return out
 
 
 def _sort_out(undelivered: list[Message | Refused]) -> tuple[list[Refused], list[Message]]:

@@ -17,6 +17,11 @@ Limits, compared with Kafka:
   than a reader's chunk is read whole;
 - a batch reaches the OS page cache at once (it survives a crash of the writing process) and is
   fsynced on ``flush()``/``close()`` of the emitter (it then survives a power cut too).
+
+A write that fails (a full disk) is cut back to its last whole record and the rest of the batch
+goes back to the emitter, which logs why and spools it. A reader skips bytes that hold no whole
+record (a writer killed mid-write) with a warning naming the file and the byte offsets, and reads
+on after them (see :func:`trainwire.bus.base.read_records`).
 """
 
 from __future__ import annotations
@@ -24,15 +29,29 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import IO
 
-from trainwire.bus.base import Consumer, Message, Record, Refused, Transport, frame, read_frames, unframe
+from trainwire.bus.base import (
+    Consumer,
+    Message,
+    Record,
+    Refused,
+    Transport,
+    WriteFailed,
+    append_frames,
+    frame,
+    read_records,
+)
 from trainwire.errors import BusError
+from trainwire.private_files import open_private, private_dir, replace_private
 
 POLL_INTERVAL_S = 0.02
+
+logger = logging.getLogger("trainwire.bus")
 
 
 def log_dir(data_dir: Path) -> Path:
@@ -49,33 +68,34 @@ class LocalTransport(Transport):
 
     async def start(self) -> None:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            private_dir(self.root)
         except OSError as exc:
             raise BusError(f"cannot create the embedded bus at {self.root}: {exc}") from exc
 
     def _file(self, topic: str) -> IO[bytes]:
         handle = self._files.get(topic)
         if handle is None:
-            handle = self._files[topic] = open(self.root / f"{topic}.log", "ab")  # noqa: SIM115
+            handle = self._files[topic] = open_private(self.root / f"{topic}.log", "ab", buffering=0)
         return handle
 
     async def send_batch(self, messages: list[Message]) -> list[Message | Refused]:
         now = int(time.time() * 1000)
-        by_topic: dict[str, list[bytes]] = {}
+        by_topic: dict[str, list[Message]] = {}
         for message in messages:
-            by_topic.setdefault(message.topic, []).append(frame(message, now))
+            by_topic.setdefault(message.topic, []).append(message)
         failed: list[Message | Refused] = []
-        for topic, frames in by_topic.items():
+        for topic, batch in by_topic.items():
             try:
                 handle = self._file(topic)
                 fcntl.flock(handle, fcntl.LOCK_EX)
                 try:
-                    handle.write(b"".join(frames))
-                    handle.flush()
+                    append_frames(handle.fileno(), [frame(m, now) for m in batch])
                 finally:
                     fcntl.flock(handle, fcntl.LOCK_UN)
-            except OSError:
-                failed.extend(m for m in messages if m.topic == topic)
+            except OSError as exc:
+                written = exc.written if isinstance(exc, WriteFailed) else 0
+                failed.extend(batch[written:])
+                self.last_failure = f"cannot write {self.root / f'{topic}.log'}: {exc}"
         return failed
 
     def sync(self) -> None:
@@ -101,8 +121,8 @@ class LocalConsumer(Consumer):
         self._positions: dict[str, int] = {}
 
     async def start(self) -> None:
-        self._groups.mkdir(parents=True, exist_ok=True)
-        lock = open(self._groups / f"{self.group}.lock", "a+b")  # noqa: SIM115 - held while consuming
+        private_dir(self._groups)
+        lock = open_private(self._groups / f"{self.group}.lock", "a+b")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -141,27 +161,19 @@ class LocalConsumer(Consumer):
             path = self.root / f"{topic}.log"
             if not path.exists():
                 continue
-            position = self._positions[topic]
             with open(path, "rb") as handle:
-                data = read_frames(handle, position, 8 << 20)
-            pos = 0
-            while len(out) < max_records:
-                decoded = unframe(data, pos, path)
-                if decoded is None:
-                    break
-                message, ts, nxt = decoded
-                out.append(Record(topic, 0, position + pos, message.key, message.value, ts, message.headers))
-                pos = nxt
-            self._positions[topic] = position + pos
+                fcntl.flock(handle, fcntl.LOCK_SH)  # no writer is mid-batch while this reads
+                scan = read_records(handle, self._positions[topic], 8 << 20, path, max_records - len(out))
+            for gap in scan.gaps:
+                logger.warning("trainwire: %s", gap.describe(path))
+            out.extend(Record(topic, 0, offset, m.key, m.value, ts, m.headers) for offset, m, ts in scan.records)
+            self._positions[topic] = scan.end
             if len(out) >= max_records:
                 break
         return out
 
     async def commit(self) -> None:
-        path = self._offsets_path()
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._committable()))
-        os.replace(tmp, path)
+        replace_private(self._offsets_path(), json.dumps(self._committable()).encode(), fsync=False)
 
     def _committable(self) -> dict[str, int]:
         merged = self._read_committed()
