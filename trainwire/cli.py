@@ -20,6 +20,7 @@ from click.core import ParameterSource
 from trainwire.config import Settings
 from trainwire.errors import TrainwireError
 from trainwire.sinks.dataset import FORMATS, dataset_config, dataset_filter_options
+from trainwire.ui.command import ui_options
 
 
 class _Group(click.Group):
@@ -146,6 +147,7 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
     help="faust: seconds before a dead worker's partitions move to the others.",
 )
 @click.option("--flush-interval", type=float, default=0.5, show_default=True, help="Most seconds between commits.")
+@ui_options
 @click.pass_obj
 def worker(
     settings: Settings,
@@ -162,6 +164,8 @@ def worker(
     web_port: int | None,
     session_timeout: float,
     flush_interval: float,
+    serve_ui: bool,
+    ui_port: int,
     **dataset_filters: Any,
 ) -> None:
     """Process the event stream: store it in ClickHouse, publish reward stats, group stats and health
@@ -201,6 +205,13 @@ def worker(
             ch = stack.enter_context(open_store(settings, own_within_s=60))
             ch.migrate()
         click.echo(f"worker {group} ({runtime} runtime): {bus}" + (" -> ClickHouse" if ch else ""))
+        if serve_ui:
+            from trainwire.store.clickhouse import open_reader
+            from trainwire.ui.command import start_ui
+
+            ui = start_ui(ch or stack.enter_context(open_reader(settings)), ui_port)
+            stack.callback(ui.stop)
+            click.echo(f"web UI: {ui.url}")
         if runtime == "faust":
             from trainwire.runtime.faust_app import run_faust_worker
 
@@ -283,8 +294,9 @@ def _register_parts() -> None:
     from trainwire.producers.importers import import_command
     from trainwire.producers.probe import probe_command
     from trainwire.sinks.dataset import export_command
+    from trainwire.ui.command import ui_command
 
-    commands = (demo_command, import_command, export_command, probe_command, judge_command, query_command)
+    commands = (demo_command, import_command, export_command, probe_command, judge_command, query_command, ui_command)
     for command in (*commands, analyze_command):
         main.add_command(command)
 

@@ -18,6 +18,7 @@ Kafka and a ClickHouse server with ``--kafka`` and ``--clickhouse``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -35,6 +36,7 @@ from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.store.clickhouse import Store, open_store
+from trainwire.ui.command import ui_options
 
 logger = logging.getLogger("trainwire.demo")
 
@@ -121,8 +123,18 @@ class BackgroundWorker:
             raise self.error
 
 
-def run_demo(settings: Settings, config: DemoConfig, output: Path, echo: Callable[[str], None] = click.echo) -> dict:
-    """Run the demo; return the paths it wrote and the report's numbers."""
+def run_demo(
+    settings: Settings,
+    config: DemoConfig,
+    output: Path,
+    echo: Callable[[str], None] = click.echo,
+    ui_port: int | None = None,
+) -> dict:
+    """Run the demo; return the paths it wrote and the report's numbers.
+
+    With ``ui_port``, the web UI serves the store on 127.0.0.1 from the start (the run is watched
+    as it trains) and, after the report, until Ctrl+C.
+    """
     try:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -148,6 +160,12 @@ def run_demo(settings: Settings, config: DemoConfig, output: Path, echo: Callabl
 
     store = open_store(settings, own_within_s=30)
     store.migrate()
+    ui = None
+    if ui_port is not None:
+        from trainwire.ui.command import start_ui
+
+        ui = start_ui(store, ui_port)
+        echo(f"web UI: {ui.url}run?run={config.run_id} (the run's charts fill in as it trains)")
     options = WorkerOptions(
         group=f"demo-{config.run_id}",
         stats=StatsConfig(step_window=5, time_window_s=60, time_hop_s=10),
@@ -199,6 +217,11 @@ def run_demo(settings: Settings, config: DemoConfig, output: Path, echo: Callabl
             judge.stop()
         worker.stop()
     result = _report(store, config, output, echo)
+    if ui is not None:
+        echo(f"web UI: {ui.url}run?run={config.run_id} (serving until Ctrl+C)")
+        with contextlib.suppress(KeyboardInterrupt):
+            threading.Event().wait()
+        ui.stop()
     store.close()
     return result
 
@@ -406,17 +429,22 @@ def store_dir_hint(store: Store) -> str:
 @click.option("--steps", type=click.IntRange(min=2), default=30, show_default=True, help="GRPO steps.")
 @click.option("--output", type=click.Path(path_type=Path), default=Path("trainwire-demo"), show_default=True)
 @click.option("--judge-sample-rate", type=click.FloatRange(0, 1), default=0.25, show_default=True)
+@ui_options
 @click.pass_obj
-def demo_command(settings: Settings, steps: int, output: Path, judge_sample_rate: float) -> None:
+def demo_command(
+    settings: Settings, steps: int, output: Path, judge_sample_rate: float, serve_ui: bool, ui_port: int
+) -> None:
     """Run the whole pipeline on this machine: a short GRPO training of a tiny local model with the hook,
     the workers (stats, alerts, fine-tuning data, ClickHouse), a local LLM judge, and the analysis report.
 
     No server and no network: the embedded bus and chdb under --data-dir. With --kafka and
-    --clickhouse it uses those servers instead.
+    --clickhouse it uses those servers instead. With --ui the web UI shows the run as it trains,
+    and keeps serving after the report until Ctrl+C.
     """
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     for noisy in ("aiokafka", "httpx", "transformers", "trl", "accelerate"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     started = time.monotonic()
-    run_demo(settings, DemoConfig(steps=steps, judge_sample_rate=judge_sample_rate), output)
+    config = DemoConfig(steps=steps, judge_sample_rate=judge_sample_rate)
+    run_demo(settings, config, output, ui_port=ui_port if serve_ui else None)
     click.echo(f"demo finished in {time.monotonic() - started:.0f}s")

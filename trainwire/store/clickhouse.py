@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -177,10 +177,11 @@ _OWNER_FILE = "clickhouse.owner.json"
 _TOKEN_HEADER = "X-Trainwire-Token"
 
 
-def _open_embedded(data_dir: Path, own_within_s: float | None) -> Store:
+def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Callable[[], None] | None = None) -> Store:
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = open(data_dir / _LOCK_FILE, "a+b")  # noqa: SIM115 - held while this process owns chdb
     deadline = time.monotonic() + (own_within_s or 0.0)
+    asked = False
     while True:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -189,15 +190,35 @@ def _open_embedded(data_dir: Path, own_within_s: float | None) -> Store:
             if own_within_s is None:
                 lock.close()
                 return RemoteStore.connect(data_dir)
+            asked = asked or _ask_owner_to_hand_over(data_dir)
             if time.monotonic() >= deadline:
                 lock.close()
                 raise StoreError(f"chdb at {data_dir / 'clickhouse'} stayed owned by another process") from None
             time.sleep(0.1)
     try:
-        return EmbeddedStore(data_dir, lock)
+        return EmbeddedStore(data_dir, lock, on_hand_over)
     except Exception:
         lock.close()
         raise
+
+
+def _ask_owner_to_hand_over(data_dir: Path) -> bool:
+    """Ask the owner of ``data_dir``'s chdb to hand it over (only a :class:`ReaderStore` agrees).
+
+    True once an owner answered, whatever it answered; False when none could be asked yet.
+    """
+    try:
+        port, token, _pid = RemoteStore._read_owner(data_dir / _OWNER_FILE)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/hand-over", data=b"{}", method="POST", headers={_TOKEN_HEADER: token}
+        )
+        with urllib.request.urlopen(request, timeout=5):
+            pass
+    except urllib.error.HTTPError:
+        return True  # an owner that keeps the data directory (409): wait for it as before
+    except (OSError, ValueError, KeyError, http.client.HTTPException):
+        return False
+    return True
 
 
 class EmbeddedStore(ClientStore):
@@ -207,7 +228,9 @@ class EmbeddedStore(ClientStore):
     dedicated thread, whichever thread makes it.
     """
 
-    def __init__(self, data_dir: Path, lock: IO[bytes]):
+    def __init__(self, data_dir: Path, lock: IO[bytes], on_hand_over: Callable[[], None] | None = None):
+        self._on_hand_over = on_hand_over
+        """Called (on a thread of its own) when a process waiting to own chdb asks for it; None: refuse."""
         self._chdb_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainwire-chdb")
         path = data_dir / "clickhouse"
         try:
@@ -261,6 +284,13 @@ def _handler_for(store: EmbeddedStore) -> type[BaseHTTPRequestHandler]:
                 self._reply(403, b'{"error": "bad token"}', "application/json")
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            if self.path == "/hand-over":
+                if store._on_hand_over is None:
+                    self._reply(409, b'{"error": "this owner keeps the data directory"}', "application/json")
+                else:
+                    self._reply(202, b"{}", "application/json")
+                    threading.Thread(target=store._on_hand_over, name="trainwire-chdb-hand-over").start()
+                return
             try:
                 if self.path == "/insert":
                     table = self.headers["X-Trainwire-Table"]
@@ -396,3 +426,93 @@ class RemoteStore(Store):
         with pa.ipc.new_stream(sink, data.schema) as writer:
             writer.write_table(data)
         self._post("/insert", sink.getvalue().to_pybytes(), {"X-Trainwire-Table": table})
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def open_reader(settings: Settings | None = None) -> Store:
+    """The store for a long-running reader (the web UI) that must never keep a worker from storing.
+
+    A server: the same as :func:`open_store`. The embedded chdb: a :class:`ReaderStore`.
+    """
+    settings = settings or Settings.from_env()
+    if settings.clickhouse:
+        return _open_server(settings.clickhouse)
+    return ReaderStore(Path(settings.data_dir))
+
+
+class ReaderStore(Store):
+    """The embedded chdb for a reader: through its owner, or owning it only until a worker asks.
+
+    With no owner, the reader becomes the owner (serving other processes as any owner does), and
+    hands the data directory over as soon as a process waiting to own it (a worker) asks: it
+    closes chdb, then reads through the new owner. When that owner goes away, the next call owns
+    the data directory again (or finds whoever does). A call that meets a hand-over midway is
+    made again once, on the store that took over.
+    """
+
+    _NEW_OWNER_WAIT_S = 30.0
+    """After handing over: how long to wait for the new owner to answer before owning again."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.database = DEFAULT_DATABASE
+        self._lock = threading.Lock()
+        self._current: Store | None = None
+        self._handed_over = False
+        self._closed = False
+
+    def _store(self) -> Store:
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"the reader of chdb at {self.data_dir / 'clickhouse'} is closed")
+            if self._current is None:
+                if self._handed_over:  # wait for the process that asked, instead of taking it back
+                    self._handed_over = False
+                    self._current = RemoteStore.connect(self.data_dir, wait_s=self._NEW_OWNER_WAIT_S)
+                else:
+                    self._current = _open_embedded(self.data_dir, None, self._hand_over)
+            return self._current
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            store, self._current = self._current, None
+            self._handed_over = isinstance(store, EmbeddedStore)
+        if store is not None:
+            store.close()
+
+    def _call(self, method: str, *args: Any) -> Any:
+        store = self._store()
+        try:
+            return getattr(store, method)(*args)
+        except (StoreError, RuntimeError) as exc:  # RuntimeError: chdb closed by a hand-over midway
+            with self._lock:
+                replaced = self._current is not store
+                gone = isinstance(store, RemoteStore) and isinstance(exc, StoreError) and exc.retriable
+                if gone and not replaced:  # the owner went away: own it, or find the next owner
+                    self._current = None
+            if not (replaced or gone):
+                raise
+        return getattr(self._store(), method)(*args)
+
+    @property
+    def owns(self) -> bool:
+        """True while this reader owns the data directory."""
+        return isinstance(self._current, EmbeddedStore)
+
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        return self._call("query_arrow", sql, parameters)
+
+    def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
+        return self._call("command", sql, parameters)
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        self._call("insert_arrow", table, data)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            store, self._current = self._current, None
+        if store is not None:
+            store.close()

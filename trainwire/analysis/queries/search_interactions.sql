@@ -1,0 +1,43 @@
+-- name: search_interactions
+-- description: Interactions that match every filter given, newest first, with the start of their
+--   prompt and completion (200 characters) for a list: run, step range, reward range (total reward;
+--   an interaction without a finite reward matches no range), success, judged or not (a successful
+--   judge score), a text the prompt or completion contains (case-insensitive).
+-- param: runs Array(String) = [] -- run ids to include; empty: every run
+-- param: text String = '' -- only interactions with this text in the prompt or completion; empty: all
+-- param: step_min Int64 = -1 -- lowest step; negative: no lower bound
+-- param: step_max Int64 = -1 -- highest step; negative: no upper bound
+-- param: reward_min Float64 = -1e308 -- lowest total reward (-1e308: no lower bound)
+-- param: reward_max Float64 = 1e308 -- highest total reward (1e308: no upper bound)
+-- param: success String = 'any' -- succeeded or failed calls
+-- choices: success = any | true | false
+-- param: judged String = 'any' -- with or without a successful judge score
+-- choices: judged = any | yes | no
+-- param: limit UInt32 = 50 -- at most this many
+-- param: offset UInt32 = 0 -- skip this many (the next page)
+SELECT
+    event_id,
+    toString(run_id) AS run_id,
+    step,
+    group_id,
+    ts,
+    reward,
+    success,
+    event_id IN (SELECT interaction_id FROM judge_scores WHERE success) AS judged,
+    substringUTF8(if(prompt != '', prompt, prompt_messages), 1, 200) AS prompt_start,
+    substringUTF8(completion, 1, 200) AS completion_start
+FROM interactions FINAL
+WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run_id))
+    AND ({step_min:Int64} < 0 OR ifNull(interactions.step, -1) >= {step_min:Int64})
+    AND ({step_max:Int64} < 0 OR ifNull(interactions.step, 9223372036854775807) <= {step_max:Int64})
+    AND (({reward_min:Float64} <= -1e308 AND {reward_max:Float64} >= 1e308)
+         OR (isFinite(interactions.reward) = 1
+             AND assumeNotNull(interactions.reward) BETWEEN {reward_min:Float64} AND {reward_max:Float64}))
+    AND ({success:String} = 'any' OR interactions.success = ({success:String} = 'true'))
+    AND ({judged:String} = 'any' OR judged = ({judged:String} = 'yes'))
+    AND ({text:String} = ''
+         OR positionCaseInsensitiveUTF8(interactions.prompt, {text:String}) > 0
+         OR positionCaseInsensitiveUTF8(interactions.prompt_messages, {text:String}) > 0
+         OR positionCaseInsensitiveUTF8(interactions.completion, {text:String}) > 0)
+ORDER BY ts DESC, event_id
+LIMIT {limit:UInt32} OFFSET {offset:UInt32}
