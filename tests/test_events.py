@@ -10,6 +10,7 @@ import pytest
 
 from trainwire.errors import EventError
 from trainwire.events import (
+    MAX_NESTING,
     PAYLOAD_TYPES,
     Alert,
     Event,
@@ -21,6 +22,7 @@ from trainwire.events import (
     RewardStatsPayload,
     Source,
     TrainStep,
+    check_event,
     decode,
     encode,
     new_event_id,
@@ -185,6 +187,19 @@ def _raw(**changes) -> bytes:
         ({"event_id": 7}, "event_id: expected a string, got int 7"),
         ({"ts": 5}, "ts: expected an ISO-8601 UTC timestamp, got int 5"),
         ({"extra": 1}, "extra: unknown envelope field"),
+        # Values no column can hold (Int64, UInt32, DateTime64), and times an offset moves off the calendar.
+        ({"payload__step": 2**63}, "payload.step: 9223372036854775808 is out of range"),
+        ({"payload__group_index": -(2**63)}, None),
+        ({"payload__prompt_tokens": 2**64 - 1}, "payload.prompt_tokens: 18446744073709551615 is out of range"),
+        ({"source__process": -1}, "source.process: -1 is out of range (0..4294967295)"),
+        ({"source__process": 2**32}, "source.process: 4294967296 is out of range"),
+        ({"source__process": 2**32 - 1}, None),
+        ({"ts": "0001-01-01T00:30:00+01:00"}, "ts: 0001-01-01T00:30:00+01:00 is outside the times trainwire stores"),
+        ({"ts": "9999-12-31T23:30:00-01:00"}, "ts: 9999-12-31T23:30:00-01:00 is outside the times trainwire stores"),
+        ({"ts": "1899-12-31T23:59:59.999999Z"}, "is outside the times trainwire stores (1900-01-01 .. 2299-12-31 UTC)"),
+        ({"ts": "2300-01-01T00:00:00Z"}, "ts: 2300-01-01T00:00:00+00:00 is outside the times trainwire stores"),
+        ({"ts": "1900-01-01T00:00:00Z"}, None),
+        ({"ts": "2300-01-01T00:59:59.999999+01:00"}, None),
         # Several problems at once: the first in a fixed order (unknown names, then fields in turn),
         # also when the object has as many fields as the type (one missing, one unknown).
         ({"payload__prompt": 5, "payload__metadata": KeyError, "payload__surprise": 1}, "payload.surprise: unknown"),
@@ -193,10 +208,60 @@ def _raw(**changes) -> bytes:
     ],
 )
 def test_bad_payloads_name_the_field(changes, message) -> None:
+    if message is None:  # the edge of a range: still taken
+        decode(_raw(**changes))
+        return
     with pytest.raises(EventError) as info:
         decode(_raw(**changes), location="logs.jsonl:7")
     assert message in str(info.value)
     assert str(info.value).startswith("logs.jsonl:7: ")
+
+
+def _nested(levels: int) -> str:
+    return '{"a": ' * (levels - 1) + "{}" + "}" * (levels - 1)
+
+
+def test_free_form_json_nested_deeper_than_orjson_writes_is_refused() -> None:
+    obj = orjson.loads(encode(Event("r", Interaction(prompt="p", metadata={"x": "@"}))))
+    # 1022: the deepest orjson reads (1024 levels), inside the envelope and the payload.
+    for levels, field in ((MAX_NESTING, None), (MAX_NESTING + 1, "payload.metadata"), (1022, "payload.metadata")):
+        raw = orjson.dumps(obj).replace(b'{"x":"@"}', _nested(levels).encode())
+        if field is None:
+            event = decode(raw)
+            assert decode(encode(event)) == event  # as deep as may be, and it still writes
+            continue
+        with pytest.raises(EventError, match=rf"^{field}: nested more than {MAX_NESTING} levels deep"):
+            decode(raw)
+    prompt = '[{"role": "user", "content": ' + "[" * 300 + "]" * 300 + "}]"
+    raw = orjson.dumps(obj).replace(b'"p"', prompt.encode(), 1)
+    with pytest.raises(EventError, match=r"^payload\.prompt: nested more than"):
+        decode(raw)
+
+
+def test_check_event_refuses_what_a_worker_could_not_take_naming_the_field() -> None:
+    deep = orjson.loads(_nested(MAX_NESTING - 1))
+    check_event(Event("r", Interaction(prompt="p", step=2**63 - 1, metadata={"n": 2**64 - 1, "deep": deep})))
+    refused = {
+        "payload.step: 9223372036854775808 is out of range": Event("r", TrainStep(step=2**63)),
+        "payload.metadata: nested more than 252 levels deep": Event(
+            "r", Interaction(prompt="p", metadata={"deep": {"a": deep}})
+        ),
+        "payload.metadata: cannot be serialized: Integer exceeds 64-bit range": Event(
+            "r", Interaction(prompt="p", metadata={"n": 2**64})
+        ),
+        "payload.completion: cannot be serialized: str is not valid UTF-8": Event(
+            "r", Interaction(prompt="p", completion="\udc80")
+        ),
+        "run_id: cannot be serialized": Event("\ud800", TrainStep(step=1)),
+        "source.process: 4294967296 is out of range": Event("r", TrainStep(step=1), source=Source("h", 2**32)),
+        "ts: 1899-12-31T00:00:00+00:00 is outside": Event(
+            "r", TrainStep(step=1), ts=datetime(1899, 12, 31, tzinfo=UTC)
+        ),
+    }
+    for message, event in refused.items():
+        with pytest.raises(EventError) as info:
+            check_event(event)
+        assert str(info.value).startswith(message), str(info.value)
 
 
 def test_not_json_and_not_an_object() -> None:

@@ -122,6 +122,42 @@ def test_bad_values_are_logged_not_raised(emitter: Emitter, embedded_settings: S
     assert "log_metrics.step: expected an integer" in caplog.text
 
 
+def test_values_a_worker_could_not_store_are_refused_naming_the_argument(
+    emitter: Emitter, embedded_settings: Settings, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(api, "_warned_at", {})
+    deep: dict = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    refused = {
+        "log_metrics.step: 9223372036854775808 is out of range": lambda: log_metrics(step=2**63, emitter=emitter),
+        "log_metrics.step: -9223372036854775809 is out of range": lambda: log_metrics(
+            step=-(2**63) - 1, emitter=emitter
+        ),
+        "log_interaction.step: 9223372036854775808 is out of range": lambda: log_interaction(
+            "p", "c", step=2**63, emitter=emitter
+        ),
+        "log_interaction.completion_tokens: 18446744073709551616 is out of range": lambda: log_interaction(
+            "p", "c", completion_tokens=Scalar(2**64), emitter=emitter
+        ),
+        "log_interaction.reward: int 1000": lambda: log_interaction("p", "c", reward=10**400, emitter=emitter),
+        "log_interaction.metadata: nested more than 252 levels deep": lambda: log_interaction(
+            "p", "c", metadata=deep, emitter=emitter
+        ),
+        "log_interaction.prompt: cannot be serialized: str is not valid UTF-8": lambda: log_interaction(
+            "p\ud800", "c", emitter=emitter
+        ),
+    }
+    for message, call in refused.items():
+        api._warned_at.clear()  # one warning a field per 30 s: each of these must be logged
+        assert call() is None, message
+        assert message in caplog.text
+    assert log_metrics(step=2**63 - 1, emitter=emitter) is not None  # the largest Int64 is fine
+    emitter.close()
+    assert [e.payload.step for e in read_events(embedded_settings)] == [2**63 - 1]
+    assert emitter.stats().failed == 0
+
+
 def test_log_metrics_maps_known_names(emitter: Emitter, embedded_settings: Settings, caplog):
     log_metrics(
         step=100,

@@ -10,6 +10,12 @@ Every event on the bus is an :class:`Event`::
 Payload classes declare their fields once; the same declaration drives validation on decode,
 the Arrow columns written to ClickHouse and the table schema checks.
 
+Values must fit where they are stored: integers in ClickHouse's ``Int64`` (``source.process`` in
+``UInt32``), ``ts`` within ``DateTime64``'s range (:data:`TS_MIN` .. :data:`TS_MAX`), free-form
+JSON (``metadata``, ``evidence``, chat messages) nested at most :data:`MAX_NESTING` levels, so
+that orjson can write the event. :func:`decode` refuses anything else naming the field, and
+:func:`check_event` does the same for an event made in Python before it is published.
+
 Serialization is orjson. Non-finite floats (a NaN loss is a thing worth knowing about) are
 written as the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` in float fields and read
 back as floats, so every event round-trips exactly. Inside free-form JSON objects
@@ -36,6 +42,20 @@ from trainwire.errors import EventError
 
 SCHEMA_VERSION = 1
 """Version of the envelope and payload layout this code writes."""
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+"""The range of an integer payload field (ClickHouse ``Int64``)."""
+
+UINT32_MAX = 2**32 - 1
+"""The largest ``source.process`` (ClickHouse ``UInt32``)."""
+
+TS_MIN = datetime(1900, 1, 1, tzinfo=UTC)
+TS_MAX = datetime(2299, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+"""The range of ``ts``: what ClickHouse documents for ``DateTime64``."""
+
+MAX_NESTING = 252
+"""Levels of objects and lists a free-form field (``metadata``, ``evidence``, a chat prompt) may
+have, its own included: orjson writes 254 levels, and the envelope and payload take two."""
 
 # --------------------------------------------------------------------------- ids and time
 
@@ -136,10 +156,33 @@ def _check_str(value: Any, path: str) -> str:
     raise EventError(path, f"expected a string, got {_describe(value)}")
 
 
-def _check_int(value: Any, path: str) -> int:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    raise EventError(path, f"expected an integer, got {_describe(value)}")
+def _check_int(value: Any, path: str, low: int = INT64_MIN, high: int = INT64_MAX) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise EventError(path, f"expected an integer, got {_describe(value)}")
+    if not low <= value <= high:
+        raise EventError(path, f"{value} is out of range ({low}..{high})")
+    return value
+
+
+def check_int(value: Any, path: str) -> int:
+    """``value`` if an integer field can store it (``Int64``), else an :class:`EventError` naming ``path``."""
+    return _check_int(value, path)
+
+
+def check_ts(value: datetime, path: str = "ts") -> datetime:
+    """``value`` in UTC if it is an aware time within :data:`TS_MIN` .. :data:`TS_MAX`; else an :class:`EventError`."""
+    if value.tzinfo is None:
+        raise EventError(path, f"{value.isoformat()} has no time zone; trainwire timestamps are UTC")
+    try:
+        utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved past the ends of the calendar by its offset
+        utc = None
+    if utc is None or not TS_MIN <= utc <= TS_MAX:
+        raise EventError(
+            path,
+            f"{value.isoformat()} is outside the times trainwire stores ({TS_MIN:%Y-%m-%d} .. {TS_MAX:%Y-%m-%d} UTC)",
+        )
+    return utc
 
 
 def _check_float(value: Any, path: str) -> float:
@@ -226,6 +269,7 @@ class Payload:
     FIELDS: ClassVar[tuple[FieldSpec, ...]]
     _FLOATS: ClassVar[tuple[str, ...]]
     _FLOAT_MAPS: ClassVar[tuple[str, ...]]
+    _NESTED: ClassVar[tuple[str, ...]]  # the fields that may hold nested objects and lists
     _NAMES: ClassVar[frozenset[str]]
     _ABSENT: ClassVar[dict[str, Any]]  # every field name, mapped to _MISSING
     _read_fields: ClassVar[Callable[[dict[str, Any], str], Payload]]
@@ -304,9 +348,10 @@ def _fields_reader(
 
     Decoding runs once per record in every worker, so a field costs one subscript and, for the
     usual value, one type test: a value of the kind's plain type (and ``None`` where the field is
-    nullable) is taken as it is. Anything else (a float map, chat messages, an int for a float,
-    :data:`_MISSING`, a wrong type) goes to the field's :class:`_FieldReader`, which converts it or
-    raises. A loop over a table of the fields took about 1.5 times as long.
+    nullable; an integer also within range) is taken as it is. Anything else (a float map, chat
+    messages, an int for a float, :data:`_MISSING`, a wrong type, a value out of range) goes to the
+    field's :class:`_FieldReader`, which converts it or raises. A loop over a table of the fields
+    took about 1.5 times as long.
     """
     namespace: dict[str, Any] = {"cls": cls}
     lines = ["def read_fields(data, path):"]
@@ -320,8 +365,10 @@ def _fields_reader(
             continue
         namespace[plain.__name__] = plain
         test = f"type(v{i}) is not {plain.__name__}"
+        if fs.kind is Kind.INT:
+            test = f"{test} or not {INT64_MIN} <= v{i} <= {INT64_MAX}"
         if fs.nullable:
-            test = f"v{i} is not None and {test}"
+            test = f"v{i} is not None and ({test})"
         lines += [f"    if {test}:", f"        {convert}"]
     lines.append(f"    return cls({', '.join(f'v{i}' for i in range(len(fields)))})")
     exec("\n".join(lines), namespace)
@@ -350,6 +397,7 @@ def payload_type(event_type: str, topic: str):
         cls.FIELDS = tuple(specs)
         cls._FLOATS = tuple(s.name for s in specs if s.kind is Kind.FLOAT)
         cls._FLOAT_MAPS = tuple(s.name for s in specs if s.kind is Kind.FLOAT_MAP)
+        cls._NESTED = tuple(s.name for s in specs if s.kind in (Kind.JSON, Kind.PROMPT))
         cls._NAMES = frozenset(s.name for s in specs)
         cls._ABSENT = dict.fromkeys(cls._NAMES, _MISSING)
         cls._read_fields = staticmethod(_fields_reader(cls, list(zip(specs, readers, strict=True))))
@@ -567,9 +615,79 @@ def decode(data: bytes | str, location: str | None = None) -> Event:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise EventError("(event)", f"not valid JSON: {exc}") from None
-        return event_from_dict(obj)
+        event = event_from_dict(obj)
+        # Only an event with that many brackets, in strings or not, can nest that deep: the usual
+        # event is not walked.
+        brackets = (b"[", b"{") if isinstance(data, bytes) else ("[", "{")
+        if data.count(brackets[0]) + data.count(brackets[1]) > MAX_NESTING:
+            _check_nesting(event.payload)
+        return event
     except EventError as exc:
         raise (exc.at(location) if location else exc) from None
+
+
+def check_event(event: Event) -> None:
+    """Raise :class:`EventError` naming the field when ``event`` could not be published and stored as it is.
+
+    The test is the worker's: the event must encode, and decode again (every field's type and
+    range). Producers check the events they make from their callers' values with it, so that a
+    bad value is refused where it came from, not dead-lettered by the worker.
+    """
+    try:
+        data = encode(event)
+    except Exception as exc:  # orjson.JSONEncodeError and whatever a value of a foreign type raises
+        raise _unencodable(event, exc) from None
+    decode(data)
+
+
+def _unencodable(event: Event, exc: Exception) -> EventError:
+    """The error naming the first part of ``event`` that orjson cannot write (``exc``: the whole event's)."""
+    parts: list[tuple[str, Any]] = [
+        ("event_id", event.event_id),
+        ("run_id", event.run_id),
+        ("source.host", getattr(event.source, "host", None)),
+        ("source.library", getattr(event.source, "library", None)),
+    ]
+    # A payload field sits two levels deep in the event: wrapped as deep here, its nesting counts the same.
+    parts += [(f"payload.{f.name}", {"": {"": getattr(event.payload, f.name, None)}}) for f in event.payload.FIELDS]
+    for path, value in parts:
+        try:
+            orjson.dumps(value)
+        except Exception as part_exc:
+            return EventError(path, _unwritable(part_exc))
+    return EventError("(event)", _unwritable(exc))
+
+
+def _unwritable(exc: Exception) -> str:
+    if "Recursion limit" in str(exc):
+        return f"nested more than {MAX_NESTING} levels deep"
+    return f"cannot be serialized: {exc}"
+
+
+def _check_nesting(payload: Payload) -> None:
+    """Raise :class:`EventError` when a free-form field of ``payload`` nests deeper than :data:`MAX_NESTING`."""
+    for name in payload._NESTED:
+        if _nesting(getattr(payload, name)) > MAX_NESTING:
+            raise EventError(f"payload.{name}", f"nested more than {MAX_NESTING} levels deep")
+
+
+def _nesting(value: Any) -> int:
+    """Levels of objects and lists in ``value`` (0 for a scalar), or :data:`MAX_NESTING` + 1 once past it.
+
+    Iterative: JSON may nest deeper than Python's recursion limit.
+    """
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        value, level = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_NESTING:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def event_from_dict(obj: Any) -> Event:
@@ -613,7 +731,7 @@ _decoded_sources: dict[tuple[str, int, str], Source] = {}
 def _source_from(obj: dict[str, Any]) -> Source:
     host, process, library = obj.get("host"), obj.get("process"), obj.get("library")
     # Only exact types reach the cache: an equal key of other types (True == 1) must still be refused.
-    if type(host) is str and type(process) is int and type(library) is str:
+    if type(host) is str and type(process) is int and 0 <= process <= UINT32_MAX and type(library) is str:
         key = (host, process, library)
         source = _decoded_sources.get(key)
         if source is None:
@@ -622,7 +740,9 @@ def _source_from(obj: dict[str, Any]) -> Source:
             source = _decoded_sources[key] = Source(host, process, library)
         return source
     return Source(
-        _check_str(host, "source.host"), _check_int(process, "source.process"), _check_str(library, "source.library")
+        _check_str(host, "source.host"),
+        _check_int(process, "source.process", 0, UINT32_MAX),
+        _check_str(library, "source.library"),
     )
 
 
@@ -633,8 +753,8 @@ def _parse_ts(value: Any) -> datetime:
         ts = datetime.fromisoformat(value)
     except ValueError:
         raise EventError("ts", f"{value!r} is not an ISO-8601 timestamp") from None
-    if ts.tzinfo is UTC:  # what encode writes ("Z"): nothing to convert
+    if ts.tzinfo is UTC and TS_MIN <= ts <= TS_MAX:  # what encode writes ("Z"): nothing to convert
         return ts
     if ts.tzinfo is None:
         raise EventError("ts", f"{value!r} has no time zone; trainwire timestamps are UTC")
-    return ts.astimezone(UTC)
+    return check_ts(ts)

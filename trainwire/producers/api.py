@@ -18,7 +18,10 @@ prefix is ignored), every other numeric value to ``metrics``; a non-numeric valu
 and logged once per name.
 
 Telemetry never hurts the caller: both functions return the event id, or None when the event
-could not be built or queued, and log why (rate-limited) instead of raising.
+could not be built or queued, and log why (rate-limited) instead of raising. An event a worker
+could not store is not built: an integer beyond 64 bits (``step=2**63``), metadata nested
+deeper than :data:`~trainwire.events.MAX_NESTING` levels or text that is not valid Unicode is
+refused, and the warning names the argument (``log_metrics.step: ... out of range``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import orjson
 
 from trainwire.bus import Emitter, get_emitter
 from trainwire.errors import EventError
-from trainwire.events import Event, Interaction, Kind, TrainStep
+from trainwire.events import Event, Interaction, Kind, TrainStep, check_event, check_int
 
 __all__ = [
     "RUN_ID_ENV",
@@ -132,15 +135,17 @@ def coerce(kind: Kind, value: Any, path: str) -> Any:
             raise EventError(path, f"expected a number, got {_describe(value)}")
         try:
             return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise EventError(path, f"{_describe(value)} is too large for a float") from None
         except (TypeError, ValueError) as exc:
             raise EventError(path, f"expected a number, got {_describe(value)}") from exc
     if kind is Kind.INT:
         if isinstance(value, bool):
             raise EventError(path, f"expected an integer, got {_describe(value)}")
         if isinstance(value, float) and value.is_integer():
-            return int(value)
+            return check_int(int(value), path)
         try:
-            return operator.index(value)
+            return check_int(operator.index(value), path)
         except TypeError:
             raise EventError(path, f"expected an integer, got {_describe(value)}") from None
     if kind is Kind.STR:
@@ -256,17 +261,38 @@ def make_interaction(
             if not lenient:
                 raise
             meta.setdefault(name, value)
-    values["metadata"] = json_safe(meta) if sanitize and meta else meta
+    values["metadata"] = _sanitized(meta) if sanitize and meta else meta
     if sanitize and isinstance(values["prompt"], list):
-        values["prompt"] = json_safe(values["prompt"])
+        values["prompt"] = _sanitized(values["prompt"])
     return Interaction(**values)
+
+
+def _sanitized(value: Any) -> Any:
+    """:func:`json_safe` of ``value``, or ``value`` itself when orjson cannot write it even so.
+
+    What cannot be written (nested too deep, text that is not Unicode, an integer past 64 bits) is
+    then refused by :func:`~trainwire.events.check_event`, which names the field and the problem.
+    """
+    try:
+        return json_safe(value)
+    except orjson.JSONEncodeError:
+        return value
 
 
 # --------------------------------------------------------------------------- the calls
 
 
-def _emit(payload: Any, run_id: str | None, emitter: Emitter | None) -> str:
+def _emit(payload: Any, run_id: str | None, emitter: Emitter | None, caller: str) -> str:
+    """Publish ``payload`` as an event of ``run_id``, once it is known to be publishable; return its id.
+
+    Raises :class:`EventError` naming ``caller``'s argument when the event could not be published
+    or stored as it is (a value out of range, metadata nested too deep, text that is not Unicode).
+    """
     event = Event(run_id=current_run_id(run_id), payload=payload)
+    try:
+        check_event(event)
+    except EventError as exc:
+        raise EventError(f"{caller}.{exc.field.removeprefix('payload.')}", exc.problem) from None
     (emitter or get_emitter()).emit(event)
     return event.event_id
 
@@ -299,7 +325,7 @@ def log_interaction(
     """
     try:
         payload = make_interaction(prompt, completion, reward, metadata, fields, path="log_interaction")
-        return _emit(payload, run_id, emitter)
+        return _emit(payload, run_id, emitter, "log_interaction")
     except EventError as exc:
         telemetry_warning(f"interaction:{exc.field}", "log_interaction ignored an event: %s", exc)
     except Exception as exc:
@@ -318,7 +344,7 @@ def _as_float(value: Any) -> float | None:
         return None
     try:
         return float(value)
-    except (TypeError, ValueError):  # e.g. a tensor with more than one element
+    except (TypeError, ValueError, OverflowError):  # a tensor with more than one element, an int past floats
         return None
 
 
@@ -355,7 +381,7 @@ def log_metrics(step: int, *, run_id: str | None = None, emitter: Emitter | None
                 named[_METRIC_FIELDS[short]] = number
             else:
                 extra[name] = number
-        return _emit(TrainStep(step=step_value, metrics=extra, **named), run_id, emitter)
+        return _emit(TrainStep(step=step_value, metrics=extra, **named), run_id, emitter, "log_metrics")
     except EventError as exc:
         telemetry_warning(f"metrics:{exc.field}", "log_metrics ignored an event: %s", exc)
     except Exception as exc:

@@ -2,8 +2,12 @@
 
 :class:`WorkerCore` holds the per-record work and the flush sequence shared by both runtimes
 (this module's :class:`Pipeline` and the faust app in :mod:`trainwire.runtime.faust_app`).
-Each record is decoded once; an undecodable one becomes a dead letter naming the field at
-fault. The commit order is the same in both runtimes:
+Each record is decoded once. Whatever one record raises cannot stop the worker: a record that
+does not decode becomes a dead letter naming the field at fault, one that a stage fails on
+becomes a dead letter naming the stage and the error (the other stages and the sinks still
+take it), and one ClickHouse cannot store becomes a dead letter from the ClickHouse sink (see
+:mod:`trainwire.sinks.clickhouse`); the rest of the batch goes on and is committed. The commit
+order is the same in both runtimes:
 
 1. every sink flushed (rows durable in ClickHouse);
 2. every stage flushed (fine-tuning files fsynced);
@@ -55,16 +59,24 @@ class StageSet:
         self.offsets: dict[str, int] = {}
         """``"topic:partition"`` -> the next offset not yet counted in the stages' state."""
 
-    def process(self, record: Record, event: Any) -> list[Any]:
-        """Run ``event`` through every stage unless its record is already in the state; return the outputs."""
+    def process(self, record: Record, event: Any) -> tuple[list[Any], list[str]]:
+        """Run ``event`` through every stage unless its record is already in the state.
+
+        Returns the outputs, and why each stage that raised failed (``"stage NAME: ..."``); a
+        stage that raises does not keep the others from taking the event.
+        """
         key = f"{record.topic}:{record.partition}"
         if record.offset < self.offsets.get(key, 0):
-            return []  # replayed after a crash that followed the state save: already counted
+            return [], []  # replayed after a crash that followed the state save: already counted
         self.offsets[key] = record.offset + 1
         outputs: list[Any] = []
+        failures: list[str] = []
         for stage in self.stages:
-            outputs.extend(stage.process(event))
-        return outputs
+            try:
+                outputs.extend(stage.process(event))
+            except Exception as exc:
+                failures.append(f"stage {stage.name}: {type(exc).__name__}: {exc}")
+        return outputs, failures
 
     def flush(self) -> None:
         """Make the stages' local outputs durable."""
@@ -120,18 +132,33 @@ class WorkerCore:
         self.records_in = 0
 
     def handle(self, record: Record, stages: StageSet | None) -> None:
-        """Decode ``record``, give it to the sinks and ``stages``, queue the outputs (no I/O)."""
+        """Decode ``record``, give it to the sinks and ``stages``, queue the outputs (no I/O).
+
+        A record that does not decode, or that a stage fails on, is queued as a dead letter
+        with the reason; nothing it raises goes further.
+        """
         self.records_in += 1
         try:
             event = decode(record.value)
         except EventError as exc:
             self.dead_letters.add(record, f"invalid event: {exc.at(record.location)}")
             return
+        except Exception as exc:  # a decoding failure trainwire did not foresee: still this record's alone
+            self.dead_letters.add(record, f"invalid event: {record.location}: {type(exc).__name__}: {exc}")
+            return
         for sink in self.sinks:
             sink.add(event, record)
         if stages is not None:
-            for output in stages.process(record, event):
-                self.publisher.add(event_message(self.prefix, output))
+            outputs, failures = stages.process(record, event)
+            for output in outputs:
+                try:
+                    message = event_message(self.prefix, output)
+                except Exception as exc:
+                    failures.append(f"its {output.event_type} output: {type(exc).__name__}: {exc}")
+                else:
+                    self.publisher.add(message)
+            if failures:
+                self.dead_letters.add(record, f"not processed: {'; '.join(failures)}")
 
     def handle_batch(self, records: Iterable[Record], stages: StageSet | None) -> None:
         """:meth:`handle` each of ``records``, in order, with the cyclic garbage collector paused.

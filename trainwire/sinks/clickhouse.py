@@ -3,14 +3,15 @@
 ``add`` buffers an event (the runtime decoded it, and made an undecodable record a dead letter
 naming the field at fault); ``flush`` inserts the buffer, one Arrow batch per event type. A connection
 failure raises :class:`~trainwire.sinks.base.SinkBackpressure` so the runtime retries without
-committing; a batch ClickHouse refuses is split to find the events it refuses, which become dead
-letters with ClickHouse's reason, and the rest is stored.
+committing. A batch that cannot be stored for good, because ClickHouse refuses it or because a
+value does not fit its column, is split to find the events at fault, which become dead letters
+with the reason, and the rest is stored.
 """
 
 from __future__ import annotations
 
 from trainwire.bus.base import Record
-from trainwire.errors import StoreError
+from trainwire.errors import EventError, StoreError
 from trainwire.events import Event
 from trainwire.sinks.base import Sink, SinkBackpressure
 from trainwire.sinks.dead_letter import DeadLetters
@@ -25,7 +26,7 @@ class ClickHouseSink(Sink):
         self.dead_letters = dead_letters
         self.retry_after_s = retry_after_s
         self._buffer: list[tuple[Record, Event]] = []
-        self._settled = 0  # of the buffer being separated: the leading events stored or dead-lettered
+        self._settled = 0  # of the buffer being flushed: the leading events stored or dead-lettered
         self.rows_written = 0
 
     def add(self, event: Event, record: Record) -> None:
@@ -34,43 +35,32 @@ class ClickHouseSink(Sink):
     def flush(self) -> None:
         if not self._buffer:
             return
+        self._settled = 0
         try:
-            self.store.insert_events(event for _, event in self._buffer)
+            self._insert_separating_refused(self._buffer)
+        finally:
+            # Should ClickHouse go down midway, the retry must not store or dead-letter these again
+            # (the separation goes left to right, so they lead the buffer).
+            del self._buffer[: self._settled]
+
+    def _insert_separating_refused(self, batch: list[tuple[Record, Event]]) -> None:
+        """Insert ``batch``; if it cannot be stored for good, bisect it: store what can be, dead-letter the rest."""
+        try:
+            self.store.insert_events(event for _, event in batch)
         except StoreError as exc:
             if exc.retriable:
                 raise SinkBackpressure(f"ClickHouse unavailable: {exc}", self.retry_after_s) from exc
-            self._settled = 0
-            try:
-                self._insert_separating_refused(self._buffer)
-            finally:
-                # Should ClickHouse go down midway, the retry must not store or dead-letter these again
-                # (the separation goes left to right, so they lead the buffer).
-                del self._buffer[: self._settled]
+            refusal = f"refused by ClickHouse: {exc}"
+        except EventError as exc:  # a value that does not fit its column
+            refusal = f"not stored: {exc}"
         else:
-            self.rows_written += len(self._buffer)
-        self._buffer = []
-
-    def _insert_separating_refused(self, batch: list[tuple[Record, Event]]) -> None:
-        """Bisect a refused batch: store what ClickHouse accepts, dead-letter what it refuses."""
+            self.rows_written += len(batch)
+            self._settled += len(batch)
+            return
         if len(batch) == 1:
-            record, event = batch[0]
-            try:
-                self.store.insert_events([event])
-                self.rows_written += 1
-                self._settled += 1
-            except StoreError as exc:
-                if exc.retriable:
-                    raise SinkBackpressure(f"ClickHouse unavailable: {exc}", self.retry_after_s) from exc
-                self.dead_letters.add(record, f"refused by ClickHouse: {exc}")
-                self._settled += 1
+            self.dead_letters.add(batch[0][0], refusal)
+            self._settled += 1
             return
         middle = len(batch) // 2
-        for half in (batch[:middle], batch[middle:]):
-            try:
-                self.store.insert_events(event for _, event in half)
-                self.rows_written += len(half)
-                self._settled += len(half)
-            except StoreError as exc:
-                if exc.retriable:
-                    raise SinkBackpressure(f"ClickHouse unavailable: {exc}", self.retry_after_s) from exc
-                self._insert_separating_refused(half)
+        self._insert_separating_refused(batch[:middle])
+        self._insert_separating_refused(batch[middle:])

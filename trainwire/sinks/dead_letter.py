@@ -29,7 +29,7 @@ class DeadLetters:
         """Report ``record`` as impossible to process, because of ``reason``."""
         logger.warning("trainwire: dead letter from %s: %s", record.location, reason)
         headers = (
-            ("reason", reason.encode()),
+            ("reason", reason.encode(errors="backslashreplace")),  # a foreign error's text may hold anything
             ("source_topic", record.topic.encode()),
             ("source_partition", str(record.partition).encode()),
             ("source_offset", str(record.offset).encode()),

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
+from trainwire.errors import EventError
 from trainwire.events import PAYLOAD_TYPES, Event, Kind, Payload
 from trainwire.gcpause import gc_paused
 
@@ -82,39 +83,48 @@ def events_to_arrow(payload_cls: type[Payload], events: Iterable[Event]) -> pa.T
     Each column is one pass over the batch handed to pyarrow with its type, never a dict per row.
     The cyclic garbage collector is paused meanwhile: the batch creates many short-lived objects
     and no cycles, and collections triggered by them cost as much as the conversion itself.
+
+    Raises :class:`EventError` naming the column when a value does not fit it (whatever the
+    conversion raised), so that a caller can tell the batch's data from the store at fault.
     """
     events = events if isinstance(events, list) else list(events)
-    with gc_paused():
-        sources = [e.source for e in events]
-        envelope = (
-            [e.event_id for e in events],
-            [e.run_id for e in events],
-            [e.ts for e in events],
-            [e.schema_version for e in events],
-            [s.host for s in sources],
-            [s.process for s in sources],
-            [s.library for s in sources],
-        )
-        columns: dict[str, pa.Array] = {
-            name: pa.array(values, arrow_type)
-            for (name, _, arrow_type), values in zip(ENVELOPE_COLUMNS, envelope, strict=True)
-        }
-        dumps = orjson.dumps
-        for f, values in zip(payload_cls.FIELDS, _field_lists(payload_cls)([e.payload for e in events]), strict=True):
-            # JSON text is decoded to str at once: each orjson result is a block of its own from
-            # malloc, and holding a batch of them measured up to ten times slower than decoding.
-            if f.kind is Kind.JSON:
-                columns[f.name] = pa.array([dumps(v).decode() if v else "{}" for v in values], pa.string())
-                continue
-            if f.kind is Kind.FLOAT_MAP:
-                columns[f.name] = _float_map(values)
-                continue
-            if f.kind is Kind.PROMPT:
-                messages = ["" if isinstance(v, str) or v is None else dumps(v).decode() for v in values]
-                columns[f"{f.name}_messages"] = pa.array(messages, pa.string())
-                values = [v if isinstance(v, str) or v is None else prompt_text(v) for v in values]
-            columns[f.name] = pa.array(values, _TYPES[f.kind][1])
-        return pa.table(columns)
+    column = "(batch)"
+    try:
+        with gc_paused():
+            sources = [e.source for e in events]
+            envelope = (
+                [e.event_id for e in events],
+                [e.run_id for e in events],
+                [e.ts for e in events],
+                [e.schema_version for e in events],
+                [s.host for s in sources],
+                [s.process for s in sources],
+                [s.library for s in sources],
+            )
+            columns: dict[str, pa.Array] = {}
+            for (column, _, arrow_type), values in zip(ENVELOPE_COLUMNS, envelope, strict=True):
+                columns[column] = pa.array(values, arrow_type)
+            dumps = orjson.dumps
+            payloads = [e.payload for e in events]
+            for f, values in zip(payload_cls.FIELDS, _field_lists(payload_cls)(payloads), strict=True):
+                column = f.name
+                # JSON text is decoded to str at once: each orjson result is a block of its own from
+                # malloc, and holding a batch of them measured up to ten times slower than decoding.
+                if f.kind is Kind.JSON:
+                    columns[column] = pa.array([dumps(v).decode() if v else "{}" for v in values], pa.string())
+                    continue
+                if f.kind is Kind.FLOAT_MAP:
+                    columns[column] = _float_map(values)
+                    continue
+                if f.kind is Kind.PROMPT:
+                    messages = ["" if isinstance(v, str) or v is None else dumps(v).decode() for v in values]
+                    columns[f"{column}_messages"] = pa.array(messages, pa.string())
+                    values = [v if isinstance(v, str) or v is None else prompt_text(v) for v in values]
+                columns[column] = pa.array(values, _TYPES[f.kind][1])
+            return pa.table(columns)
+    except Exception as exc:
+        problem = f"cannot be stored in ClickHouse: {type(exc).__name__}: {exc}"
+        raise EventError(f"column {column}", problem) from exc
 
 
 @functools.cache
