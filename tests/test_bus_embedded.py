@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -91,6 +93,44 @@ def test_full_queue_spools_and_replays_nothing_lost(embedded_settings: Settings)
     assert stats.sent + stats.replayed == len(events)
     assert stats.failed == 0 and stats.spool_pending == 0
     assert {e.event_id for e in read_events(embedded_settings, expected=200)} == {e.event_id for e in events}
+
+
+def thread_bytes_written() -> int:
+    """Bytes the calling thread has written through system calls so far (Linux per-thread I/O accounting)."""
+    io = Path(f"/proc/self/task/{threading.get_native_id()}/io").read_text()
+    return int(next(line.split()[1] for line in io.splitlines() if line.startswith("wchar:")))
+
+
+def test_a_full_queue_never_makes_the_caller_write_to_disk(tmp_path: Path) -> None:
+    """The caller's thread never writes the spool: the background thread spools what does not fit the queue.
+
+    A broker that accepts connections and never answers holds the emitter thread in its first
+    connection attempt, so the queue fills for sure; the kernel counts what each thread writes.
+    """
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    settings = Settings(kafka=f"127.0.0.1:{silent.getsockname()[1]}", data_dir=tmp_path / "data")
+    emitter = Emitter(settings, max_queue=2_000)
+    events = interactions(3_500)
+    written: list[int] = []
+
+    def caller() -> None:
+        emitter.emit(events[0])  # starts the thread, which then waits on the silent broker
+        before = thread_bytes_written()
+        for event in events[1:]:
+            emitter.emit(event)
+        written.append(thread_bytes_written() - before)
+
+    training = threading.Thread(target=caller)
+    training.start()
+    training.join()
+    assert written == [0]
+    assert emitter.stats().queued > 2_000  # past max_queue, where emit used to spool each event itself
+    silent.close()  # the broker goes away: the thread spools everything
+    emitter.close(timeout=20)
+    stats = emitter.stats()
+    assert (stats.spooled, stats.failed, stats.queued) == (3_500, 0, 0)
 
 
 class RefusingTransport(Transport):
