@@ -161,6 +161,7 @@ def test_no_dedup_value_survives_a_restart_and_old_snapshots_load():
     snapshot = json.loads(json.dumps(first.snapshot()))
     second = DatasetProcessor(config)
     second.restore(snapshot)
+    second.load_keys(first.take_new_keys())
     assert second.filter.no_dedup_value == 1
     assert second.process(event(ix("q3", "c", metadata={"task": "t"}), "e3")) == []  # a duplicate of e1
     del snapshot["state"]["filter"]["no_dedup_value"]  # as a snapshot written before the counter existed
@@ -228,6 +229,7 @@ def test_dedup_and_pending_survive_a_restart():
 
     second = DatasetProcessor(config)
     second.restore(snapshot)
+    second.load_keys(first.take_new_keys())  # the dedup keys are saved apart from the snapshot
     assert second.process(event(ix(" q1", "one again"), "e3")) == []
     assert second.process(score("e3", 0.9)) == []  # a duplicate of e1's prompt
     assert [e.source_id for e in second.process(score("e2", 0.6))] == ["e2"]

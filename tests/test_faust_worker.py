@@ -98,14 +98,14 @@ def start_worker(
     return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
 
 
-async def _lag(settings: Settings, group: str) -> int | None:
+async def _lag(settings: Settings, group: str, partitions: int = PARTITIONS) -> int | None:
     """Records of the event topics not yet committed by ``group`` (None: the broker cannot say yet)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka)
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka)
     await admin.start()
     await consumer.start()
     try:
-        tps = [TopicPartition(t, p) for t in event_topics(settings.topic_prefix) for p in range(PARTITIONS)]
+        tps = [TopicPartition(t, p) for t in event_topics(settings.topic_prefix) for p in range(partitions)]
         ends = await consumer.end_offsets(tps)
         try:
             committed = await admin.list_consumer_group_offsets(group)
@@ -139,14 +139,16 @@ def wait_for_members(settings: Settings, group: str, count: int, timeout: float 
         time.sleep(0.5)
 
 
-def wait_until_caught_up(settings: Settings, group: str, workers: list[subprocess.Popen], timeout: float = 150) -> None:
+def wait_until_caught_up(
+    settings: Settings, group: str, workers: list[subprocess.Popen], timeout: float = 150, partitions: int = PARTITIONS
+) -> None:
     """Wait until ``group`` committed everything (and it stays so across two polls: outputs come back in)."""
     deadline = time.monotonic() + timeout
     zero_polls = 0
     while time.monotonic() < deadline:
         for w in workers:
             assert w.poll() is None, f"worker exited with {w.returncode}"
-        lag = asyncio.run(_lag(settings, f"{settings.topic_prefix}.{group}"))
+        lag = asyncio.run(_lag(settings, f"{settings.topic_prefix}.{group}", partitions))
         zero_polls = zero_polls + 1 if lag == 0 else 0
         if zero_polls >= 3:
             return

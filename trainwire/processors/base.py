@@ -21,6 +21,10 @@ The verbs:
   does *not* flush; it snapshots, so the open windows continue after the restart.
 - :meth:`Processor.snapshot` / :meth:`Processor.restore`: the whole state as a JSON-able dict
   (strings, numbers, lists, dicts; finite floats only), versioned by ``STATE_VERSION``.
+- :meth:`Processor.take_new_keys` / :meth:`Processor.load_keys`: state that only grows, such as
+  the dataset filter's dedup keys, stays out of the snapshot, which would otherwise grow with the
+  data set and be written whole at every checkpoint. The runtime saves each key once, as it is
+  added, and hands the saved keys back after ``restore``.
 - :meth:`Processor.run` drives a list of events through ``process`` and ``flush``: what a test or
   a batch job does.
 """
@@ -93,6 +97,14 @@ class Processor(ABC, Generic[OutT]):
             self._load_state(state)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise StateError(self.NAME, f"malformed snapshot: {type(exc).__name__}: {exc}") from exc
+
+    def take_new_keys(self) -> list[str]:
+        """The keys added to the processor's grow-only state since the last call (the default keeps none)."""
+        return []
+
+    def load_keys(self, keys: Iterable[str]) -> None:
+        """Add keys saved from :meth:`take_new_keys` back to the grow-only state, after :meth:`restore`."""
+        raise StateError(self.NAME, "this processor keeps no keys")
 
     def run(self, events: Iterable[Event], flush: bool = True) -> list[OutT]:
         """Process ``events`` in order (then flush, unless ``flush=False``); all outputs in order."""

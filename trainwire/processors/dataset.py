@@ -37,8 +37,10 @@ and counted (``DatasetFilter.no_dedup_value``). An unknown field name is a
 
 Unlike the seed, duplicates are looked for among the examples that passed the other checks, so
 a rejected record never hides a good one with the same prompt. Dedup remembers a 64-bit content
-hash per kept example (collisions are negligible below billions of examples); the set is part of
-the snapshot, so it survives restarts.
+hash per kept example (collisions are negligible below billions of examples). The hashes are the
+processor's grow-only keys, not part of its snapshot: the runtime saves each once
+(:meth:`DatasetProcessor.take_new_keys`), so the state a checkpoint writes does not grow with the
+data set, and hands them back on restart (:meth:`DatasetProcessor.load_keys`).
 
 The split (``train``/``val``/``test`` for 3 ratios, ``train``/``val`` for 2) is decided by a
 hash of the seed and the dedup-field content (the prompt when the dedup field is not a content
@@ -58,6 +60,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -238,11 +241,14 @@ class DatasetFilter:
 
     :meth:`check` returns a :class:`TrainingExample` or the drop reason, and counts it.
     ``no_dedup_value`` counts the examples kept without dedup, having no value for the dedup field.
+    ``seen`` holds the dedup keys, and ``new_keys`` those added since the caller last emptied it
+    (the keys are not in :meth:`to_dict`).
     """
 
     def __init__(self, config: DatasetConfig):
         self.config = config
         self.seen: set[str] = set()
+        self.new_keys: list[str] = []
         self.kept = 0
         self.no_dedup_value = 0
         self.dropped: Counter[str] = Counter()
@@ -334,6 +340,7 @@ class DatasetFilter:
             return reason
         if c.deduplicate and key:
             self.seen.add(key)
+            self.new_keys.append(key)
         elif c.deduplicate:
             self.no_dedup_value += 1
         self.kept += 1
@@ -355,9 +362,8 @@ class DatasetFilter:
         self.dropped[reason] += count
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able state."""
+        """JSON-able state, without the dedup keys (``seen``)."""
         return {
-            "seen": sorted(self.seen),
             "kept": self.kept,
             "no_dedup_value": self.no_dedup_value,
             "dropped": dict(self.dropped),
@@ -365,8 +371,12 @@ class DatasetFilter:
         }
 
     def load_dict(self, data: dict[str, Any]) -> None:
-        """Replace the state with :meth:`to_dict` output."""
-        self.seen = {str(k) for k in data["seen"]}
+        """Replace the state with :meth:`to_dict` output (the dedup keys are added apart, to ``seen``).
+
+        A snapshot of an older version holds the keys: they become ``new_keys``, to be saved apart.
+        """
+        self.new_keys = [str(k) for k in data.get("seen", ())]
+        self.seen = set(self.new_keys)
         self.kept = int(data["kept"])
         self.no_dedup_value = int(data.get("no_dedup_value", 0))  # absent from snapshots of older versions
         self.dropped = Counter({str(k): int(v) for k, v in data["dropped"].items()})
@@ -437,6 +447,15 @@ class DatasetProcessor(Processor[TrainingExample]):
             self.filter.drop("no_judge_score", len(self._pending))
             self._pending.clear()
         return []
+
+    def take_new_keys(self) -> list[str]:
+        """The dedup keys added since the last call."""
+        keys, self.filter.new_keys = self.filter.new_keys, []
+        return keys
+
+    def load_keys(self, keys: Iterable[str]) -> None:
+        """Add saved dedup keys (after :meth:`restore`)."""
+        self.filter.seen.update(keys)
 
     def _state(self) -> dict[str, Any]:
         return {

@@ -31,10 +31,14 @@ stores collapse repeats by ``event_id``, and a partition's restored state skips 
 already counted).
 
 Stage state lives in the faust table ``stage_state`` (in-memory store, changelog topic
-``{app id}-stage_state-changelog`` with the input topics' partition count), keyed by the
-partition number and holding the :class:`StageSet` snapshot as JSON. A partition's stages are
-built when its first record arrives, from the snapshot the table recovered, and are dropped
-when partitions are revoked (after the revocation checkpoint). The dataset files get one file
+``{app id}-stage_state-changelog`` with the input topics' partition count): under the partition
+number, the :class:`StageSet` snapshot as JSON; under ``{partition}/{stage}/{n}``, segment ``n`` of
+a stage's grow-only keys (the dataset's dedup keys), a JSON list written once (see
+:meth:`StageSet.new_key_segments`). So no changelog message grows with the data set: a
+checkpoint writes the snapshot and the keys added since the last one, and every message stays
+well under Kafka's 1 MiB limit. A partition's stages are built when its first record arrives,
+from what the table recovered, and are dropped when partitions are revoked (after the
+revocation checkpoint). The dataset files get one file
 per partition (``sft.p3.jsonl``), since two workers never write one file.
 
 Run a worker with ``trainwire --kafka HOST:PORT worker`` (see :func:`run_faust_worker`).
@@ -64,6 +68,7 @@ from trainwire.bus.base import Record
 from trainwire.bus.kafka import FETCH_MAX_WAIT_MS
 from trainwire.config import Settings
 from trainwire.errors import BusError, ConfigError
+from trainwire.processors.base import StateError
 from trainwire.runtime import WorkerOptions, build_core, build_stages
 from trainwire.runtime.pipeline import StageSet
 from trainwire.store.clickhouse import Store
@@ -243,9 +248,27 @@ class FaustRuntime:
                 output = Path(output).with_name(f"{Path(output).stem}.p{partition}{Path(output).suffix}")
             stages = self._stage_sets[partition] = StageSet(build_stages(self.options, output))
             snapshot = self.table.data.get(_state_key(partition))
-            if snapshot is not None:
-                stages.restore(orjson.loads(snapshot))
+            stages.restore(
+                orjson.loads(snapshot) if snapshot is not None else {},
+                lambda stage, count: self._key_segments(partition, stage, count),
+            )
         return stages
+
+    def _key_segments(self, partition: int, stage: str, count: int) -> list[list[str]]:
+        """The first ``count`` segments of ``stage``'s keys in ``partition``, as the table recovered them."""
+        segments = []
+        for number in range(count):
+            value = self.table.data.get(_key_segment_key(partition, stage, number))
+            if value is None:
+                raise StateError(
+                    stage, f"partition {partition}: key segment {number} of {count} is missing from table {STATE_TABLE}"
+                )
+            segments.append(orjson.loads(value))
+        return segments
+
+    def _save(self, partition: int, key: bytes, value: bytes) -> None:
+        self.table.data[key] = value
+        self.table.send_changelog(partition, key, value)
 
     # ------------------------------------------------------------------ checkpoints
 
@@ -273,9 +296,10 @@ class FaustRuntime:
             for partition in touched:
                 stages = self._stage_sets.get(partition)
                 if stages is not None:
-                    key, value = _state_key(partition), orjson.dumps(stages.snapshot())
-                    self.table.data[key] = value
-                    self.table.send_changelog(partition, key, value)
+                    # The keys first: the snapshot, after them in the changelog partition, counts them.
+                    for stage, number, keys in stages.new_key_segments():
+                        self._save(partition, _key_segment_key(partition, stage, number), orjson.dumps(keys))
+                    self._save(partition, _state_key(partition), orjson.dumps(stages.snapshot()))
             await self.app.producer.flush()
             offsets = {tp: self._next_offsets[tp] for tp in self._uncommitted}
             self._uncommitted.clear()
@@ -361,6 +385,10 @@ class FaustRuntime:
 
 def _state_key(partition: int) -> bytes:
     return str(partition).encode()
+
+
+def _key_segment_key(partition: int, stage: str, number: int) -> bytes:
+    return f"{partition}/{stage}/{number}".encode()
 
 
 # ---------------------------------------------------------------------- the app

@@ -12,7 +12,8 @@ order is the same in both runtimes:
 1. every sink flushed (rows durable in ClickHouse);
 2. every stage flushed (fine-tuning files fsynced);
 3. what the stages produced (stats, alerts) and the dead letters published;
-4. the stages' state saved, with the offsets it includes;
+4. the stages' state saved, with the offsets it includes (first the keys the stages added since
+   the last checkpoint, then the snapshot that counts them: see :meth:`StageSet.new_key_segments`);
 5. consumer offsets committed.
 
 So a crash at any point replays at most the records since the last commit (at-least-once): the
@@ -30,7 +31,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from trainwire.bus.base import Consumer, Record
@@ -47,6 +48,11 @@ logger = logging.getLogger("trainwire.pipeline")
 STATE_NAME = "stages"
 """The name under which a :class:`StageSet`'s snapshot is saved."""
 
+KEY_SEGMENT_BYTES = 256 * 1024
+"""The most bytes of one saved segment of a stage's grow-only keys, as compact JSON of ASCII keys
+(such as the dataset's hashes): well under Kafka's 1 MiB message limit, so a segment always fits
+in a changelog message."""
+
 
 class StageSet:
     """The stages that share one saved state, and the offsets that state already includes.
@@ -58,6 +64,8 @@ class StageSet:
         self.stages = list(stages)
         self.offsets: dict[str, int] = {}
         """``"topic:partition"`` -> the next offset not yet counted in the stages' state."""
+        self.key_segments: dict[str, int] = {}
+        """Stage name -> how many segments of its grow-only keys are saved (see :meth:`new_key_segments`)."""
 
     def process(self, record: Record, event: Any) -> tuple[list[Any], list[str]]:
         """Run ``event`` through every stage unless its record is already in the state.
@@ -88,17 +96,52 @@ class StageSet:
         for stage in self.stages:
             stage.close()
 
-    def snapshot(self) -> dict[str, Any]:
-        """Every stage's state and the offsets it includes (JSON-able)."""
-        return {"offsets": dict(self.offsets), "stages": {s.name: s.snapshot() for s in self.stages}}
+    def new_key_segments(self) -> list[tuple[str, int, list[str]]]:
+        """The keys the stages gained since the last call, as ``(stage name, segment number, keys)``.
 
-    def restore(self, snapshot: dict[str, Any]) -> None:
-        """Continue from :meth:`snapshot`'s result."""
+        A runtime saves each segment once, at a checkpoint, before the snapshot: the snapshot
+        counts the segments it includes, so segments saved by a checkpoint that never saved its
+        snapshot are ignored on restore (and written over). Each segment holds at most
+        :data:`KEY_SEGMENT_BYTES` of keys.
+        """
+        segments = []
+        for stage in self.stages:
+            number = self.key_segments.get(stage.name, 0)
+            segment: list[str] = []
+            size = 1  # the brackets, less the last comma
+            for key in stage.take_new_keys():
+                if segment and size + len(key) + 3 > KEY_SEGMENT_BYTES:
+                    segments.append((stage.name, number, segment))
+                    number, segment, size = number + 1, [], 1
+                segment.append(key)
+                size += len(key) + 3  # quotes and comma
+            if segment:
+                segments.append((stage.name, number, segment))
+                self.key_segments[stage.name] = number + 1
+        return segments
+
+    def snapshot(self) -> dict[str, Any]:
+        """Every stage's state, the offsets it includes and its count of key segments (JSON-able)."""
+        return {
+            "offsets": dict(self.offsets),
+            "stages": {s.name: s.snapshot() for s in self.stages},
+            "key_segments": dict(self.key_segments),
+        }
+
+    def restore(self, snapshot: dict[str, Any], load_key_segments: Callable[[str, int], list[list[str]]]) -> None:
+        """Continue from :meth:`snapshot`'s result (``{}``: from nothing).
+
+        ``load_key_segments(stage name, count)`` returns the first ``count`` saved segments of a
+        stage's keys; it is called for every stage, with 0 when there are none to load.
+        """
         self.offsets = dict(snapshot.get("offsets", {}))
+        self.key_segments = dict(snapshot.get("key_segments", {}))
         saved = snapshot.get("stages", {})
         for stage in self.stages:
             if stage.name in saved:
                 stage.restore(saved[stage.name])
+            for segment in load_key_segments(stage.name, self.key_segments.get(stage.name, 0)):
+                stage.load_keys(segment)
 
 
 class WorkerCore:
@@ -237,9 +280,9 @@ class Pipeline:
 
     def _restore(self) -> None:
         if self.state is not None:
-            snapshot = self.state.load(STATE_NAME)
-            if snapshot is not None:
-                self.stages.restore(snapshot)
+            state = self.state
+            snapshot = state.load(STATE_NAME) or {}
+            self.stages.restore(snapshot, lambda stage, count: state.load_key_segments(STATE_NAME, stage, count))
 
     async def run(self, stop: asyncio.Event | None = None, idle_exit_s: float | None = None) -> None:
         """Consume until ``stop`` is set, or until nothing new arrived for ``idle_exit_s`` seconds."""
@@ -274,7 +317,10 @@ class Pipeline:
     async def checkpoint(self, stop: asyncio.Event | None = None) -> None:
         """Flush sinks, stages and publisher, save the state, commit offsets."""
         await self.core.flush([self.stages], stop)
+        segments = self.stages.new_key_segments()  # taken even without a state store: they would pile up
         if self.state is not None:
+            for stage, number, keys in segments:
+                self.state.append_key_segment(STATE_NAME, stage, number, keys)
             self.state.save(STATE_NAME, self.stages.snapshot())
         await self.consumer.commit()
         self._uncommitted = 0

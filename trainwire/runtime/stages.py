@@ -3,7 +3,8 @@
 A stage takes decoded events, drives one or more processors, and hands back the events to
 publish (stats, alerts). It also writes local outputs (the fine-tuning files) on ``flush`` and
 exposes the processors' state as one JSON-able snapshot, which the runtime saves at every
-checkpoint (in the data directory) and restores at start.
+checkpoint (in the data directory) and restores at start, and their grow-only keys (the dataset's
+dedup keys; see :mod:`trainwire.processors.base`), which the runtime saves once each.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ import json
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from trainwire.events import Alert, Event, Interaction, JudgeScore
+from trainwire.processors.base import StateError
 from trainwire.processors.dataset import DatasetConfig, DatasetProcessor
 from trainwire.processors.health import HealthConfig, HealthMonitor
 from trainwire.processors.stats import GroupStats, RewardStatsProcessor, StatsConfig
@@ -46,6 +49,14 @@ class Stage(ABC):
     @abstractmethod
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Continue from a saved snapshot."""
+
+    def take_new_keys(self) -> list[str]:
+        """The keys this stage's grow-only state gained since the last call (the default keeps none)."""
+        return []
+
+    def load_keys(self, keys: Iterable[str]) -> None:
+        """Add saved keys back to the grow-only state (after :meth:`restore`)."""
+        raise StateError(self.name, "this stage keeps no keys")
 
 
 class MonitorStage(Stage):
@@ -112,9 +123,21 @@ class DatasetStage(Stage):
     def restore(self, snapshot: dict[str, Any]) -> None:
         self.processor.restore(snapshot)
 
+    def take_new_keys(self) -> list[str]:
+        return self.processor.take_new_keys()
+
+    def load_keys(self, keys: Iterable[str]) -> None:
+        self.processor.load_keys(keys)
+
 
 class StateStore:
-    """Stage snapshots as JSON files in a folder, replaced atomically."""
+    """Stage snapshots as JSON files in a folder, replaced atomically, and grow-only keys appended to files.
+
+    The keys of stage ``STAGE`` in the snapshot ``NAME`` are in ``NAME.STAGE.keys``, one segment a
+    line (``number<TAB>JSON list``), each appended once; the snapshot says how many segments it
+    includes, and :meth:`load_key_segments` cuts off the segments it does not (appended by a
+    checkpoint that crashed before it saved its snapshot).
+    """
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
@@ -137,3 +160,34 @@ class StateStore:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+
+    def _keys_path(self, name: str, stage: str) -> Path:
+        return self.directory / f"{name}.{stage}.keys"
+
+    def append_key_segment(self, name: str, stage: str, number: int, keys: list[str]) -> None:
+        """Append segment ``number`` of ``stage``'s keys (fsynced: saved before the snapshot that counts it)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self._keys_path(name, stage), "ab") as handle:
+            handle.write(f"{number}\t{json.dumps(keys, separators=(',', ':'))}\n".encode())
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def load_key_segments(self, name: str, stage: str, count: int) -> list[list[str]]:
+        """The first ``count`` segments of ``stage``'s keys; the file is cut after them."""
+        path = self._keys_path(name, stage)
+        if not path.exists():
+            if count:
+                raise StateError(stage, f"{path} is missing; the snapshot includes {count} segments of keys")
+            return []
+        segments: list[list[str]] = []
+        with open(path, "r+b") as handle:
+            while len(segments) < count:
+                line = handle.readline()
+                if not line:
+                    raise StateError(stage, f"{path} has {len(segments)} key segments; the snapshot includes {count}")
+                number, _, keys = line.partition(b"\t")
+                if not line.endswith(b"\n") or number != str(len(segments)).encode():
+                    raise StateError(stage, f"{path}, line {len(segments) + 1}: not key segment {len(segments)}")
+                segments.append(json.loads(keys))
+            handle.truncate(handle.tell())
+        return segments
