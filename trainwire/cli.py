@@ -19,6 +19,7 @@ from click.core import ParameterSource
 
 from trainwire.config import Settings
 from trainwire.errors import TrainwireError
+from trainwire.private_files import make_process_private
 from trainwire.sinks.dataset import FORMATS, dataset_config, dataset_filter_options
 from trainwire.ui.command import ui_options
 
@@ -54,6 +55,7 @@ def main(
     With no --kafka and no --clickhouse everything runs on this machine: an embedded bus and
     ClickHouse's engine in-process (chdb), both under --data-dir.
     """
+    make_process_private()
     try:
         ctx.obj = Settings.from_env(kafka=kafka, clickhouse=clickhouse, data_dir=data_dir, topic_prefix=topic_prefix)
     except TrainwireError as exc:

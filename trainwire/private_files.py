@@ -4,6 +4,10 @@ Prompts and completions sit in the bus logs, the spool, the rejected files and t
 and a lock file anyone could take would block the workers. So every directory trainwire
 creates is made ``0700`` and every file ``0600``, whatever the process umask (which can only
 take permissions away). Files and directories that already exist keep their mode.
+
+Files that code trainwire calls creates itself (chdb's data) sit in such a directory; the
+``trainwire`` command also sets its umask to ``077`` (:func:`make_process_private`), so they are
+``0600`` too when a trainwire command creates them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,14 @@ def private_dir(path: Path | str) -> Path:
     for directory in reversed(missing):
         directory.mkdir(mode=DIR_MODE, exist_ok=True)
     return path
+
+
+def make_process_private() -> None:
+    """Make every file and directory this process creates from now on private (umask ``077``).
+
+    For trainwire's own commands only: a library call never changes the umask of its host program.
+    """
+    os.umask(0o077)
 
 
 def private_opener(path: str | bytes | os.PathLike[str], flags: int) -> int:

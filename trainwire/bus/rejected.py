@@ -25,6 +25,7 @@ import orjson
 
 from trainwire.bus.base import Refused
 from trainwire.events import utc_now
+from trainwire.private_files import open_private
 
 
 def rejected_dir(data_dir: Path) -> Path:
@@ -51,8 +52,7 @@ class RejectedFile:
             },
             option=orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE,
         )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as handle:
+        with open_private(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             handle.write(line)
             handle.flush()

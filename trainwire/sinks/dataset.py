@@ -45,6 +45,7 @@ import orjson
 from trainwire.config import Settings
 from trainwire.errors import ConfigError, TrainwireError
 from trainwire.events import Interaction, Prompt
+from trainwire.private_files import open_private, private_dir
 from trainwire.processors.dataset import (
     DEDUP_FIELDS,
     DROP_REASONS,
@@ -220,7 +221,7 @@ class DatasetSink:
         self._ends: dict[str | None, int] = {}  # each file's size, with what is buffered
         self._ids: IO[bytes] | None = None
         try:
-            self.output.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(self.output.parent)
             named: set[str | None] = set()
             if self._ids_path is not None and append:
                 named = self._agree_with_ids(self._ids_path)
@@ -228,10 +229,10 @@ class DatasetSink:
             for split, path in self.paths.items():
                 if append and self._ids_path is None and path.exists():
                     _cut_torn_line(path)
-                self._files[split] = open(path, mode)  # noqa: SIM115 - held until close
+                self._files[split] = open_private(path, mode)  # held until close
                 self._ends[split] = self._files[split].tell()
             if self._ids_path is not None:
-                self._ids = open(self._ids_path, mode)  # noqa: SIM115 - held until close
+                self._ids = open_private(self._ids_path, mode)  # held until close
                 # Where each file no id names a line of starts: what is written after that is the sink's.
                 self._unflushed = [_Written("", split, self._ends[split]) for split in self.paths if split not in named]
                 self._write_ids()

@@ -37,6 +37,7 @@ import pyarrow as pa
 from trainwire.config import Settings
 from trainwire.errors import StoreError
 from trainwire.events import Event
+from trainwire.private_files import open_private, private_dir, replace_private
 from trainwire.store.schema import events_to_arrow
 
 DEFAULT_DATABASE = "trainwire"
@@ -178,8 +179,8 @@ _TOKEN_HEADER = "X-Trainwire-Token"
 
 
 def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Callable[[], None] | None = None) -> Store:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(data_dir / _LOCK_FILE, "a+b")  # noqa: SIM115 - held while this process owns chdb
+    private_dir(data_dir / "clickhouse")  # chdb's own files are out of other users' reach in it
+    lock = open_private(data_dir / _LOCK_FILE, "a+b")  # held while this process owns chdb
     deadline = time.monotonic() + (own_within_s or 0.0)
     asked = False
     while True:
@@ -246,12 +247,7 @@ class EmbeddedStore(ClientStore):
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, name="trainwire-chdb-owner", daemon=True).start()
         owner = {"pid": os.getpid(), "port": self._server.server_address[1], "token": self._token}
-        path = data_dir / _OWNER_FILE
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(owner, handle)
-        os.replace(tmp, path)
+        replace_private(data_dir / _OWNER_FILE, json.dumps(owner).encode(), fsync=False)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self._chdb_thread.submit(super()._call, fn, *args, **kwargs).result()
