@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,21 @@ ENV_PREFIX = "TRAINWIRE_"
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s'\"]*:)[^/\s'\"]*@")
+_PASSWORD_PARAMETER = re.compile(r"(?P<head>(?<!\w)password=)[^&\s'\"]*", re.IGNORECASE)
+MASK = "****"
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every credential in it masked: URL passwords (any scheme) and ``password=`` parameters.
+
+    The one masking function: every message, ``repr`` and log line that may hold a setting
+    passes through it (``clickhouse://u:pw@host`` becomes ``clickhouse://u:****@host``).
+    """
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}@", text)
+    return _PASSWORD_PARAMETER.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
 @dataclass(frozen=True)
 class Secret:
     """A string that does not show itself in ``repr`` or logs."""
@@ -46,7 +62,7 @@ class Secret:
     value: str = dataclasses.field(repr=False)
 
     def __repr__(self) -> str:
-        return "Secret('****')"
+        return f"Secret('{MASK}')"
 
     __str__ = __repr__
 
@@ -74,9 +90,15 @@ class Settings:
                 f"{self.kafka_security_protocol!r} is not one of {', '.join(SECURITY_PROTOCOLS)}",
             )
         if self.clickhouse is not None and urlsplit(self.clickhouse).scheme not in ("http", "https"):
-            raise ConfigError("clickhouse", f"{self.clickhouse!r} is not an http(s)://user:password@host:port/db URL")
+            raise ConfigError(
+                "clickhouse", mask_secrets(f"{self.clickhouse!r} is not an http(s)://user:password@host:port/db URL")
+            )
         if not self.topic_prefix or any(c in self.topic_prefix for c in " /\\"):
             raise ConfigError("topic_prefix", f"{self.topic_prefix!r} is not a valid Kafka topic prefix")
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self))
+        return mask_secrets(f"Settings({fields})")
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:

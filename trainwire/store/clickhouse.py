@@ -34,7 +34,7 @@ from urllib.parse import unquote, urlsplit
 
 import pyarrow as pa
 
-from trainwire.config import Settings
+from trainwire.config import Settings, mask_secrets
 from trainwire.errors import StoreError
 from trainwire.events import Event
 from trainwire.private_files import open_private, private_dir, replace_private
@@ -132,7 +132,8 @@ class ClientStore(Store):
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """The first line of a foreign error's message, credentials masked, for a :class:`StoreError`."""
+    text = mask_secrets(str(exc)).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
