@@ -2,7 +2,8 @@
 -- description: The completions of one GRPO group side by side, in group order: the interaction, prompt
 --   (text, or the messages as JSON), completion, total reward and each reward function's value,
 --   advantage, length (tokens when reported, and characters), success, and the judge's verdict that
---   counts (the latest successful score: score_normalized, the raw score and the reasoning).
+--   counts (the latest successful score: score_normalized, the raw score and the reasoning). A reward
+--   that is not finite is NULL.
 -- param: run String = '' -- the run id
 -- param: step Int64 = 0 -- the training step
 -- param: group String = '' -- the group id
@@ -12,7 +13,7 @@ SELECT
     i.prompt AS prompt,
     i.prompt_messages AS prompt_messages,
     i.completion AS completion,
-    i.reward AS reward,
+    if(isFinite(i.reward) = 1, i.reward, NULL) AS reward,
     i.rewards AS rewards,
     i.advantage AS advantage,
     i.completion_tokens AS completion_tokens,

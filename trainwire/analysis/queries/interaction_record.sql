@@ -2,8 +2,8 @@
 -- description: One interaction in full: every stored field (prompt or messages, completion, rewards,
 --   metadata with the token stats when the hook stored them, tokens, latency, model, error) and the
 --   judge's verdict that counts (the latest successful score: score_normalized, raw score, judge
---   model, reasoning) with the number of failed judgements. Give the run too when known: it is
---   found faster.
+--   model, reasoning) with the number of failed judgements. A reward that is not finite is NULL.
+--   Give the run too when known: it is found faster.
 -- param: event_id String = '' -- the interaction's event id
 -- param: run String = '' -- its run id; empty: look in every run
 SELECT
@@ -16,7 +16,7 @@ SELECT
     i.prompt AS prompt,
     i.prompt_messages AS prompt_messages,
     i.completion AS completion,
-    i.reward AS reward,
+    if(isFinite(i.reward) = 1, i.reward, NULL) AS reward,
     i.rewards AS rewards,
     i.advantage AS advantage,
     i.success AS success,

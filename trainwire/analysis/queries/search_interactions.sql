@@ -2,7 +2,8 @@
 -- description: Interactions that match every filter given, newest first, with the start of their
 --   prompt and completion (200 characters) for a list: run, step range, reward range (total reward;
 --   an interaction without a finite reward matches no range), success, judged or not (a successful
---   judge score), a text the prompt or completion contains (case-insensitive).
+--   judge score), a text the prompt or completion contains (case-insensitive). A reward that is not
+--   finite is NULL.
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 -- param: text String = '' -- only interactions with this text in the prompt or completion; empty: all
 -- param: step_min Int64 = -1 -- lowest step; negative: no lower bound
@@ -21,7 +22,7 @@ SELECT
     step,
     group_id,
     ts,
-    reward,
+    if(isFinite(reward) = 1, reward, NULL) AS reward,
     success,
     event_id IN (SELECT interaction_id FROM judge_scores WHERE success) AS judged,
     substringUTF8(if(prompt != '', prompt, prompt_messages), 1, 200) AS prompt_start,
