@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +30,8 @@ from trainwire.producers.importers import (
 )
 from trainwire.store.clickhouse import open_store
 from trainwire.topics import event_topics
+
+ROOT = Path(__file__).resolve().parent.parent
 
 GRPO_RECORDS = [
     {
@@ -406,3 +412,98 @@ def test_import_hint_hides_a_clickhouse_password(tmp_path: Path):
         f"`trainwire --clickhouse 'http://ml:***@ch.local:8123/db' --data-dir {tmp_path / 'd'} --topic-prefix tw2 "
         "worker --until-idle 10`"
     ) in result.output
+
+
+ODD_LINES: list[tuple[bytes, str]] = [
+    # (a line, what its error says after "file:line: ")
+    (b'{"prompt": "p", "completion": "c", "reward": 1' + b"7" * 399 + b"}", "record.reward: int 1777"),
+    (b'{"prompt": "p", "completion": "c", "timestamp": "0001-01-01T00:00:00"}', "record.timestamp: "),
+    (b'{"prompt": "p", "completion": "c", "timestamp": "9999-12-31T23:59:59"}', "record.timestamp: "),
+    (b'{"prompt": "p", "completion": "c", "timestamp": "0001-01-01T00:00:00+01:00"}', "record.timestamp: "),
+    (b'{"prompt": "p", "completion": "c", "timestamp": "9999-12-31T23:59:59-01:00"}', "record.timestamp: "),
+    (b'{"prompt": "p", "completion": "c", "timestamp": 1e300}', "record.timestamp: 1e+300 seconds since 1970"),
+    (
+        b'{"prompt": "p", "completion": "c", "ts": 1' + b"0" * 400 + b"}",
+        "record.ts: 100000000000000000000000... seconds since 1970",
+    ),
+    (b"[" * 100_000, "record: not valid JSON: nested too deeply to read"),
+    (b'{"prompt": "p\xed\xa0\x80", "completion": "c"}', "record: not valid JSON: 'utf-8' codec can't decode"),
+    (b'{"success": true, "prompt": "p", "response": {"answer": "a\xed\xb2\x80"}}', "record: not valid JSON: 'utf-8'"),
+    (b'{"prompt": "p", "completion": "c\\ud800"}', "record.completion: cannot be serialized: str is not valid UTF-8"),
+    (
+        b'{"prompt": "p", "completion": "c", "step": 1, "metadata": ' + b'{"a": ' * 300 + b"1" + b"}" * 301,
+        "record.metadata: nested more than 252 levels deep",
+    ),
+]
+
+
+def test_odd_records_are_each_reported_with_file_and_line_and_the_rest_imports(
+    embedded_settings: Settings, tmp_path: Path
+) -> None:
+    good = [json.dumps({**r, "timestamp": r["timestamp"] + "+00:00"}).encode() for r in GRPO_RECORDS]
+    lines = [good[0], *(line for line, _ in ODD_LINES), good[1], good[2]]
+    odd = tmp_path / "llm_logs_odd.jsonl"
+    odd.write_bytes(b"\n".join(lines) + b"\n")
+    after = write_jsonl(tmp_path / "llm_logs_after.jsonl", [{**GRPO_RECORDS[0], "prompt": "the next file"}])
+
+    summary = import_paths([odd, after], embedded_settings)
+
+    assert summary.imported == 4  # the good lines, before and after the odd ones, and the next file
+    assert summary.error_count == len(ODD_LINES)
+    for (line, expected), error in zip(ODD_LINES, summary.errors, strict=True):
+        assert error.startswith(f"{odd}:{lines.index(line) + 1}: {expected}"), error
+    assert sum("is outside the times trainwire stores" in e for e in summary.errors) == 6
+    events = read_events(embedded_settings, "check")
+    assert sorted(e.payload.prompt for e in events if isinstance(e.payload.prompt, str)) == sorted(
+        [GRPO_RECORDS[0]["prompt"], GRPO_RECORDS[2]["prompt"], "the next file"]
+    )
+    # The ledger has both files: importing again adds nothing, and stops at no line.
+    again = import_paths([odd, after], embedded_settings)
+    assert (again.imported, again.error_count, again.files_skipped) == (0, 0, 2)
+
+
+def test_odd_records_in_a_json_array_are_each_reported_and_the_rest_imports(
+    embedded_settings: Settings, tmp_path: Path
+) -> None:
+    # A JSON array cannot go on past text it cannot parse; records it parses but cannot import can.
+    readable = [line for line, _ in ODD_LINES if b"[[[" not in line and b"\xed" not in line]
+    path = tmp_path / "llm_logs_complete_odd.json"
+    path.write_bytes(b"[\n" + b",\n".join([*readable, json.dumps(GRPO_RECORDS[2]).encode()]) + b"\n]\n")
+
+    summary = import_paths([path], embedded_settings)
+
+    assert summary.imported == 1
+    assert summary.error_count == len(readable)
+    assert [e.split(": ")[0] for e in summary.errors] == [f"{path}:{i + 2}" for i in range(len(readable))]
+
+
+def test_an_unreadable_subdirectory_is_reported_like_an_unreadable_file(tmp_path: Path) -> None:
+    logs = tmp_path / "call_logs"
+    write_jsonl(logs / "a.jsonl", CALL_RECORDS[:1])
+    write_jsonl(logs / "closed" / "b.jsonl", CALL_RECORDS[2:3])
+    write_jsonl(logs / "z" / "c.jsonl", CALL_RECORDS[1:2])
+    (logs / "closed").chmod(0)
+    data_dir = tmp_path / "data"
+
+    def without_root_override() -> None:
+        # The test runs as root, who reads any directory: the import's process drops the two capabilities
+        # that let it (from the bounding set, so the exec'd program has them not), for a real EACCES.
+        libc = ctypes.CDLL(None, use_errno=True)
+        for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+            libc.prctl(24, capability, 0, 0, 0)  # PR_CAPBSET_DROP; refused (and not needed) for other users
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "trainwire", "--data-dir", str(data_dir), "import", "--no-progress", str(logs)],
+            capture_output=True,
+            text=True,
+            preexec_fn=without_root_override,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            timeout=120,
+        )
+    finally:
+        (logs / "closed").chmod(0o755)
+    assert done.returncode == 1, done.stderr
+    assert "imported 2 records from 2 file(s)" in done.stdout
+    assert f"  {logs / 'closed'}: cannot read: Permission denied" in done.stdout

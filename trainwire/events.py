@@ -178,11 +178,15 @@ def check_ts(value: datetime, path: str = "ts") -> datetime:
     except OverflowError:  # year 1 or 9999 moved past the ends of the calendar by its offset
         utc = None
     if utc is None or not TS_MIN <= utc <= TS_MAX:
-        raise EventError(
-            path,
-            f"{value.isoformat()} is outside the times trainwire stores ({TS_MIN:%Y-%m-%d} .. {TS_MAX:%Y-%m-%d} UTC)",
-        )
+        raise ts_out_of_range(path, value.isoformat())
     return utc
+
+
+def ts_out_of_range(path: str, shown: str) -> EventError:
+    """The error for a time (``shown`` as its source wrote it) that ``ts`` cannot hold."""
+    return EventError(
+        path, f"{shown} is outside the times trainwire stores ({TS_MIN:%Y-%m-%d} .. {TS_MAX:%Y-%m-%d} UTC)"
+    )
 
 
 def _check_float(value: Any, path: str) -> float:
@@ -626,18 +630,24 @@ def decode(data: bytes | str, location: str | None = None) -> Event:
         raise (exc.at(location) if location else exc) from None
 
 
-def check_event(event: Event) -> None:
+def check_event(event: Event, path: str = "payload") -> None:
     """Raise :class:`EventError` naming the field when ``event`` could not be published and stored as it is.
 
     The test is the worker's: the event must encode, and decode again (every field's type and
     range). Producers check the events they make from their callers' values with it, so that a
-    bad value is refused where it came from, not dead-lettered by the worker.
+    bad value is refused where it came from, not dead-lettered by the worker. A payload field is
+    named ``{path}.{field}`` (``path="record"``: ``record.reward``), envelope fields as they are.
     """
     try:
-        data = encode(event)
-    except Exception as exc:  # orjson.JSONEncodeError and whatever a value of a foreign type raises
-        raise _unencodable(event, exc) from None
-    decode(data)
+        try:
+            data = encode(event)
+        except Exception as exc:  # orjson.JSONEncodeError and whatever a value of a foreign type raises
+            raise _unencodable(event, exc) from None
+        decode(data)
+    except EventError as exc:
+        if exc.field != "payload" and not exc.field.startswith("payload."):
+            raise
+        raise EventError(path + exc.field.removeprefix("payload"), exc.problem) from None
 
 
 def _unencodable(event: Event, exc: Exception) -> EventError:
@@ -647,6 +657,7 @@ def _unencodable(event: Event, exc: Exception) -> EventError:
         ("run_id", event.run_id),
         ("source.host", getattr(event.source, "host", None)),
         ("source.library", getattr(event.source, "library", None)),
+        ("ts", event.ts),
     ]
     # A payload field sits two levels deep in the event: wrapped as deep here, its nesting counts the same.
     parts += [(f"payload.{f.name}", {"": {"": getattr(event.payload, f.name, None)}}) for f in event.payload.FIELDS]

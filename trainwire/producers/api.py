@@ -289,10 +289,7 @@ def _emit(payload: Any, run_id: str | None, emitter: Emitter | None, caller: str
     or stored as it is (a value out of range, metadata nested too deep, text that is not Unicode).
     """
     event = Event(run_id=current_run_id(run_id), payload=payload)
-    try:
-        check_event(event)
-    except EventError as exc:
-        raise EventError(f"{caller}.{exc.field.removeprefix('payload.')}", exc.problem) from None
+    check_event(event, caller)
     (emitter or get_emitter()).emit(event)
     return event.event_id
 

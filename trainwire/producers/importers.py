@@ -30,7 +30,10 @@ The import streams (memory stays flat on a file of many GB) and is idempotent tw
   ``.jsonl`` that has grown since (a training run still writing it) is imported from where the
   last import stopped. ``--force`` ignores the ledger.
 
-A corrupt line is reported with its file and line number and the import goes on. A JSON array
+A corrupt line is reported with its file and line number and the import goes on; so is any
+record that cannot become an event a worker can store (a value out of range, a time outside
+1900..2299, text that is not UTF-8, nesting too deep), whatever it raises, and such a record is
+not counted as imported. A directory that cannot be read is reported like a file. A JSON array
 cannot be resynchronised after a corrupt element, so its records up to the fault are imported
 and the rest of that file is reported.
 """
@@ -40,6 +43,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import fcntl
+import fnmatch
 import hashlib
 import json
 import math
@@ -62,7 +66,7 @@ from click.core import ParameterSource
 from trainwire.bus import Emitter
 from trainwire.config import Settings
 from trainwire.errors import EventError
-from trainwire.events import Event, Interaction, Source
+from trainwire.events import Event, Interaction, Source, check_event, check_ts, ts_out_of_range
 from trainwire.producers.api import make_interaction
 
 __all__ = [
@@ -106,11 +110,12 @@ class SkipRecord(Exception):
 # --------------------------------------------------------------------------- one record
 
 
-def parse_timestamp(value: Any, tz: tzinfo | None = None) -> datetime | None:
-    """A record's timestamp as an aware UTC datetime, or None when it cannot be read.
+def parse_timestamp(value: Any, tz: tzinfo | None = None, path: str = "timestamp") -> datetime | None:
+    """A record's timestamp as an aware UTC datetime, or None when it cannot be read as a time.
 
     ISO-8601 text (a time without an offset is in ``tz``, default the local zone), or a number of
-    Unix seconds (milliseconds when above 10^11).
+    Unix seconds (milliseconds when above 10^11). A time the event's ``ts`` cannot hold (year 1,
+    year 9999, 10^300 seconds) raises :class:`EventError` naming ``path``.
     """
     if isinstance(value, str):
         try:
@@ -118,14 +123,22 @@ def parse_timestamp(value: Any, tz: tzinfo | None = None) -> datetime | None:
         except ValueError:
             return None
         if ts.tzinfo is None:
-            ts = ts.replace(tzinfo=tz) if tz is not None else ts.astimezone()
-        return ts.astimezone(UTC)
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        seconds = value / 1000 if abs(value) > 1e11 else value
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
+            try:
+                ts = ts.replace(tzinfo=tz) if tz is not None else ts.astimezone()
+            except (OverflowError, OSError, ValueError):  # the local zone of a time at the calendar's ends
+                raise ts_out_of_range(path, repr(value)) from None
+        return check_ts(ts, path)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if isinstance(value, float) and not math.isfinite(value):
             return None
+        try:
+            ts = datetime.fromtimestamp(value / 1000 if abs(value) > 1e11 else value, UTC)
+        except (OverflowError, OSError, ValueError):
+            digits = str(value)
+            raise ts_out_of_range(
+                path, f"{digits[:24]}{'...' if len(digits) > 24 else ''} seconds since 1970"
+            ) from None
+        return check_ts(ts, path)
     return None
 
 
@@ -191,8 +204,8 @@ def record_to_interaction(obj: Any, path: str = "record") -> tuple[Interaction, 
 def _canonical(obj: Any) -> bytes:
     try:
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits
-        return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()
+    except (TypeError, orjson.JSONEncodeError):  # e.g. an integer beyond 64 bits, or a lone surrogate
+        return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode(errors="surrogatepass")
 
 
 def record_event_id(run_id: str, record: Any, ts: datetime) -> str:
@@ -302,6 +315,8 @@ def iter_json_array(handle: IO[bytes], hasher: Any = None, chunk: int = CHUNK) -
         while True:
             try:
                 value, end = decoder.raw_decode(buf, pos)
+            except RecursionError:
+                raise _ArrayError(line, index, "nested too deeply to read") from None
             except json.JSONDecodeError as exc:
                 if eof:
                     problem = "the file ends inside it" if exc.pos >= len(buf) else exc.msg
@@ -338,11 +353,16 @@ def iter_json_array(handle: IO[bytes], hasher: Any = None, chunk: int = CHUNK) -
 
 
 def _loads(line: bytes) -> Any:
+    """One JSON line; :class:`ValueError` saying why it cannot be read."""
     try:
         return orjson.loads(line)
     except orjson.JSONDecodeError:
-        # Python's json writes NaN and Infinity, which orjson refuses; accept them here.
-        return json.loads(line)
+        # Python's json writes NaN and Infinity, which orjson refuses; accept them here. Decoded
+        # first: json.loads(bytes) would let bytes that are not UTF-8 (surrogates) through.
+        try:
+            return json.loads(line.decode())
+        except RecursionError:
+            raise ValueError("nested too deeply to read") from None
 
 
 # --------------------------------------------------------------------------- the ledger
@@ -495,22 +515,34 @@ class Importer:
 
     # ---------------------------------------------------------------- files
 
-    @staticmethod
-    def find_files(paths: list[Path]) -> list[Path]:
-        """The files to import: each file named, and the log files under each directory (sorted)."""
+    def find_files(self, paths: list[Path]) -> list[Path]:
+        """The files to import: each file named, and the log files under each directory (sorted).
+
+        A directory that cannot be read is counted as an error (with the reason), like a file.
+        """
         found: list[Path] = []
         seen: set[Path] = set()
         for path in paths:
-            if path.is_dir():
-                matches = sorted({p for pattern in DIRECTORY_PATTERNS for p in path.rglob(pattern) if p.is_file()})
-            else:
-                matches = [path]
+            matches = sorted(self._log_files_under(path)) if path.is_dir() else [path]
             for match in matches:
                 resolved = match.resolve()
                 if resolved not in seen:
                     seen.add(resolved)
                     found.append(match)
         return found
+
+    def _log_files_under(self, directory: Path) -> Iterator[Path]:
+        """The files under ``directory`` named as :data:`DIRECTORY_PATTERNS` says (not following links)."""
+
+        def unreadable(exc: OSError) -> None:
+            self.summary.error(f"{exc.filename}: cannot read: {exc.strerror or exc}")
+
+        for root, _dirs, names in os.walk(directory, onerror=unreadable):
+            for name in names:
+                if any(fnmatch.fnmatchcase(name, pattern) for pattern in DIRECTORY_PATTERNS):
+                    file = Path(root, name)
+                    if file.is_file():
+                        yield file
 
     def run(self, paths: list[Path]) -> ImportSummary:
         """Import every file under ``paths``; returns the summary (also on Ctrl+C, then re-raised)."""
@@ -623,21 +655,43 @@ class Importer:
     # ---------------------------------------------------------------- records
 
     def _record(self, obj: Any, location: str, run_id: str, fallback_ts: datetime, state: _FileState) -> None:
+        """Publish one record, or count it as skipped or as an error at ``location``: whatever it raises."""
         summary = self.summary
         try:
-            interaction, kind = record_to_interaction(obj)
+            event, kind = self._event(obj, run_id, fallback_ts)
         except SkipRecord as skip:
             summary.skipped[skip.reason] += 1
             return
         except EventError as exc:
             summary.error(str(exc.at(location)))
             return
+        except Exception as exc:  # a shape no check foresaw: still this record's error, not the import's
+            summary.error(f"{location}: record: {type(exc).__name__}: {exc}")
+            return
+        self.emitter.emit(event)
+        summary.imported += 1
+        summary.kinds[kind] += 1
+        summary.runs[run_id] += 1
+        state.imported += 1
+        self._since_check += 1
+        if self._since_check >= 1024:
+            self._since_check = 0
+            if self.emitter.stats().queued > BACKPRESSURE_QUEUE:
+                self.emitter.flush()
+
+    def _event(self, obj: Any, run_id: str, fallback_ts: datetime) -> tuple[Event, str]:
+        """The event of one record and its family; :class:`SkipRecord` or :class:`EventError` if there is none.
+
+        The event is checked as a worker will read it (:func:`~trainwire.events.check_event`), so a
+        record that could never be stored is this import's error, not a dead letter later.
+        """
+        interaction, kind = record_to_interaction(obj)
         ts = None
         for name in TIMESTAMP_KEYS:
             if name in obj:
-                ts = parse_timestamp(obj[name], self.tz)
+                ts = parse_timestamp(obj[name], self.tz, f"record.{name}")
                 if ts is None:
-                    summary.notes[f"{name!r} not readable as a time, the file's time used"] += 1
+                    self.summary.notes[f"{name!r} not readable as a time, the file's time used"] += 1
                     interaction.metadata.setdefault(name, obj[name])
                 else:
                     interaction.metadata.pop(name, None)
@@ -651,16 +705,8 @@ class Importer:
             ts=ts,
             source=self._source,
         )
-        self.emitter.emit(event)
-        summary.imported += 1
-        summary.kinds[kind] += 1
-        summary.runs[run_id] += 1
-        state.imported += 1
-        self._since_check += 1
-        if self._since_check >= 1024:
-            self._since_check = 0
-            if self.emitter.stats().queued > BACKPRESSURE_QUEUE:
-                self.emitter.flush()
+        check_event(event, "record")
+        return event, kind
 
     def _read_lines(self, handle: IO[bytes], path: Path, run_id: str, fallback_ts: datetime, state: _FileState) -> None:
         """Import JSON lines from the handle's position, advancing ``state`` line by line."""
