@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
 import pytest
 
 from trainwire.config import Settings
 from trainwire.errors import StoreError
 from trainwire.events import PAYLOAD_TYPES, Event, Interaction, TrainStep
+from trainwire.store import clickhouse
 from trainwire.store.clickhouse import EmbeddedStore, RemoteStore, open_store
 from trainwire.store.migrations import available_migrations
 from trainwire.store.schema import expected_columns
@@ -102,3 +109,94 @@ def test_server_url_unreachable_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(StoreError, match=r"ClickHouse at 127\.0\.0\.1:9 is unreachable") as info:
         open_store(settings)
     assert "secret" not in str(info.value)
+
+
+def owner_port(settings: Settings) -> int:
+    return json.loads((settings.data_dir / "clickhouse.owner.json").read_text())["port"]
+
+
+def test_owner_answers_a_non_ascii_token_with_403(embedded_settings: Settings) -> None:
+    """Before: compare_digest raised on a non-ASCII str in the server thread, and no answer came."""
+    with open_store(embedded_settings):
+        connection = http.client.HTTPConnection("127.0.0.1", owner_port(embedded_settings), timeout=10)
+        connection.request("POST", "/query", body=b"{}", headers={"X-Trainwire-Token": "jeton-\u00e9t\u00e9"})
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (403, b'{"error": "bad token"}')
+
+
+def test_owner_closes_an_idle_connection(embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that connects and sends nothing no longer holds a server thread for good."""
+    monkeypatch.setattr(clickhouse, "OWNER_IDLE_TIMEOUT_S", 0.5, raising=False)
+    with open_store(embedded_settings):
+        idle = socket.create_connection(("127.0.0.1", owner_port(embedded_settings)), timeout=10)
+        stalled = socket.create_connection(("127.0.0.1", owner_port(embedded_settings)), timeout=10)
+        token = json.loads((embedded_settings.data_dir / "clickhouse.owner.json").read_text())["token"]
+        stalled.sendall(f"POST /query HTTP/1.1\r\nX-Trainwire-Token: {token}\r\nContent-Length: 100\r\n\r\n{{".encode())
+        assert idle.recv(100) == b""  # closed by the server (a timeout here would raise instead)
+        assert stalled.recv(100) == b""
+        idle.close()
+        stalled.close()
+
+
+def test_owner_query_endpoint_refuses_writes_and_ddl(embedded_settings: Settings) -> None:
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.command("CREATE TABLE t (x Int8) ENGINE = Memory")
+        remote = RemoteStore.connect(embedded_settings.data_dir)
+        for sql in ("DROP TABLE train_steps", "CREATE TABLE u (x Int8) ENGINE = Memory", "INSERT INTO t VALUES (1)"):
+            with pytest.raises(StoreError, match="READONLY"):
+                remote.query_arrow(sql)
+        assert remote.query_rows("SELECT count() AS n FROM train_steps") == [{"n": 0}]
+        assert remote.query_rows("SELECT count() AS n FROM t") == [{"n": 0}]
+        remote.command("INSERT INTO t VALUES (1)")  # statements go through /command, and still can write
+        store.insert_events([Event("r", TrainStep(step=1))])
+        assert store.query_rows("SELECT x FROM t") == [{"x": 1}]
+
+
+def test_a_wrong_owner_token_is_a_refused_login(embedded_settings: Settings) -> None:
+    with open_store(embedded_settings) as store:
+        owner_file = embedded_settings.data_dir / "clickhouse.owner.json"
+        owner = json.loads(owner_file.read_text())
+        remote = RemoteStore(embedded_settings.data_dir, owner["port"], "not-the-token", owner["pid"])
+        with pytest.raises(StoreError, match="refused the login") as info:
+            remote.query_rows("SELECT 1")
+        assert "unreachable" not in str(info.value)
+        assert remote.query_rows("SELECT 1 AS x") == [{"x": 1}]  # the owner file's token is read again
+        assert isinstance(store, EmbeddedStore)
+
+
+class ClickHouseRefusingLogins(BaseHTTPRequestHandler):
+    """Answers like a ClickHouse server (24.x) to a wrong password: HTTP 516 with its exception code.
+
+    No ClickHouse server runs on this machine, so this stands in for one refusing the login.
+    """
+
+    def do_GET(self) -> None:
+        self.do_POST()
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = (
+            b"Code: 516. DB::Exception: default: Authentication failed: password is incorrect, "
+            b"or there is no user with such name. (AUTHENTICATION_FAILED) (version 24.8.4.13 (official build))\n"
+        )
+        self.send_response(516)
+        self.send_header("X-ClickHouse-Exception-Code", "516")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_server_refusing_the_password_is_a_refused_login_not_unreachable(tmp_path) -> None:
+    server = HTTPServer(("127.0.0.1", 0), ClickHouseRefusingLogins)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        settings = Settings(clickhouse=f"http://trainer:wrong-pw@127.0.0.1:{port}/db", data_dir=tmp_path)
+        with pytest.raises(StoreError, match=f"ClickHouse at 127.0.0.1:{port} refused the login of user 'trainer'"):
+            open_store(settings)
+    finally:
+        server.shutdown()

@@ -19,6 +19,7 @@ import fcntl
 import http.client
 import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -170,8 +171,23 @@ def _open_server(url: str) -> Store:
         )
     except (ClickHouseError, OSError) as exc:
         where = f"{parts.hostname}:{parts.port}"
+        if _is_login_refused(exc):
+            raise StoreError(
+                f"ClickHouse at {where} refused the login of user {unquote(parts.username or 'default')!r}: "
+                f"{_first_line(exc)} (check the user and password in TRAINWIRE_CLICKHOUSE or --clickhouse)"
+            ) from exc
         raise StoreError(f"ClickHouse at {where} is unreachable: {_first_line(exc)}") from exc
     return ClientStore(client, database, f"ClickHouse {parts.hostname}:{parts.port}/{database}")
+
+
+_LOGIN_REFUSED = re.compile(r"\bcode:? (?:516|192|193|194)\b|AUTHENTICATION_FAILED|REQUIRED_PASSWORD", re.IGNORECASE)
+"""ClickHouse's errors for a refused login: 516 AUTHENTICATION_FAILED, 192 UNKNOWN_USER, 193 WRONG_PASSWORD,
+194 REQUIRED_PASSWORD."""
+
+
+def _is_login_refused(exc: BaseException) -> bool:
+    """Whether a client error is ClickHouse refusing the user or password (not an unreachable server)."""
+    return bool(_LOGIN_REFUSED.search(str(exc)))
 
 
 _LOCK_FILE = "clickhouse.lock"
@@ -241,6 +257,8 @@ class EmbeddedStore(ClientStore):
             self._chdb_thread.shutdown()
             raise StoreError(f"cannot open chdb at {path}: {_first_line(exc)}") from exc
         super().__init__(client, DEFAULT_DATABASE, f"chdb {path}")
+        self._read_only_client = self._call(_chdb_client, path, read_only=True)
+        """A second chdb session, in ClickHouse's ``readonly=2`` mode, for the owner's ``/query``."""
         self.data_dir = data_dir
         self._lock_file = lock
         self._token = secrets.token_hex(16)
@@ -253,34 +271,62 @@ class EmbeddedStore(ClientStore):
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self._chdb_thread.submit(super()._call, fn, *args, **kwargs).result()
 
+    def query_arrow_read_only(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """:meth:`query_arrow` for a query that may neither write nor change the schema.
+
+        It runs in a chdb session of its own in ClickHouse's ``readonly=2`` mode (reads and
+        settings only), which refuses anything else naming READONLY, and cannot be left.
+        """
+        return self._call(self._read_only_client.query_arrow, sql, parameters=parameters)
+
     def close(self) -> None:
         if self._lock_file.closed:
             return
         self._server.shutdown()
         self._server.server_close()
         (self.data_dir / _OWNER_FILE).unlink(missing_ok=True)
+        self._chdb_thread.submit(self._read_only_client.close).result()
         self._chdb_thread.submit(self._client.close).result()
         self._chdb_thread.shutdown()
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
 
 
-def _chdb_client(path: Path) -> Any:
+def _chdb_client(path: Path, read_only: bool = False) -> Any:
+    """A chdb session on ``path``; with ``read_only``, in ``readonly=2`` mode on trainwire's database."""
     import clickhouse_connect
 
-    return clickhouse_connect.get_client(interface="chdb", path=str(path))
+    client = clickhouse_connect.get_client(interface="chdb", path=str(path))
+    if read_only:
+        client.database = DEFAULT_DATABASE
+        client.command("SET readonly = 2")
+    return client
+
+
+OWNER_IDLE_TIMEOUT_S = 30.0
+"""How long the owner's endpoint waits for a client that sends nothing before closing its connection."""
 
 
 def _handler_for(store: EmbeddedStore) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = OWNER_IDLE_TIMEOUT_S  # an idle or stalled connection gives its thread back
+
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
         def do_POST(self) -> None:
-            if not secrets.compare_digest(self.headers.get(_TOKEN_HEADER, ""), store._token):
+            token = self.headers.get(_TOKEN_HEADER, "").encode("utf-8", "surrogatepass")
+            if not secrets.compare_digest(token, store._token.encode()):
                 self._reply(403, b'{"error": "bad token"}', "application/json")
                 return
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            try:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            except ValueError:
+                self._reply(400, b'{"error": "bad Content-Length"}', "application/json")
+                return
+            except OSError:  # the client stalled past the timeout or went away mid-request
+                self.close_connection = True
+                return
             if self.path == "/hand-over":
                 if store._on_hand_over is None:
                     self._reply(409, b'{"error": "this owner keeps the data directory"}', "application/json")
@@ -296,7 +342,7 @@ def _handler_for(store: EmbeddedStore) -> type[BaseHTTPRequestHandler]:
                     return
                 request = json.loads(body)
                 if self.path == "/query":
-                    result = store.query_arrow(request["sql"], request.get("parameters"))
+                    result = store.query_arrow_read_only(request["sql"], request.get("parameters"))
                     sink = pa.BufferOutputStream()
                     with pa.ipc.new_stream(sink, result.schema) as writer:
                         writer.write_table(result)
@@ -394,10 +440,12 @@ class RemoteStore(Store):
             with urllib.request.urlopen(request, timeout=300) as response:
                 return response.read()
         except urllib.error.HTTPError as exc:
-            if exc.code == 403:  # another process answers at the owner's port: a new owner, say
+            if exc.code == 403:  # the token is not the one this process answers to: a new owner, say
                 self._stale = True
                 raise StoreError(
-                    f"the process at {self._url} is no longer the owner of chdb (pid {self.owner_pid})", retriable=True
+                    f"the process at {self._url} refused the login (the token of {self.data_dir / _OWNER_FILE}, "
+                    f"pid {self.owner_pid}): it is not, or no longer, the owner of chdb",
+                    retriable=True,
                 ) from None
             try:
                 message = json.loads(exc.read()).get("error", str(exc))
