@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -28,6 +29,8 @@ from trainwire.errors import BusError
 if TYPE_CHECKING:
     from aiokafka.producer.message_accumulator import BatchBuilder
 
+
+logger = logging.getLogger("trainwire.bus")
 
 _SECURITY_OPTIONS = ("security_protocol", "ssl_context", "sasl_mechanism", "sasl_plain_username", "sasl_plain_password")
 
@@ -76,6 +79,9 @@ class KafkaTransport(Transport):
     ``producer.send`` would refuse it (the batch API leaves that check to the broker). A record
     batch the broker refuses for its size (its own limit, or the topic's, may be lower) is sent
     again one record per batch, so that only the records too large by themselves are refused.
+
+    Before it publishes, it creates the trainwire topics that are missing, so that the broker does
+    not create them with its own default partition count (see :mod:`trainwire.bus.admin`).
     """
 
     def __init__(
@@ -95,10 +101,14 @@ class KafkaTransport(Transport):
             "acks": "all",
             "enable_idempotence": False,
         }
+        self._settings = settings
         self._producer: AIOKafkaProducer | None = None
         self._enqueue_lock = asyncio.Lock()
 
     async def start(self) -> None:
+        """Start the producer and create the missing trainwire topics (logged, not raised, if refused)."""
+        from trainwire.bus.admin import create_topics  # admin uses this module
+
         producer = AIOKafkaProducer(**self._options)
         try:
             await producer.start()
@@ -108,6 +118,15 @@ class KafkaTransport(Transport):
             raise await unreachable(self._options, exc) from exc
         self._producer = producer
         self._enqueue_lock = asyncio.Lock()  # bound to the loop the producer runs on
+        try:
+            await create_topics(self._settings)
+        except (BusError, KafkaError, OSError) as exc:
+            logger.warning(
+                "trainwire: cannot create the missing trainwire topics (%s); a topic the broker creates when "
+                "something is published to it gets the broker's default partition count, which a worker "
+                "refuses if it differs from the other event topics': run `trainwire topics create`",
+                exc,
+            )
 
     async def send_batch(self, messages: list[Message]) -> list[Message | Refused]:
         producer = self._producer
