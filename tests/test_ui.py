@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import math
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -237,12 +236,9 @@ def page(browser: Browser):
     context.close()
 
 
-def shot(page: Page, name: str, docs: bool = False) -> None:
-    """A screenshot for the test's artefacts (and, for the README's views, a copy in docs/)."""
-    path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=False)
-    if docs:
-        shutil.copyfile(path, ROOT / "docs" / f"ui-{name}.png")
+def shot(page: Page, name: str) -> None:
+    """A screenshot of the view for the test's artefacts."""
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"))
 
 
 def plotted_steps(page: Page, chart_id: str) -> list[float]:
@@ -274,7 +270,7 @@ def test_run_view_draws_its_charts(ui: UiProcess, page: Page) -> None:
     names = page.evaluate("document.getElementById('chart-reward').data.map(t => t.name)")
     assert f"{RUN} · accuracy, window mean" in names and f"{RUN} · format p10–p90" in names
     assert "nan_loss" in page.inner_text("#run-alerts") or "loss" in page.inner_text("#run-alerts")
-    shot(page, "run", docs=True)
+    shot(page, "run")
     assert page.console.errors == []  # type: ignore[attr-defined]
 
 
@@ -298,7 +294,7 @@ def test_groups_view_opens_a_zero_variance_group(ui: UiProcess, page: Page) -> N
     assert "0.25" in cards.nth(0).locator("dd.judge").inner_text()  # judged: 0.25 * 0 + 0.25
     assert "not judged" in cards.nth(3).locator("dd.judge").inner_text()
     assert "Question 3.0" in page.inner_text("#group-prompt")
-    shot(page, "groups", docs=True)
+    shot(page, "groups")
     assert page.console.errors == []  # type: ignore[attr-defined]
 
 

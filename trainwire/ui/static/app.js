@@ -121,8 +121,15 @@ export function failure(error) {
   return h("p", { class: "error" }, String(error.message || error));
 }
 
+// plotly.js loads after this module (a view starts fetching its data meanwhile)
+const plotlyLoaded = new Promise((resolve) => {
+  if (window.Plotly) resolve();
+  else document.getElementById("plotly").addEventListener("load", resolve);
+});
+
 /** Draw or update a chart in place: Plotly.react, with a uirevision so the user's zoom survives updates. */
-export function chart(node, traces, layout = {}) {
+export async function chart(node, traces, layout = {}) {
+  await plotlyLoaded;
   const base = {
     margin: { l: 52, r: 16, t: 34, b: 38 },
     legend: { orientation: "h", y: -0.18 },
@@ -175,4 +182,4 @@ async function draw() {
 }
 
 window.addEventListener("popstate", draw);
-window.addEventListener("DOMContentLoaded", draw);
+draw(); // a module runs once the document is parsed

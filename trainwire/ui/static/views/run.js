@@ -81,37 +81,48 @@ export async function render(root, params) {
 
   const list = runs.join(",");
   async function load() {
-    const [stats, perStep, metrics, groups, judge, alerts] = await Promise.all([
-      api("run", "reward_stats", { runs: list }),
-      api("run", "reward_by_step", { runs: list }),
-      api("run", "train_metrics", { runs: list }),
-      api("run", "group_stats", { runs: list }),
-      api("run", "judge_by_step", { runs: list }),
-      api("run", "alerts", { runs: list }),
-    ]);
+    const fetched = {
+      alerts: api("run", "alerts", { runs: list }),
+      stats: api("run", "reward_stats", { runs: list }),
+      perStep: api("run", "reward_by_step", { runs: list }),
+      groups: api("run", "group_stats", { runs: list }),
+      judge: api("run", "judge_by_step", { runs: list }),
+      metrics: api("run", "train_metrics", { runs: list }),
+    };
+    const alerts = await fetched.alerts;
     const shapes = markers(alerts, params.step);
     const xaxis = { title: { text: "step" } };
-    await chart(document.getElementById("chart-reward"), rewardTraces(runs, stats, perStep),
-      { title: { text: "Reward per reward function (window mean, p10–p90 band; dotted: alerts)" }, xaxis, shapes });
+    alertsBox.replaceChildren(alerts.length
+      ? table([
+          ["time", (a) => when(a.ts)], ["run", (a) => a.run_id], ["step", (a) => a.step, { num: true }],
+          ["severity", (a) => h("span", { class: `badge ${a.severity}` }, a.severity)], ["rule", (a) => a.rule], ["message", (a) => a.message],
+        ], alerts)
+      : h("p", { class: "muted" }, "No alerts."));
+    // each chart as soon as its data is in
+    await Promise.all([
+      Promise.all([fetched.stats, fetched.perStep]).then(([stats, perStep]) => chart(document.getElementById("chart-reward"),
+        rewardTraces(runs, stats, perStep), { title: { text: "Reward per reward function (window mean, p10–p90 band; dotted: alerts)" }, xaxis, shapes })),
+      fetched.groups.then((groups) => chart(document.getElementById("chart-groups"), runs.flatMap((run, i) => {
+        const rows = groups.filter((r) => r.run_id === run);
+        return [
+          { name: `${run} · zero-variance share`, x: rows.map((r) => r.step), y: rows.map((r) => r.zero_variance_share), mode: "lines+markers", line: { color: color(i) } },
+          { name: `${run} · length–reward corr`, x: rows.map((r) => r.step), y: rows.map((r) => r.length_reward_corr), mode: "lines", line: { color: color(i), dash: "dot" }, yaxis: "y2" },
+        ];
+      }), { title: { text: "GRPO groups" }, xaxis, shapes, yaxis: { title: { text: "zero-variance share" }, range: [0, 1.05] },
+        yaxis2: { overlaying: "y", side: "right", range: [-1, 1], title: { text: "corr" } } })),
+      fetched.judge.then((judge) => chart(document.getElementById("chart-judge"), runs.flatMap((run, i) => {
+        const rows = judge.filter((r) => r.run_id === run);
+        return [
+          { name: `${run} · judge score`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_judge), mode: "lines+markers", line: { color: color(i) } },
+          { name: `${run} · rule reward`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_reward), mode: "lines", line: { color: color(i), dash: "dot" }, yaxis: "y2" },
+        ];
+      }), { title: { text: judge.length ? "Judge score next to rule reward" : "Judge score (none yet)" }, xaxis, shapes,
+        yaxis: { title: { text: "judge (0–1)" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "reward" } } })),
+      fetched.metrics.then((metrics) => drawMetrics(metrics, xaxis, shapes)),
+    ]);
+  }
 
-    const groupTraces = [];
-    runs.forEach((run, i) => {
-      const rows = groups.filter((r) => r.run_id === run);
-      groupTraces.push({ name: `${run} · zero-variance share`, x: rows.map((r) => r.step), y: rows.map((r) => r.zero_variance_share), mode: "lines+markers", line: { color: color(i) } });
-      groupTraces.push({ name: `${run} · length–reward corr`, x: rows.map((r) => r.step), y: rows.map((r) => r.length_reward_corr), mode: "lines", line: { color: color(i), dash: "dot" }, yaxis: "y2" });
-    });
-    await chart(document.getElementById("chart-groups"), groupTraces, { title: { text: "GRPO groups" }, xaxis, shapes,
-      yaxis: { title: { text: "zero-variance share" }, range: [0, 1.05] }, yaxis2: { overlaying: "y", side: "right", range: [-1, 1], title: { text: "corr" } } });
-
-    const judgeTraces = [];
-    runs.forEach((run, i) => {
-      const rows = judge.filter((r) => r.run_id === run);
-      judgeTraces.push({ name: `${run} · judge score`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_judge), mode: "lines+markers", line: { color: color(i) } });
-      judgeTraces.push({ name: `${run} · rule reward`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_reward), mode: "lines", line: { color: color(i), dash: "dot" }, yaxis: "y2" });
-    });
-    await chart(document.getElementById("chart-judge"), judgeTraces, { title: { text: judge.length ? "Judge score next to rule reward" : "Judge score (none yet)" },
-      xaxis, shapes, yaxis: { title: { text: "judge (0–1)" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "reward" } } });
-
+  async function drawMetrics(metrics, xaxis, shapes) {
     const holder = document.getElementById("metric-charts");
     const names = metricNames(metrics);
     for (const name of names) {
@@ -128,30 +139,37 @@ export async function render(root, params) {
       await chart(node, traces, { title: { text: name }, xaxis, shapes, showlegend: runs.length > 1 });
     }
     if (!names.length && !holder.children.length) holder.append(h("p", { class: "muted" }, "No training metrics yet (train_steps)."));
-
-    alertsBox.replaceChildren(alerts.length
-      ? table([
-          ["time", (a) => when(a.ts)], ["run", (a) => a.run_id], ["step", (a) => a.step, { num: true }],
-          ["severity", (a) => h("span", { class: `badge ${a.severity}` }, a.severity)], ["rule", (a) => a.rule], ["message", (a) => a.message],
-        ], alerts)
-      : h("p", { class: "muted" }, "No alerts."));
   }
 
   let seen = "";
-  async function poll() {
-    const rows = (await Promise.all(runs.map((run) => api("run", "progress", { run })))).flat();
+  function showProgress(rows) {
+    const last = Math.max(...rows.map((r) => (r.last_step === null ? -1 : r.last_step)), -1);
+    progress.dataset.lastStep = String(last);
+    progress.textContent = rows.length
+      ? `last step ${last} · ${rows.reduce((n, r) => n + r.rows, 0)} rows stored · updated ${new Date().toLocaleTimeString()}`
+      : "nothing stored for this run yet";
+    showLive("live");
+  }
+
+  /** Redraw when the run's stored rows changed (the first time: fetch everything at once). */
+  async function poll(first = false) {
+    const progressRows = Promise.all(runs.map((run) => api("run", "progress", { run }))).then((rows) => rows.flat());
+    if (first) {
+      const [rows] = await Promise.all([progressRows, load()]);
+      seen = JSON.stringify(rows);
+      showProgress(rows);
+      return;
+    }
+    const rows = await progressRows;
     const fingerprint = JSON.stringify(rows);
     if (fingerprint === seen) return;
     seen = fingerprint;
     await load();
-    const last = Math.max(...rows.map((r) => (r.last_step === null ? -1 : r.last_step)), -1);
-    progress.dataset.lastStep = String(last);
-    progress.textContent = rows.length ? `last step ${last} · ${rows.reduce((n, r) => n + r.rows, 0)} rows stored · updated ${new Date().toLocaleTimeString()}` : "nothing stored for this run yet";
-    showLive("live");
+    showProgress(rows);
   }
 
   try {
-    await poll();
+    await poll(true);
   } catch (error) {
     root.append(failure(error));
     return;
