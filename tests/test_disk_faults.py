@@ -227,22 +227,39 @@ def test_a_torn_leftover_spool_is_replayed_set_aside_and_the_emitter_lives(
 
 
 def test_the_spool_survives_a_full_disk_of_its_own(tmp_path: Path) -> None:
-    """An unreachable bus and a full disk: the spool keeps whole records only, and they all arrive later."""
+    """The bus log cannot be written and the disk fills: the spool keeps whole records, all delivered later.
+
+    The log's path is a directory, which even root cannot open for writing: each batch fails, is
+    logged, and goes to the spool, which stops growing at the file size limit.
+    """
     data_dir = tmp_path / "data"
-    script = FULL_DISK_WRITER.replace(
-        "Settings(data_dir=sys.argv[1])", "Settings(data_dir=sys.argv[1], kafka='127.0.0.1:9', topic_prefix='sp')"
-    )
+    log = data_dir / "bus" / "trainwire.interactions.log"
+    log.mkdir(parents=True)
     child = subprocess.run(
-        [sys.executable, "-c", script, str(data_dir), str(LIMIT), "1000"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-c", FULL_DISK_WRITER, str(data_dir), str(LIMIT), "1000"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout)
     assert result["sent"] == 0 and 0 < result["spooled"] < 1000
     assert result["spooled"] + result["failed"] == 1000
+    assert f"cannot write {log}: [Errno 21] Is a directory" in child.stderr
     assert "events lost" in child.stderr
 
-    (spool,) = spool_dir(data_dir, "127.0.0.1:9").glob("spool-*.log")
+    (spool,) = spool_dir(data_dir, "local").glob("spool-*.log")
     with open(spool, "rb") as handle:
         scan = read_records(handle, 0, 1 << 24, spool, 10_000)
     assert (len(scan.records), scan.gaps) == (result["spooled"], [])
     assert scan.end == spool.stat().st_size  # nothing after the last whole record
+
+    log.rmdir()  # the bus can be written again
+    settings = Settings(data_dir=data_dir)
+    later = Event("full-disk", Interaction(prompt="later", completion="c", reward=1.0))
+    with Emitter(settings) as next_process:
+        next_process.emit(later)
+        assert next_process.flush(30)
+        assert next_process.stats().replayed == result["spooled"]
+    ids = stored_ids(settings, result["spooled"] + 1)
+    assert len(ids) == result["spooled"] + 1 and ids <= {*result["ids"], later.event_id}
