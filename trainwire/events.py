@@ -619,13 +619,7 @@ def decode(data: bytes | str, location: str | None = None) -> Event:
             obj = orjson.loads(data)
         except orjson.JSONDecodeError as exc:
             raise EventError("(event)", f"not valid JSON: {exc}") from None
-        event = event_from_dict(obj)
-        # Only an event with that many brackets, in strings or not, can nest that deep: the usual
-        # event is not walked.
-        brackets = (b"[", b"{") if isinstance(data, bytes) else ("[", "{")
-        if data.count(brackets[0]) + data.count(brackets[1]) > MAX_NESTING:
-            _check_nesting(event.payload)
-        return event
+        return event_from_dict(obj)
     except EventError as exc:
         raise (exc.at(location) if location else exc) from None
 
@@ -676,29 +670,18 @@ def _unwritable(exc: Exception) -> str:
 
 
 def _check_nesting(payload: Payload) -> None:
-    """Raise :class:`EventError` when a free-form field of ``payload`` nests deeper than :data:`MAX_NESTING`."""
-    for name in payload._NESTED:
-        if _nesting(getattr(payload, name)) > MAX_NESTING:
-            raise EventError(f"payload.{name}", f"nested more than {MAX_NESTING} levels deep")
+    """Raise :class:`EventError` when a free-form field of ``payload`` nests deeper than :data:`MAX_NESTING`.
 
-
-def _nesting(value: Any) -> int:
-    """Levels of objects and lists in ``value`` (0 for a scalar), or :data:`MAX_NESTING` + 1 once past it.
-
-    Iterative: JSON may nest deeper than Python's recursion limit.
+    orjson measures it, in C: it writes the value inside two levels, as in an event, or refuses
+    it. About 0.2 us for usual metadata; a walk in Python took ten times as long.
     """
-    deepest = 0
-    stack = [(value, 1)]
-    while stack:
-        value, level = stack.pop()
-        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else None
-        if children is None:
-            continue
-        deepest = max(deepest, level)
-        if deepest > MAX_NESTING:
-            break
-        stack.extend((child, level + 1) for child in children)
-    return deepest
+    for name in payload._NESTED:
+        value = getattr(payload, name)
+        if value and type(value) is not str:
+            try:
+                orjson.dumps(((value,),))
+            except orjson.JSONEncodeError as exc:
+                raise EventError(f"payload.{name}", _unwritable(exc)) from None
 
 
 def event_from_dict(obj: Any) -> Event:
@@ -727,6 +710,7 @@ def event_from_dict(obj: Any) -> Event:
     if type(run_id) is not str:
         run_id = _check_str(run_id, "run_id")
     payload = payload_cls.from_json_dict(obj["payload"])
+    _check_nesting(payload)
     event_id = obj["event_id"]
     if type(event_id) is not str:
         event_id = _check_str(event_id, "event_id")
