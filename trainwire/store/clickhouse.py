@@ -8,6 +8,9 @@
   serves queries for other processes on a loopback port (written, with a secret token, to
   ``{data_dir}/clickhouse.owner.json``). A second process on the same data directory (``trainwire
   sql`` while a worker runs) gets a :class:`RemoteStore` that sends its statements to the owner.
+  A long-running process gets a :class:`SharedStore` instead, which owns chdb whenever the owner
+  goes away: a worker (``own_within_s``) when the owner keeps the data directory, a reader
+  (:func:`open_reader`) always.
 
 All modes offer the same methods. Query results come back as Arrow tables; inserts go in as
 Arrow tables (``insert_arrow``), one per event type per batch, never row by row.
@@ -18,6 +21,7 @@ from __future__ import annotations
 import fcntl
 import http.client
 import json
+import logging
 import os
 import re
 import secrets
@@ -40,6 +44,8 @@ from trainwire.errors import StoreError
 from trainwire.events import Event
 from trainwire.private_files import open_private, private_dir, replace_private
 from trainwire.store.schema import events_to_arrow
+
+logger = logging.getLogger("trainwire.store")
 
 DEFAULT_DATABASE = "trainwire"
 
@@ -145,7 +151,10 @@ def open_store(settings: Settings | None = None, *, own_within_s: float | None =
     """The store ``settings`` point at: a server, the chdb owner, or a client of the owner.
 
     A long-running process (a worker) passes ``own_within_s`` to wait that long to become the
-    owner of the embedded chdb instead of borrowing it from a process that may exit first.
+    owner of the embedded chdb; an owner that is a reader hands it over when asked. An owner that
+    keeps it (a notebook's ``open_store()``, a long ``trainwire analyze``) is named in a warning,
+    and the statements go through it until it exits, when this process becomes the owner (a
+    :class:`SharedStore`).
     """
     settings = settings or Settings.from_env()
     if settings.clickhouse:
@@ -199,7 +208,7 @@ def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Cal
     private_dir(data_dir / "clickhouse")  # chdb's own files are out of other users' reach in it
     lock = open_private(data_dir / _LOCK_FILE, "a+b")  # held while this process owns chdb
     deadline = time.monotonic() + (own_within_s or 0.0)
-    asked = False
+    hands_over: bool | None = None  # the owner's answer to a hand-over request (None: not asked yet)
     while True:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -208,10 +217,11 @@ def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Cal
             if own_within_s is None:
                 lock.close()
                 return RemoteStore.connect(data_dir)
-            asked = asked or _ask_owner_to_hand_over(data_dir)
-            if time.monotonic() >= deadline:
+            if hands_over is None:
+                hands_over = _ask_owner_to_hand_over(data_dir)
+            if hands_over is False or time.monotonic() >= deadline:
                 lock.close()
-                raise StoreError(f"chdb at {data_dir / 'clickhouse'} stayed owned by another process") from None
+                return _borrow(data_dir)
             time.sleep(0.1)
     try:
         return EmbeddedStore(data_dir, lock, on_hand_over)
@@ -220,10 +230,10 @@ def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Cal
         raise
 
 
-def _ask_owner_to_hand_over(data_dir: Path) -> bool:
-    """Ask the owner of ``data_dir``'s chdb to hand it over (only a :class:`ReaderStore` agrees).
+def _ask_owner_to_hand_over(data_dir: Path) -> bool | None:
+    """Ask the owner of ``data_dir``'s chdb to hand it over (only a reader's :class:`SharedStore` agrees).
 
-    True once an owner answered, whatever it answered; False when none could be asked yet.
+    True: it agreed; False: it keeps the data directory; None: no owner could be asked yet.
     """
     try:
         port, token, _pid = RemoteStore._read_owner(data_dir / _OWNER_FILE)
@@ -232,11 +242,35 @@ def _ask_owner_to_hand_over(data_dir: Path) -> bool:
         )
         with urllib.request.urlopen(request, timeout=5):
             pass
-    except urllib.error.HTTPError:
-        return True  # an owner that keeps the data directory (409): wait for it as before
+    except urllib.error.HTTPError as exc:
+        return False if exc.code == 409 else None
     except (OSError, ValueError, KeyError, http.client.HTTPException):
-        return False
+        return None
     return True
+
+
+def _borrow(data_dir: Path) -> SharedStore:
+    """A worker's store while another process keeps ``data_dir``'s chdb: through it, then its own."""
+    try:
+        holder = _describe_process(RemoteStore._read_owner(data_dir / _OWNER_FILE)[2])
+    except (OSError, ValueError, KeyError):
+        holder = "another process"
+    logger.warning(
+        "trainwire: chdb at %s is held by %s, which keeps it: statements go through that process, "
+        "and this one owns chdb once it exits",
+        data_dir / "clickhouse",
+        holder,
+    )
+    return SharedStore(data_dir, hands_over=False)
+
+
+def _describe_process(pid: int) -> str:
+    """``pid N (its command line)`` as far as /proc tells."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return f"pid {pid}"
+    return f"pid {pid} ({command[:200]})" if command else f"pid {pid}"
 
 
 class EmbeddedStore(ClientStore):
@@ -479,30 +513,33 @@ class RemoteStore(Store):
 def open_reader(settings: Settings | None = None) -> Store:
     """The store for a long-running reader (the web UI) that must never keep a worker from storing.
 
-    A server: the same as :func:`open_store`. The embedded chdb: a :class:`ReaderStore`.
+    A server: the same as :func:`open_store`. The embedded chdb: a :class:`SharedStore` that hands
+    it over.
     """
     settings = settings or Settings.from_env()
     if settings.clickhouse:
         return _open_server(settings.clickhouse)
-    return ReaderStore(Path(settings.data_dir))
+    return SharedStore(Path(settings.data_dir), hands_over=True)
 
 
-class ReaderStore(Store):
-    """The embedded chdb for a reader: through its owner, or owning it only until a worker asks.
+class SharedStore(Store):
+    """The embedded chdb for a long-running process: through its owner, or owning it when there is none.
 
-    With no owner, the reader becomes the owner (serving other processes as any owner does), and
-    hands the data directory over as soon as a process waiting to own it (a worker) asks: it
-    closes chdb, then reads through the new owner. When that owner goes away, the next call owns
-    the data directory again (or finds whoever does). A call that meets a hand-over midway is
-    made again once, on the store that took over.
+    With no owner, this process becomes the owner (serving other processes as any owner does).
+    When the owner it goes through goes away, the next call owns the data directory (or finds
+    whoever does). With ``hands_over`` (a reader: the web UI), it hands the data directory over as
+    soon as a process waiting to own it (a worker) asks: it closes chdb, then reads through the
+    new owner. A call that meets a hand-over or the owner's exit midway is made again once, on
+    the store that took over.
     """
 
     _NEW_OWNER_WAIT_S = 30.0
     """After handing over: how long to wait for the new owner to answer before owning again."""
 
-    def __init__(self, data_dir: Path):
+    def __init__(self, data_dir: Path, *, hands_over: bool):
         self.data_dir = data_dir
         self.database = DEFAULT_DATABASE
+        self.hands_over = hands_over
         self._lock = threading.Lock()
         self._current: Store | None = None
         self._handed_over = False
@@ -511,13 +548,13 @@ class ReaderStore(Store):
     def _store(self) -> Store:
         with self._lock:
             if self._closed:
-                raise StoreError(f"the reader of chdb at {self.data_dir / 'clickhouse'} is closed")
+                raise StoreError(f"the store of chdb at {self.data_dir / 'clickhouse'} is closed")
             if self._current is None:
                 if self._handed_over:  # wait for the process that asked, instead of taking it back
                     self._handed_over = False
                     self._current = RemoteStore.connect(self.data_dir, wait_s=self._NEW_OWNER_WAIT_S)
                 else:
-                    self._current = _open_embedded(self.data_dir, None, self._hand_over)
+                    self._current = _open_embedded(self.data_dir, None, self._hand_over if self.hands_over else None)
             return self._current
 
     def _hand_over(self) -> None:
@@ -543,7 +580,7 @@ class ReaderStore(Store):
 
     @property
     def owns(self) -> bool:
-        """True while this reader owns the data directory."""
+        """True while this process owns the data directory."""
         return isinstance(self._current, EmbeddedStore)
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
