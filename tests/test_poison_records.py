@@ -134,7 +134,9 @@ def test_faust_worker_stores_the_good_and_dead_letters_each_bad_record(
         producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka)
         await producer.start()
         topic = event_topic(kafka_settings.topic_prefix, "interaction")
-        for value in traffic():  # one key: one partition, in this order
+        values = traffic()
+        values.insert(50, None)  # a tombstone: a record with no value, as compaction tools write
+        for value in values:  # one key: one partition, in this order
             await producer.send(topic, value, key=RUN.encode())
         await producer.flush()
         await producer.stop()
@@ -149,7 +151,10 @@ def test_faust_worker_stores_the_good_and_dead_letters_each_bad_record(
     assert stored(data_dir, "SELECT count() AS n FROM interactions FINAL") == [{"n": 99}]
     written = [line for path in (tmp_path / "out").glob("sft.p*.jsonl") for line in path.read_text().splitlines()]
     assert len(written) == 99
-    assert_each_poison_dead_lettered(read_dead_letters(kafka_settings, len(POISON)))
+    letters = read_dead_letters(kafka_settings, len(POISON) + 1)
+    (tombstone,) = [letter for letter in letters if letter.value == b""]
+    assert tombstone.header("reason").decode().startswith("invalid event:")
+    assert_each_poison_dead_lettered([letter for letter in letters if letter is not tombstone])
 
 
 def test_a_stage_failing_on_a_record_dead_letters_it_and_the_rest_goes_on(embedded_settings: Settings) -> None:

@@ -1,9 +1,9 @@
 """The dead-letter topic: records that can never be processed or stored, with the reason.
 
-Each dead letter keeps the original key and value and carries headers ``reason``,
-``source_topic``, ``source_partition`` and ``source_offset``. They are published on the same bus
-as the record came from (through the worker's :class:`~trainwire.bus.publisher.Publisher`, at
-the next checkpoint), and logged.
+Each dead letter keeps the original key and value (a record with no value, a Kafka tombstone, gets
+an empty one) and carries headers ``reason``, ``source_topic``, ``source_partition`` and
+``source_offset``. They are published on the same bus as the record came from (through the
+worker's :class:`~trainwire.bus.publisher.Publisher`, at the next checkpoint), and logged.
 """
 
 from __future__ import annotations
@@ -34,5 +34,6 @@ class DeadLetters:
             ("source_partition", str(record.partition).encode()),
             ("source_offset", str(record.offset).encode()),
         )
-        self._publisher.add(Message(self.topic, record.key, record.value, headers))
+        value = record.value if record.value is not None else b""  # a publisher measures and writes bytes
+        self._publisher.add(Message(self.topic, record.key, value, headers))
         self.count += 1
