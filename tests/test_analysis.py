@@ -15,7 +15,7 @@ from trainwire.analysis.commands import analyze_command, query_command
 from trainwire.analysis.queries import QueryError, get_query, list_queries, parse_query, run_query
 from trainwire.analysis.report import to_jsonable
 from trainwire.config import Settings
-from trainwire.events import Alert, Event, Interaction, JudgeScore, Logits, TrainStep
+from trainwire.events import Alert, Event, Interaction, JudgeScore, Logits, RewardStatsPayload, TrainStep
 from trainwire.processors.stats import GroupStatsAggregator, StatsConfig, pearson, spearman
 from trainwire.store.clickhouse import open_store
 
@@ -525,6 +525,144 @@ def test_samples_best_worst_and_seeded_random(store):
     other = run_query(store, "samples", order="random", limit=5, seed=8).to_pylist()
     assert [s["event_id"] for s in first] == [s["event_id"] for s in again]
     assert len(first) == 5 and [s["event_id"] for s in first] != [s["event_id"] for s in other]
+
+
+def _ids(rows: list[dict]) -> list[str]:
+    return [r["event_id"] for r in rows]
+
+
+def test_the_web_ui_queries_for_groups_and_samples(store):
+    """step_groups, group_completions, search_interactions, interaction_record (the UI's groups and samples)."""
+    assert [r["table"] for r in run_query(store, "store_status").to_pylist()] == [
+        "alerts",
+        "interactions",
+        "judge_scores",
+        "logits",
+        "train_steps",
+    ]
+    groups = run_query(store, "step_groups", run="a", step=0).to_pylist()
+    summary = [
+        (g["group_id"], g["prompt"], g["size"], g["rewarded"], g["reward_mean"], g["reward_std"]) for g in groups
+    ]
+    assert summary == [("g0", "ab", 2, 2, 1.0, 0.0), ("g1", "abcd", 2, 2, 0.5, 0.5)]
+    assert [g["zero_variance"] for g in groups] == [True, False]
+    assert [
+        g["group_id"] for g in run_query(store, "step_groups", run="a", step=0, zero_variance_only=True).to_pylist()
+    ] == ["g0"]
+    assert [g["group_id"] for g in run_query(store, "step_groups", run="a", step=0, order="worst").to_pylist()] == [
+        "g1",
+        "g0",
+    ]
+    assert [g["group_id"] for g in run_query(store, "step_groups", run="a", step=0, search="ABCDEFGH").to_pylist()] == [
+        "g0"
+    ]
+    assert [g["group_id"] for g in run_query(store, "step_groups", run="a", step=0, search="ABCDEF").to_pylist()] == [
+        "g0",
+        "g1",
+    ]
+    (g2,) = run_query(store, "step_groups", run="a", step=1).to_pylist()  # the interaction without a group: none
+    assert (g2["group_id"], g2["size"], g2["reward_mean"], g2["reward_std"]) == ("g2", 2, 1.25, 0.75)
+
+    g1 = run_query(store, "group_completions", run="a", step=0, group="g1").to_pylist()
+    assert [(c["event_id"], c["reward"], dict(c["rewards"]), c["completion_chars"]) for c in g1] == [
+        ("ev-02", 0.0, {"acc": 0.0, "fmt": 0.0}, 2),
+        ("ev-03", 1.0, {"acc": 1.0, "fmt": 0.0}, 6),
+    ]
+    assert [(c["judge_score"], c["judge_raw_score"]) for c in g1] == [(0.2, 2.0), (0.6, 6.0)]  # ev-02: the later
+
+    secs = {f"ev-{i:02d}": row[-1] for i, row in enumerate(ROWS)}
+    newest_first = sorted(secs, key=lambda e: (-secs[e], e))
+    assert _ids(run_query(store, "search_interactions").to_pylist()) == newest_first
+    assert _ids(run_query(store, "search_interactions", limit=2, offset=1).to_pylist()) == newest_first[1:3]
+    judged = [e for e in newest_first if e in JUDGED]
+    assert _ids(run_query(store, "search_interactions", judged="yes").to_pylist()) == judged
+    assert _ids(run_query(store, "search_interactions", judged="no").to_pylist()) == [
+        e for e in newest_first if e not in JUDGED
+    ]
+    in_range = [e for e in newest_first if (r := ROWS[int(e[3:])][3]) is not None and 0.5 <= r <= 1.0]
+    assert _ids(run_query(store, "search_interactions", reward_min=0.5, reward_max=1.0).to_pylist()) == in_range
+    assert _ids(run_query(store, "search_interactions", text="АБВ").to_pylist()) == ["ev-04"]
+    assert _ids(run_query(store, "search_interactions", success="false").to_pylist()) == ["ev-07"]
+    assert _ids(run_query(store, "search_interactions", runs=["a"], step_min=1).to_pylist()) == [
+        "ev-06",
+        "ev-05",
+        "ev-04",
+    ]
+    assert set(_ids(run_query(store, "search_interactions", step_max=0).to_pylist())) == {
+        f"ev-{i:02d}" for i, row in enumerate(ROWS) if row[1] == 0
+    }
+
+    (record,) = run_query(store, "interaction_record", event_id="ev-02", run="a").to_pylist()
+    assert (record["prompt"], record["completion"], record["judge_score"], record["judge_model"]) == (
+        "abcd",
+        "ab",
+        0.2,
+        "judge",
+    )
+    (failed,) = run_query(store, "interaction_record", event_id="ev-05").to_pylist()
+    assert (failed["judge_score"], failed["judge_failures"]) == (None, 1)
+    (nan,) = run_query(store, "interaction_record", event_id="ev-07").to_pylist()
+    assert nan["reward"] is None and nan["success"] is False
+
+
+def test_the_web_ui_queries_for_runs_judge_and_metrics(store):
+    """runs_latest, run_progress, train_step_metrics, reward_stats_by_step, judge_confusion, judge_disagreements."""
+    judge = list(JUDGED.values())
+    reward = [ROWS[int(k[3:])][3] for k in JUDGED]
+    (latest,) = run_query(store, "runs_latest").to_pylist()
+    assert (latest["run_id"], latest["judged"], latest["latest_window_mean"]) == ("a", 5, None)
+    assert latest["mean_judge"] == pytest.approx(sum(judge) / 5)
+
+    (progress,) = run_query(store, "run_progress", run="a").to_pylist()
+    assert (progress["rows"], progress["last_step"]) == (8 + 3 + 7 + 2, 3)  # interactions, steps, scores, alerts
+    assert run_query(store, "run_progress", run="nobody").num_rows == 0
+
+    metrics = [(r["metric"], r["step"], r["value"]) for r in run_query(store, "train_step_metrics").to_pylist()]
+    assert metrics == [
+        ("epoch", 0, 0.0),
+        ("epoch", 1, 0.5),
+        ("grad_norm", 0, 1.5),
+        ("grad_norm", 1, 0.5),  # the later train_steps row of step 1
+        ("learning_rate", 0, 1e-5),
+        ("learning_rate", 1, 2e-5),
+        ("loss", 0, 2.0),
+        ("loss", 1, 1.25),
+    ]
+    window = {"window_start_us": 0, "window_end_us": 10, "reward_fn": "acc", "count": 4, "mean": 0.5}
+    window |= {"std": 0.5, "min": 0.0, "max": 1.0, "p10": 0.0, "p50": 0.5, "p90": 1.0}
+    store.insert_events(
+        [
+            Event("a", TrainStep(step=2, loss=1.0, metrics={"kl": 0.5}), ts=T0 + timedelta(seconds=400)),
+            Event("a", RewardStatsPayload(window="steps", step_start=0, step_end=2, **window)),
+            Event("a", RewardStatsPayload(window="time", **window)),
+        ]
+    )
+    step2 = [(r["metric"], r["value"]) for r in run_query(store, "train_step_metrics").to_pylist() if r["step"] == 2]
+    assert step2 == [("kl", 0.5), ("loss", 1.0)]
+    (window,) = run_query(store, "reward_stats_by_step", runs=["a"]).to_pylist()
+    assert (window["reward_fn"], window["step_start"], window["step_end"], window["p10"], window["p90"]) == (
+        "acc",
+        0,
+        2,
+        0,
+        1,
+    )
+    (latest,) = run_query(store, "runs_latest", reward_fn="acc").to_pylist()
+    assert (latest["latest_window_mean"], latest["latest_window_step_end"]) == (0.5, 2)
+
+    lo, hi = min(reward), max(reward)
+    scaled = [(r - lo) / (hi - lo) for r in reward]
+    cells: dict[tuple[int, int], int] = {}
+    for j, s in zip(judge, scaled, strict=True):
+        key = (min(int(j * 2), 1), min(int(s * 2), 1))
+        cells[key] = cells.get(key, 0) + 1
+    grid = run_query(store, "judge_confusion", bins=2).to_pylist()
+    assert {(c["judge_bin"], c["reward_bin"]): c["pairs"] for c in grid} == cells
+    gaps = sorted(((abs(j - s), k) for k, j, s in zip(JUDGED, judge, scaled, strict=True)), reverse=True)
+    expected = [k for gap, k in sorted(gaps, key=lambda g: (-g[0], g[1])) if gap >= 0.25]
+    rows = run_query(store, "judge_disagreements", min_gap=0.25).to_pylist()
+    assert [r["interaction_id"] for r in rows] == expected and expected
+    assert [r["gap"] for r in rows] == pytest.approx([g for g, _ in sorted(gaps, reverse=True)][: len(expected)])
 
 
 def test_duplicates_counted_once_and_the_fast_view_reports_them(store):

@@ -503,3 +503,17 @@ def test_with_credentials_a_request_without_them_gets_401_and_an_empty_store_say
         context.close()
     finally:
         assert server.stop() == 0, server.log.read_text()
+
+
+def test_without_the_ui_extra_it_says_which_extra_to_install(tmp_path: Path) -> None:
+    # Starlette cannot be uninstalled for one test: the child process marks it missing
+    # (sys.modules[name] = None makes its import fail as if it were not installed).
+    code = "import sys; sys.modules['starlette'] = None; from trainwire.cli import main; main()"
+    result = subprocess.run(
+        [sys.executable, "-c", code, "--data-dir", str(tmp_path / "d"), "ui", "--port", str(free_port())],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "pip install 'trainwire[ui]'" in result.stderr and "Traceback" not in result.stderr

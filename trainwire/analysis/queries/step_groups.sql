@@ -13,7 +13,7 @@
 -- param: zero_std_eps Float64 = 1e-9 -- a group whose reward std is at most this does not vary
 -- param: limit UInt32 = 500 -- at most this many groups
 SELECT
-    group_id,
+    gid AS group_id,
     argMin(text, (ifNull(group_index, 0), event_id)) AS prompt,
     count() AS size,
     countIf(finite) AS rewarded,
@@ -23,7 +23,7 @@ SELECT
 FROM
 (
     SELECT
-        assumeNotNull(group_id) AS group_id, group_index, event_id,
+        assumeNotNull(group_id) AS gid, group_index, event_id,
         if(prompt != '', prompt, prompt_messages) AS text,
         {search:String} != ''
             AND (positionCaseInsensitiveUTF8(prompt, {search:String}) > 0
@@ -33,7 +33,7 @@ FROM
     FROM interactions FINAL
     WHERE run_id = {run:String} AND step = {step:Int64} AND group_id IS NOT NULL
 )
-GROUP BY group_id
+GROUP BY gid
 HAVING (NOT {zero_variance_only:Bool} OR zero_variance) AND ({search:String} = '' OR countIf(matched) > 0)
 ORDER BY
     multiIf({order:String} = 'best', -ifNull(reward_mean, -inf), {order:String} = 'worst', ifNull(reward_mean, inf), 0),

@@ -15,12 +15,15 @@ export async function render(root) {
 
   async function refresh() {
     const body = document.getElementById("runs-body");
-    const status = await api("runs", "status");
+    // all at once; a store without the schema yet fails the last two, and status says why
+    const [status, overview, latest] = await Promise.all([
+      api("runs", "status"), api("runs", "overview").catch((e) => e), api("runs", "latest").catch((e) => e),
+    ]);
     if (status.length === 0) {
       body.replaceChildren(NOTHING());
       return;
     }
-    const [overview, latest] = await Promise.all([api("runs", "overview"), api("runs", "latest")]);
+    for (const answer of [overview, latest]) if (answer instanceof Error) throw answer;
     const newest = new Map(latest.map((r) => [r.run_id, r]));
     const rows = overview.map((r) => ({ ...r, ...(newest.get(r.run_id) || {}) }));
     const columns = [
