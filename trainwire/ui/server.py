@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 import time
 
@@ -45,7 +44,6 @@ class UiServer:
 
     def start(self, timeout_s: float = 10.0) -> UiServer:
         """Serve on a background thread; return once it listens."""
-        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)  # a failed bind is reported below
         self._thread = threading.Thread(target=self._server.run, name="trainwire-ui", daemon=True)
         self._thread.start()
         deadline = time.monotonic() + timeout_s
