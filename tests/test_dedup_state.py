@@ -1,8 +1,10 @@
-"""The dataset's dedup keys are state that grows with the data set: saved once each, never in one value.
+"""A worker's state as the data set grows: the dataset's dedup keys saved once each, never in one value.
 
 On Kafka the faust worker's state is a changelog topic whose messages Kafka caps at 1 MiB; on the
 embedded bus it is a folder of files. In both, a checkpoint writes the snapshot (small, whatever
-the data set) and the keys added since the last checkpoint, in segments of bounded size.
+the data set) and the keys added since the last checkpoint, in segments of bounded size. A
+snapshot that is large for other reasons (interactions waiting for their judge score) goes to the
+changelog in parts.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from test_faust_worker import start_worker, stop, wait_until_caught_up
 
 from trainwire.bus.admin import ensure_topics
 from trainwire.config import Settings
-from trainwire.events import Event, Interaction
+from trainwire.events import Event, Interaction, JudgeScore
 from trainwire.processors.base import StateError
 from trainwire.processors.dataset import DatasetConfig, DatasetProcessor
 from trainwire.runtime import WorkerOptions, build_pipeline
@@ -129,3 +131,24 @@ def test_faust_worker_dedups_200k_prompts_of_one_partition_across_a_restart(
     got = instructions(files)
     assert len(got) == len(set(got)) == UNIQUE + 500
     assert set(got) == {f"q{i}" for i in range(UNIQUE + 500)}
+
+
+def test_faust_worker_keeps_a_snapshot_over_1_mib_across_a_restart(kafka_settings: Settings, tmp_path: Path) -> None:
+    asyncio.run(ensure_topics(kafka_settings, 1))
+    waiting = [  # interactions that wait for their judge score in the snapshot: about 1.6 MB of them
+        Event("run-1", Interaction(prompt=f"q{i}", completion=f"{i} " + "x" * 1000, reward=1.0)) for i in range(1500)
+    ]
+    publish(kafka_settings, waiting)
+    data_dir, output = tmp_path / "w", tmp_path / "out" / "sft.jsonl"
+    data_dir.mkdir()
+    args = ("--no-store", "--no-monitor", "--dataset", str(output), "--min-judge-score", "0.5")
+    worker = start_worker(kafka_settings, data_dir, "judged", *args)
+    wait_until_caught_up(kafka_settings, "judged", [worker], partitions=1)
+    stop(worker)
+
+    scores = [Event("run-1", JudgeScore(e.event_id, "judge", "v1", score=5, score_normalized=0.9)) for e in waiting]
+    publish(kafka_settings, scores)
+    worker = start_worker(kafka_settings, data_dir, "judged", *args)
+    wait_until_caught_up(kafka_settings, "judged", [worker], partitions=1)
+    stop(worker)
+    assert sorted(instructions([output.with_name("sft.p0.jsonl")])) == sorted(f"q{i}" for i in range(1500))

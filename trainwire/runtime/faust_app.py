@@ -36,7 +36,10 @@ number, the :class:`StageSet` snapshot as JSON; under ``{partition}/{stage}/{n}`
 a stage's grow-only keys (the dataset's dedup keys), a JSON list written once (see
 :meth:`StageSet.new_key_segments`). So no changelog message grows with the data set: a
 checkpoint writes the snapshot and the keys added since the last one, and every message stays
-well under Kafka's 1 MiB limit. A partition's stages are built when its first record arrives,
+well under Kafka's 1 MiB limit. A snapshot over :data:`SNAPSHOT_PART_BYTES` (interactions waiting
+for their judge score, say) is written in parts, ``{partition}/snapshot/{slot}/{n}``, under a
+head naming their count and slot; the slot alternates, so a checkpoint cut short between its
+parts and its head leaves the previous snapshot whole. A partition's stages are built when its first record arrives,
 from what the table recovered, and are dropped when partitions are revoked (after the
 revocation checkpoint). The dataset files get one file
 per partition (``sft.p3.jsonl``), since two workers never write one file.
@@ -88,6 +91,9 @@ GAP_REREAD_WAIT_S = 1.0
 """Seconds between two tries at reading a partition again from a missing offset."""
 
 QUIET_LOGGERS = ("faust", "mode", "aiokafka", "kafka")
+
+SNAPSHOT_PART_BYTES = 512 * 1024
+"""A partition's snapshot longer than this is saved in parts of this size (Kafka's limit is 1 MiB a message)."""
 
 
 def app_id(settings: Settings, options: WorkerOptions) -> str:
@@ -144,6 +150,7 @@ class FaustRuntime:
         self._settings = settings
         self._group = app_id(settings, options)
         self._stage_sets: dict[int, StageSet] = {}
+        self._snapshot_slots: dict[int, int] = {}  # partition -> the slot of the parts its saved snapshot is in
         self._touched: set[int] = set()
         # faust TP -> the next offset to take, for the event partitions this worker holds
         self._next_offsets: dict[Any, int] = {}
@@ -247,12 +254,41 @@ class FaustRuntime:
             if output is not None:
                 output = Path(output).with_name(f"{Path(output).stem}.p{partition}{Path(output).suffix}")
             stages = self._stage_sets[partition] = StageSet(build_stages(self.options, output))
-            snapshot = self.table.data.get(_state_key(partition))
             stages.restore(
-                orjson.loads(snapshot) if snapshot is not None else {},
-                lambda stage, count: self._key_segments(partition, stage, count),
+                self._load_snapshot(partition), lambda stage, count: self._key_segments(partition, stage, count)
             )
         return stages
+
+    def _load_snapshot(self, partition: int) -> dict[str, Any]:
+        """The snapshot of ``partition``'s stages that the table recovered (``{}``: none yet)."""
+        head = self.table.data.get(_state_key(partition))
+        if head is None:
+            return {}
+        data = orjson.loads(head)
+        if "snapshot_parts" not in data:  # the snapshot itself
+            self._snapshot_slots.pop(partition, None)
+            return data
+        slot, count = data["slot"], data["snapshot_parts"]
+        parts = [self.table.data.get(_snapshot_part_key(partition, slot, number)) for number in range(count)]
+        if None in parts:
+            raise StateError(
+                "stages", f"partition {partition}: a part of its snapshot is missing from table {STATE_TABLE}"
+            )
+        self._snapshot_slots[partition] = slot
+        return orjson.loads(b"".join(parts))  # type: ignore[arg-type]
+
+    def _save_snapshot(self, partition: int, snapshot: bytes) -> None:
+        """Save ``snapshot`` as the head value, or in parts in the slot the saved one is not in, then the head."""
+        if len(snapshot) <= SNAPSHOT_PART_BYTES:
+            self._save(partition, _state_key(partition), snapshot)
+            self._snapshot_slots.pop(partition, None)
+            return
+        slot = 1 - self._snapshot_slots.get(partition, 1)
+        parts = [snapshot[i : i + SNAPSHOT_PART_BYTES] for i in range(0, len(snapshot), SNAPSHOT_PART_BYTES)]
+        for number, part in enumerate(parts):
+            self._save(partition, _snapshot_part_key(partition, slot, number), part)
+        self._save(partition, _state_key(partition), orjson.dumps({"snapshot_parts": len(parts), "slot": slot}))
+        self._snapshot_slots[partition] = slot
 
     def _key_segments(self, partition: int, stage: str, count: int) -> list[list[str]]:
         """The first ``count`` segments of ``stage``'s keys in ``partition``, as the table recovered them."""
@@ -299,7 +335,7 @@ class FaustRuntime:
                     # The keys first: the snapshot, after them in the changelog partition, counts them.
                     for stage, number, keys in stages.new_key_segments():
                         self._save(partition, _key_segment_key(partition, stage, number), orjson.dumps(keys))
-                    self._save(partition, _state_key(partition), orjson.dumps(stages.snapshot()))
+                    self._save_snapshot(partition, orjson.dumps(stages.snapshot()))
             await self.app.producer.flush()
             offsets = {tp: self._next_offsets[tp] for tp in self._uncommitted}
             self._uncommitted.clear()
@@ -389,6 +425,10 @@ def _state_key(partition: int) -> bytes:
 
 def _key_segment_key(partition: int, stage: str, number: int) -> bytes:
     return f"{partition}/{stage}/{number}".encode()
+
+
+def _snapshot_part_key(partition: int, slot: int, number: int) -> bytes:
+    return f"{partition}/snapshot/{slot}/{number}".encode()
 
 
 # ---------------------------------------------------------------------- the app
