@@ -627,17 +627,30 @@ def decode(data: bytes | str, location: str | None = None) -> Event:
 def check_event(event: Event, path: str = "payload") -> None:
     """Raise :class:`EventError` naming the field when ``event`` could not be published and stored as it is.
 
-    The test is the worker's: the event must encode, and decode again (every field's type and
-    range). Producers check the events they make from their callers' values with it, so that a
-    bad value is refused where it came from, not dead-lettered by the worker. A payload field is
-    named ``{path}.{field}`` (``path="record"``: ``record.reward``), envelope fields as they are.
+    The test is the worker's: the event must encode, and pass the validation :func:`decode`
+    applies (every field's type and range), here to its values as they are, without parsing the
+    JSON again (half the cost). Producers check the events they make from their callers' values
+    with it, so that a bad value is refused where it came from, not dead-lettered by the worker. A
+    payload field is named ``{path}.{field}`` (``path="record"``: ``record.reward``), envelope
+    fields as they are.
     """
     try:
         try:
-            data = encode(event)
+            encode(event)
         except Exception as exc:  # orjson.JSONEncodeError and whatever a value of a foreign type raises
             raise _unencodable(event, exc) from None
-        decode(data)
+        source = event.source
+        event_from_dict(
+            {
+                "event_id": event.event_id,
+                "event_type": event.event_type,
+                "schema_version": event.schema_version,
+                "run_id": event.run_id,
+                "source": {"host": source.host, "process": source.process, "library": source.library},
+                "ts": event.ts.isoformat() if isinstance(event.ts, datetime) else event.ts,
+                "payload": event.payload.to_json_dict(),
+            }
+        )
     except EventError as exc:
         if exc.field != "payload" and not exc.field.startswith("payload."):
             raise
