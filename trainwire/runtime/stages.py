@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwire.events import Alert, Event, Interaction, JudgeScore
+from trainwire.private_files import open_private
 from trainwire.processors.base import StateError
 from trainwire.processors.dataset import DatasetConfig, DatasetProcessor
 from trainwire.processors.health import HealthConfig, HealthMonitor
@@ -166,8 +167,7 @@ class StateStore:
 
     def append_key_segment(self, name: str, stage: str, number: int, keys: list[str]) -> None:
         """Append segment ``number`` of ``stage``'s keys (fsynced: saved before the snapshot that counts it)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self._keys_path(name, stage), "ab") as handle:
+        with open_private(self._keys_path(name, stage), "ab") as handle:
             handle.write(f"{number}\t{json.dumps(keys, separators=(',', ':'))}\n".encode())
             handle.flush()
             os.fsync(handle.fileno())

@@ -45,7 +45,7 @@ import orjson
 from trainwire.config import Settings
 from trainwire.errors import ConfigError, TrainwireError
 from trainwire.events import Interaction, Prompt
-from trainwire.private_files import open_private, private_dir
+from trainwire.private_files import open_private, private_dir, replace_private
 from trainwire.processors.dataset import (
     DEDUP_FIELDS,
     DROP_REASONS,
@@ -260,9 +260,7 @@ class DatasetSink:
         sizes = {split: _size(path) for split, path in self.paths.items()}
         kept = [w for w in entries if w.end is None or w.split not in sizes or w.end <= sizes[w.split]]
         if len(kept) != len(entries):  # a data file was cut by something else than this sink
-            tmp = ids_path.with_name(ids_path.name + ".tmp")
-            tmp.write_bytes(b"".join(w.line() for w in kept))
-            os.replace(tmp, ids_path)
+            replace_private(ids_path, b"".join(w.line() for w in kept))
         last_end: dict[str | None, int] = {}
         for w in kept:
             if w.end is not None and w.split in sizes:
