@@ -95,10 +95,19 @@ def test_full_queue_spools_and_replays_nothing_lost(embedded_settings: Settings)
     assert {e.event_id for e in read_events(embedded_settings, expected=200)} == {e.event_id for e in events}
 
 
-def thread_bytes_written() -> int:
-    """Bytes the calling thread has written through system calls so far (Linux per-thread I/O accounting)."""
+def thread_io(field: str) -> int:
+    """A counter of the calling thread's I/O (Linux per-thread accounting): ``wchar`` bytes written,
+    ``syscw`` write system calls."""
     io = Path(f"/proc/self/task/{threading.get_native_id()}/io").read_text()
-    return int(next(line.split()[1] for line in io.splitlines() if line.startswith("wchar:")))
+    return int(next(line.split()[1] for line in io.splitlines() if line.startswith(f"{field}:")))
+
+
+def silent_broker() -> socket.socket:
+    """A listening socket that never answers: a Kafka client connecting to it waits (a hung broker)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    return silent
 
 
 def test_a_full_queue_never_makes_the_caller_write_to_disk(tmp_path: Path) -> None:
@@ -107,9 +116,7 @@ def test_a_full_queue_never_makes_the_caller_write_to_disk(tmp_path: Path) -> No
     A broker that accepts connections and never answers holds the emitter thread in its first
     connection attempt, so the queue fills for sure; the kernel counts what each thread writes.
     """
-    silent = socket.socket()
-    silent.bind(("127.0.0.1", 0))
-    silent.listen(8)
+    silent = silent_broker()
     settings = Settings(kafka=f"127.0.0.1:{silent.getsockname()[1]}", data_dir=tmp_path / "data")
     emitter = Emitter(settings, max_queue=2_000)
     events = interactions(3_500)
@@ -117,10 +124,10 @@ def test_a_full_queue_never_makes_the_caller_write_to_disk(tmp_path: Path) -> No
 
     def caller() -> None:
         emitter.emit(events[0])  # starts the thread, which then waits on the silent broker
-        before = thread_bytes_written()
+        before = thread_io("wchar")
         for event in events[1:]:
             emitter.emit(event)
-        written.append(thread_bytes_written() - before)
+        written.append(thread_io("wchar") - before)
 
     training = threading.Thread(target=caller)
     training.start()
@@ -131,6 +138,31 @@ def test_a_full_queue_never_makes_the_caller_write_to_disk(tmp_path: Path) -> No
     emitter.close(timeout=20)
     stats = emitter.stats()
     assert (stats.spooled, stats.failed, stats.queued) == (3_500, 0, 0)
+
+
+def test_a_caller_that_outruns_the_thread_writes_the_spool_in_batches(tmp_path: Path) -> None:
+    """Past twice max_queue the caller takes over the oldest events, with one write per batch_size of them."""
+    silent = silent_broker()
+    settings = Settings(kafka=f"127.0.0.1:{silent.getsockname()[1]}", data_dir=tmp_path / "data")
+    emitter = Emitter(settings, max_queue=1_000, batch_size=500)
+    events = interactions(10_000)
+    writes: list[int] = []
+
+    def caller() -> None:
+        emitter.emit(events[0])  # the thread then waits on the silent broker
+        before = thread_io("syscw")
+        for event in events[1:]:
+            emitter.emit(event)
+        writes.append(thread_io("syscw") - before)
+
+    training = threading.Thread(target=caller)
+    training.start()
+    training.join()
+    assert 0 < writes[0] <= (10_000 - 2 * 1_000) // 500 + 2  # was one write per event past max_queue
+    silent.close()
+    emitter.close(timeout=20)
+    stats = emitter.stats()
+    assert (stats.spooled, stats.failed, stats.queued) == (10_000, 0, 0)
 
 
 class RefusingTransport(Transport):

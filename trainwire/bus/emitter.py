@@ -12,8 +12,8 @@ Nothing is dropped silently:
   did not take them is logged (at most every 10 s);
 - ``emit`` never writes to disk per event: when the queue holds ``max_queue`` events and the
   bus is slow to take more, the background thread spools whole batches instead of waiting; only
-  if the caller outruns even that, to twice ``max_queue``, does ``emit`` spool a batch of the
-  oldest events itself (one write per ``batch_size`` events);
+  if the caller outruns even that (the queue at twice ``max_queue``) does each ``emit`` encode the
+  oldest queued event itself, and such events go to the spool ``batch_size`` at a time;
 - an event the bus refuses for good (larger than it takes) is counted as ``failed``, logged, and
   kept with the reason in ``{data_dir}/rejected/events.jsonl``; the events after it go on as usual;
 - an event that cannot even be serialized is counted as ``failed`` and logged with the reason;
@@ -41,7 +41,7 @@ from typing import Any
 
 import orjson
 
-from trainwire.bus.base import Message, Refused, Transport, WriteFailed
+from trainwire.bus.base import Message, Refused, Transport, WriteFailed, frame
 from trainwire.bus.publisher import event_message
 from trainwire.bus.rejected import RejectedEvents
 from trainwire.bus.spool import Spool, spool_dir
@@ -101,7 +101,8 @@ class Emitter:
         settings: where to publish (default: :meth:`Settings.from_env`).
         transport: a ready transport instead of the one ``settings`` implies.
         max_queue: events held in memory for the bus; past it the background thread spools batches
-            rather than wait for the bus, and past twice it ``emit`` spools a batch itself.
+            rather than wait for the bus; at twice it, ``emit`` encodes the oldest event itself and
+            spools such events a batch at a time.
         batch_size: events per batch handed to the transport; a full batch wakes the thread early.
         linger_ms: how long the thread waits for more events before sending a partial batch.
         close_timeout_s: the deadline of ``close()`` (and of the exit hook).
@@ -139,6 +140,9 @@ class Emitter:
 
     def _init_runtime_state(self) -> None:
         self._queue: deque[Event] = deque()
+        self._overflow: list[bytes] = []
+        """Events :meth:`_overflow_oldest` encoded and framed on the caller's thread, not yet spooled."""
+        self._overflow_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake_async: asyncio.Event | None = None
@@ -165,8 +169,8 @@ class Emitter:
                 return
             self._start()
         queue.append(event)
-        if len(queue) >= 2 * self._max_queue:  # the thread cannot keep up: spool the oldest, a batch at once
-            self._spill_many(_pop_front(queue, self._batch_size))
+        if len(queue) >= 2 * self._max_queue:  # the thread cannot keep up: take over the oldest event
+            self._overflow_oldest()
         if self._idle or len(queue) == self._batch_size:
             self._idle = False
             self._wake()
@@ -198,9 +202,9 @@ class Emitter:
             thread.join(timeout + 2.0)
         self._closed = True
         self._thread = None
+        self._spool_overflow()
         if self._queue:  # the thread could not finish in time: keep the rest on disk
-            self._spill_many(list(self._queue))
-            self._queue.clear()
+            self._spill_many(_pop_front(self._queue, len(self._queue)))
         self._spool.close()
         if self._spool.pending:
             logger.warning(
@@ -222,7 +226,7 @@ class Emitter:
             spooled=self._spooled,
             replayed=self._replayed,
             failed=self._failed,
-            queued=len(self._queue),
+            queued=len(self._queue) + len(self._overflow),
             spool_pending=self._spool.pending,
         )
 
@@ -249,6 +253,27 @@ class Emitter:
             with contextlib.suppress(RuntimeError):  # the loop already stopped
                 loop.call_soon_threadsafe(wake.set)
 
+    def _overflow_oldest(self) -> None:
+        """Encode the oldest queued event on the caller's thread; spool such events a batch at a time.
+
+        The thread cannot keep up with the caller: encoding one event per ``emit`` holds the queue
+        at its limit, and one write per ``batch_size`` events keeps disk I/O off each call.
+        """
+        now = int(time.time() * 1000)
+        frames = [frame(m, now) for m in self._encode(_pop_front(self._queue, 1))]
+        with self._overflow_lock:
+            self._overflow.extend(frames)
+            if len(self._overflow) < self._batch_size:
+                return
+            batch, self._overflow = self._overflow, []
+        self._spool_frames(batch)
+
+    def _spool_overflow(self) -> None:
+        """Spool the events :meth:`_overflow_oldest` encoded and holds (at a flush, close or drain)."""
+        with self._overflow_lock:
+            batch, self._overflow = self._overflow, []
+        self._spool_frames(batch)
+
     def _spill(self, event: Event) -> None:
         self._spill_many([event])
 
@@ -270,8 +295,8 @@ class Emitter:
             loop.run_until_complete(self._run(started))
         except Exception:  # the telemetry thread must never take the process down
             logger.exception("trainwire: emitter thread failed; remaining events go to the spool")
-            self._spill_many(list(self._queue))
-            self._queue.clear()
+            self._spool_overflow()
+            self._spill_many(_pop_front(self._queue, len(self._queue)))
         finally:
             self._release_flush_waiters()
             loop.close()
@@ -354,8 +379,9 @@ class Emitter:
     async def _drain(self, past_deadline: bool) -> None:
         """Hand everything queued now to the bus (up to ``max_inflight`` batches at once) or the spool."""
         queue = self._queue
-        while queue:
-            batch = [queue.popleft() for _ in range(min(len(queue), self._batch_size))]
+        if self._overflow:
+            self._spool_overflow()
+        while batch := _pop_front(queue, self._batch_size):
             messages = self._encode(batch)
             if self._connected and not self._spool.pending and not past_deadline:
                 if len(self._inflight) >= self._max_inflight:
@@ -408,17 +434,22 @@ class Emitter:
 
     def _spool_messages(self, messages: list[Message]) -> None:
         """Write ``messages`` to the spool; what it cannot take is counted failed and logged."""
+        now = int(time.time() * 1000)
+        self._spool_frames([frame(m, now) for m in messages])
+
+    def _spool_frames(self, frames: list[bytes]) -> None:
+        """:meth:`_spool_messages` for messages already framed."""
         try:
-            self._spool.append(messages)
-            self._spooled += len(messages)
+            self._spool.append_frames(frames)
+            self._spooled += len(frames)
         except WriteFailed as exc:
             self._spooled += exc.written
-            self._failed += len(messages) - exc.written
+            self._failed += len(frames) - exc.written
             self._log.warning(
                 "spool",
                 "trainwire: cannot write the spool %s, %d events lost: %s",
                 self._spool.path,
-                len(messages) - exc.written,
+                len(frames) - exc.written,
                 exc,
             )
 
@@ -468,7 +499,7 @@ class Emitter:
     def _release_flush_waiters(self, only_if_drained: bool = False) -> None:
         """Wake ``flush()`` callers; with ``only_if_drained``, only once everything they emitted is out."""
         with self._waiters_lock:
-            if only_if_drained and (self._queue or self._inflight):
+            if only_if_drained and (self._queue or self._overflow or self._inflight):
                 return
             waiters, self._flush_waiters = self._flush_waiters, []
         if only_if_drained:

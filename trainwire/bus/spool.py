@@ -72,10 +72,13 @@ class Spool:
         Raises :class:`~trainwire.bus.base.WriteFailed` (an OSError) saying how many of them are
         in the spool (the first ``written``) when the write fails.
         """
-        if not messages:
-            return
         now = int(time.time() * 1000)
-        frames = [frame(m, now) for m in messages]
+        self.append_frames([frame(m, now) for m in messages])
+
+    def append_frames(self, frames: list[bytes]) -> None:
+        """:meth:`append` for messages already framed (:func:`~trainwire.bus.base.frame`)."""
+        if not frames:
+            return
         with self._lock:
             try:
                 append_frames(self._open().fileno(), frames)
@@ -84,7 +87,7 @@ class Spool:
                 raise
             except OSError as exc:
                 raise WriteFailed(0, exc) from exc
-            self._pending += len(messages)
+            self._pending += len(frames)
 
     def adopt_orphans(self) -> int:
         """Move spools left by dead processes into this one (in file order); return how many messages.
