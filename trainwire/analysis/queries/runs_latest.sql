@@ -1,8 +1,8 @@
 -- name: runs_latest
 -- description: The newest numbers per run: the mean reward of the latest tumbling step window the stats
---   worker published (reward_stats, window 'steps') and the steps it covers, and the mean judge
---   score over the verdicts that count (judge_pairs: the latest successful score per interaction,
---   score_normalized) with their number.
+--   worker published (reward_stats, window 'steps') and the steps it covers, and the mean of the
+--   successful judge scores (score_normalized; an interaction judged twice counts twice) with their
+--   number.
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 -- param: reward_fn String = 'total' -- 'total' (the interaction's reward) or a key of the rewards map
 SELECT
@@ -26,8 +26,12 @@ FROM
         AND window = 'steps' AND reward_fn = {reward_fn:String}
     GROUP BY run_id
     UNION ALL
-    SELECT toString(run_id), NULL, NULL, NULL, avg(score), count()
-    FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
+    -- every successful score, not judge_pairs' latest per interaction: that needs a GROUP BY
+    -- interaction_id (0.7 s on 1 M scores, 0.02 s for this)
+    SELECT toString(run_id), NULL, NULL, NULL, avg(score_normalized), count()
+    FROM judge_scores FINAL
+    WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, judge_scores.run_id))
+        AND success AND isFinite(score_normalized) = 1
     GROUP BY run_id
 )
 GROUP BY run_id
