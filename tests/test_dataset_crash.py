@@ -16,14 +16,16 @@ from collections import Counter
 from pathlib import Path
 
 import orjson
+import pytest
 from conftest import ROOT
 
 from trainwire.bus import make_transport
 from trainwire.bus.publisher import event_message
 from trainwire.config import Settings
+from trainwire.errors import TrainwireError
 from trainwire.events import Event, Interaction
 from trainwire.processors.dataset import DatasetConfig, DatasetFilter, TrainingExample
-from trainwire.sinks.dataset import split_paths, to_alpaca
+from trainwire.sinks.dataset import DatasetSink, split_paths, to_alpaca
 
 
 def publish(settings: Settings, events: list[Event]) -> None:
@@ -112,3 +114,43 @@ def test_sigkilled_worker_writes_every_example_exactly_once(tmp_path: Path) -> N
         missing = expected[split] - got[split]
         extra = got[split] - expected[split]
         assert not missing and not extra, f"{split}: {sum(missing.values())} lost, {sum(extra.values())} extra"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 256 KiB tmpfs: a real full disk."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "--lazy", str(mount)], check=True)
+
+
+def test_after_a_write_the_full_disk_refused_no_flush_succeeds_and_the_replay_writes_it(small_disk: Path) -> None:
+    examples = [TrainingExample(f"q{i}", "x" * 1000, None, f"k{i}", f"e{i}", "r") for i in range(210)]
+    filler = small_disk / "filler"
+    filler.write_bytes(b"f" * 64 * 1024)
+    path = small_disk / "sft.jsonl"
+    sink = DatasetSink(path, "alpaca")
+    failed = []
+    for example in examples:
+        try:
+            sink.add(example)
+        except TrainwireError as exc:  # a worker dead-letters the record and goes on with the next ones
+            assert "No space left on device" in str(exc) and str(path) in str(exc)
+            failed.append(example.source_id)
+            filler.unlink()  # and room comes back: the next examples are written
+    assert len(failed) == 1
+    with pytest.raises(TrainwireError, match="No space left"):
+        sink.flush()  # the checkpoint fails: nothing is committed past the example that is not in the file
+    with pytest.raises(TrainwireError, match="No space left"):
+        sink.close()
+
+    subprocess.run(["mount", "-o", "remount,size=1m", str(small_disk)], check=True)
+    with DatasetSink(path, "alpaca") as replay:  # the worker's restart reads from the last commit again
+        for example in examples:
+            replay.add(example)
+    got = [orjson.loads(line)["instruction"] for line in path.read_bytes().splitlines()]
+    assert sorted(got) == sorted(e.prompt for e in examples)

@@ -29,6 +29,7 @@ Its filter options are ``trainwire worker``'s too (:func:`dataset_filter_options
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -220,6 +221,7 @@ class DatasetSink:
         self._files: dict[str | None, IO[bytes]] = {}
         self._ends: dict[str | None, int] = {}  # each file's size, with what is buffered
         self._ids: IO[bytes] | None = None
+        self._write_failed: TrainwireError | None = None  # raised by every flush after a failed write
         try:
             private_dir(self.output.parent)
             named: set[str | None] = set()
@@ -286,7 +288,10 @@ class DatasetSink:
         try:
             self._files[example.split].write(line)
         except OSError as exc:
-            raise TrainwireError(f"cannot write to {self.paths[example.split]}: {exc}") from exc
+            # The example is not in the file: no later flush may succeed, or the checkpoint after it
+            # would commit the record past it. The worker stops, and the restart writes it again.
+            self._write_failed = TrainwireError(f"cannot write to {self.paths[example.split]}: {exc}")
+            raise self._write_failed from exc
         self._ends[example.split] += len(line)
         if example.source_id:
             self._written.add(example.source_id)
@@ -296,7 +301,13 @@ class DatasetSink:
         return True
 
     def flush(self) -> None:
-        """Flush and fsync every data file, then write and fsync the ids of their new lines."""
+        """Flush and fsync every data file, then write and fsync the ids of their new lines.
+
+        Raises :class:`TrainwireError` if a file cannot be written, and after any write that failed
+        (an example missing from the files must not be committed past).
+        """
+        if self._write_failed is not None:
+            raise self._write_failed
         for handle in self._files.values():
             _sync(handle)
         self._write_ids()
@@ -314,10 +325,13 @@ class DatasetSink:
     def close(self) -> None:
         """Flush and close the files (safe to call twice)."""
         handles = [*self._files.values(), *([self._ids] if self._ids is not None else [])]
-        if handles and not any(h.closed for h in handles):
-            self.flush()
-        for handle in handles:
-            handle.close()
+        try:
+            if handles and not any(h.closed for h in handles):
+                self.flush()
+        finally:
+            for handle in handles:
+                with contextlib.suppress(OSError):  # a failed flush said why already
+                    handle.close()
 
     def __enter__(self) -> DatasetSink:
         return self
