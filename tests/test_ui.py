@@ -254,6 +254,7 @@ def test_runs_view_lists_every_run(ui: UiProcess, page: Page) -> None:
     page.wait_for_selector(f"tr[data-run='{RUN}']")
     row = page.inner_text(f"tr[data-run='{RUN}']")
     assert f"0–{STEPS - 1}" in row and str(STEPS * GROUPS * GENERATIONS) in row
+    assert "(steps 2–3)" in row  # the latest step window the worker closed: [2, 4)
     assert page.locator(f"tr[data-run='{PROBE}']").count() == 1
     shot(page, "runs")
     assert page.console.errors == []  # type: ignore[attr-defined]

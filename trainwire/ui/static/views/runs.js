@@ -15,15 +15,13 @@ export async function render(root) {
 
   async function refresh() {
     const body = document.getElementById("runs-body");
-    // all at once; a store without the schema yet fails the last two, and status says why
-    const [status, overview, latest] = await Promise.all([
-      api("runs", "status"), api("runs", "overview").catch((e) => e), api("runs", "latest").catch((e) => e),
-    ]);
+    // status first (a few ms): a store without the schema yet has no tables for the other two
+    const status = await api("runs", "status");
     if (status.length === 0) {
       body.replaceChildren(NOTHING());
       return;
     }
-    for (const answer of [overview, latest]) if (answer instanceof Error) throw answer;
+    const [overview, latest] = await Promise.all([api("runs", "overview"), api("runs", "latest")]);
     const newest = new Map(latest.map((r) => [r.run_id, r]));
     const rows = overview.map((r) => ({ ...r, ...(newest.get(r.run_id) || {}) }));
     const columns = [
@@ -35,11 +33,12 @@ export async function render(root) {
       ["interactions", (r) => num(r.interactions), { num: true }],
       ["mean reward", (r) => num(r.mean_reward), { num: true }],
       ["latest window mean", (r) => (r.latest_window_mean === null || r.latest_window_mean === undefined ? "" :
-        `${num(r.latest_window_mean)} (steps ${r.latest_window_step_start}–${r.latest_window_step_end})`), { num: true }],
+        `${num(r.latest_window_mean)} (steps ${r.latest_window_step_start}–${r.latest_window_step_end - 1})`), { num: true }],
       ["alerts", (r) => (r.alerts ? h("a", { href: href("alerts", { run: r.run_id }) }, num(r.alerts)) : "0"), { num: true }],
       ["mean judge", (r) => (r.judged ? `${num(r.mean_judge, 3)} (${r.judged})` : ""), { num: true }],
       ["", (r) => h("span", {}, h("a", { href: href("groups", { run: r.run_id }) }, "groups"), " · ",
-        h("a", { href: href("samples", { run: r.run_id }) }, "samples"), " · ", h("a", { href: href("judge", { run: r.run_id }) }, "judge"))],
+        h("a", { href: href("samples", { run: r.run_id }) }, "samples"), " · ", h("a", { href: href("judge", { run: r.run_id }) }, "judge"),
+        r.logits ? [" · ", h("a", { href: href("logits", { run: r.run_id }) }, "logits")] : null)],
     ];
     body.replaceChildren(
       table(columns, rows, (r) => ({ dataset: { run: r.run_id } })),
