@@ -257,6 +257,12 @@ def test_runs_view_lists_every_run(ui: UiProcess, page: Page) -> None:
     assert "(steps 2–3)" in row  # the latest step window the worker closed: [2, 4)
     assert page.locator(f"tr[data-run='{PROBE}']").count() == 1
     shot(page, "runs")
+    for run in (RUN, PROBE):  # two runs side by side in the run view
+        page.check(f"tr[data-run='{run}'] input[type=checkbox]")
+    page.click("#compare")
+    page.wait_for_selector("#chart-reward .main-svg")
+    assert page.url == f"{ui.url}/run?run={RUN}%2C{PROBE}"
+    assert page.inner_text("h1") == f"Runs {RUN}, {PROBE}"
     assert page.console.errors == []  # type: ignore[attr-defined]
 
 
@@ -443,6 +449,7 @@ def test_a_worker_started_after_the_ui_stores_and_the_open_page_follows(
     emit(settings, training_events(live, range(0, 2)))
     page.goto(f"{ui.url}/run?run={live}")
     page.wait_for_selector("#progress")
+    page.wait_for_selector("#chart-reward .nsewdrag")
     page.evaluate("window.notReloaded = true")
     worker_port = free_port()
     command = [sys.executable, "-m", "trainwire", "--data-dir", str(data_dir), "worker", "--until-idle", "6"]
@@ -453,10 +460,18 @@ def test_a_worker_started_after_the_ui_stores_and_the_open_page_follows(
     )
     try:
         page.wait_for_function("document.getElementById('progress').dataset.lastStep === '1'", timeout=60_000)
+        box = page.locator("#chart-reward .nsewdrag").first.bounding_box()  # the user zooms in: a drag
+        y = box["y"] + box["height"] / 2
+        page.mouse.move(box["x"] + box["width"] * 0.2, y)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.6, y, steps=8)
+        page.mouse.up()
+        zoom = page.evaluate("document.getElementById('chart-reward').layout.xaxis.range")
         emit(settings, training_events(live, range(2, 5)))  # while the page is open
         page.wait_for_function("document.getElementById('progress').dataset.lastStep === '4'", timeout=60_000)
         assert page.evaluate("window.notReloaded") is True
         assert max(plotted_steps(page, "chart-reward")) == 4
+        assert page.evaluate("document.getElementById('chart-reward').layout.xaxis.range") == zoom  # kept
         status, body = get(f"http://127.0.0.1:{worker_port}/api/run/progress?run={live}")  # worker --ui
         assert status == 200 and body["rows"][0]["last_step"] == 4
     finally:
