@@ -31,11 +31,13 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from trainwire.analysis.queries import run_query
 from trainwire.bus import Emitter
 from trainwire.config import Settings
+from trainwire.errors import ConfigError
 from trainwire.events import Event, Interaction, JudgeScore, Logits, TrainStep
 from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.store.clickhouse import open_store
+from trainwire.ui.auth import AUTH_ENV, Credentials
 from trainwire.ui.views import VIEWS
 
 ARTIFACTS = ROOT / "test-artifacts" / "ui"
@@ -533,3 +535,20 @@ def test_without_the_ui_extra_it_says_which_extra_to_install(tmp_path: Path) -> 
     )
     assert result.returncode == 1
     assert "pip install 'trainwire[ui]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_credentials_come_from_the_option_or_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(AUTH_ENV, "env-user:env-pw")
+    assert Credentials.from_option(None) == Credentials("env-user", "env-pw")
+    assert Credentials.from_option("ann:s3cret") == Credentials("ann", "s3cret")  # the option wins
+    assert "s3cret" not in repr(Credentials.from_option("ann:s3cret"))
+    monkeypatch.setenv(AUTH_ENV, "no-colon")
+    with pytest.raises(ConfigError, match=f"{AUTH_ENV}: expected user:password"):
+        Credentials.from_option(None)
+    result = subprocess.run(
+        [sys.executable, "-m", "trainwire", "--data-dir", str(tmp_path), "ui", "--auth", "ann:"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and "--auth: expected user:password" in result.stderr
