@@ -64,6 +64,7 @@ def route_params(run: str, step: int, event_id: str, model: str) -> dict[tuple[s
         ("samples", "record"): {"event_id": event_id, "run": run},
         ("judge", "agreement"): {"runs": run},
         ("judge", "by_step"): {"runs": run},
+        ("judge", "agreement_by_step"): {"runs": run},
         ("judge", "confusion"): {"runs": run},
         ("judge", "disagreements"): {"runs": run},
         ("alerts", "feed"): {"limit": "1000"},

@@ -606,7 +606,7 @@ def test_the_web_ui_queries_for_groups_and_samples(store):
 
 
 def test_the_web_ui_queries_for_runs_judge_and_metrics(store):
-    """runs_latest, run_progress, train_step_metrics, reward_stats_by_step, judge_confusion, judge_disagreements."""
+    """runs_latest, run_progress, train_step_metrics, reward_stats_by_step and the judge view's queries."""
     judge = list(JUDGED.values())
     reward = [ROWS[int(k[3:])][3] for k in JUDGED]
     (latest,) = run_query(store, "runs_latest").to_pylist()
@@ -649,6 +649,13 @@ def test_the_web_ui_queries_for_runs_judge_and_metrics(store):
     )
     (latest,) = run_query(store, "runs_latest", reward_fn="acc").to_pylist()
     assert (latest["latest_window_mean"], latest["latest_window_step_end"]) == (0.5, 2)
+
+    by_step = run_query(store, "judge_agreement_by_step").to_pylist()
+    step0 = [k for k in JUDGED if ROWS[int(k[3:])][1] == 0]
+    assert [(r["run_id"], r["step"], r["pairs"]) for r in by_step] == [("a", 0, len(step0)), ("a", 1, 1)]
+    step0_rewards = [ROWS[int(k[3:])][3] for k in step0]
+    assert by_step[0]["pearson"] == pytest.approx(pearson([JUDGED[k] for k in step0], step0_rewards))
+    assert by_step[1]["pearson"] is None  # one pair
 
     lo, hi = min(reward), max(reward)
     scaled = [(r - lo) / (hi - lo) for r in reward]

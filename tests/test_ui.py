@@ -336,7 +336,7 @@ def test_samples_view_searches_and_opens_a_record(ui: UiProcess, page: Page) -> 
 def test_judge_alerts_and_logits_views(ui: UiProcess, page: Page) -> None:
     page.goto(f"{ui.url}/judge?run={RUN}")
     page.wait_for_selector("#chart-judge-grid .main-svg")
-    assert plotted_steps(page, "chart-judge-steps")
+    assert plotted_steps(page, "chart-judge-steps") and plotted_steps(page, "chart-judge-agreement")
     shot(page, "judge")
     page.goto(f"{ui.url}/alerts?run={RUN}")
     page.wait_for_selector("table")
@@ -390,6 +390,7 @@ ROUTE_CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("samples", "record", {"event_id": f"{RUN}-1-1-1", "run": RUN}),
     ("judge", "agreement", {"runs": [RUN]}),
     ("judge", "by_step", {}),
+    ("judge", "agreement_by_step", {"runs": [RUN]}),
     ("judge", "confusion", {"runs": [RUN], "bins": 4}),
     ("judge", "disagreements", {"runs": [RUN], "min_gap": 0.25}),
     ("alerts", "feed", {}),

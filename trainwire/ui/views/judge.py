@@ -11,6 +11,7 @@ VIEW = View(
     routes=(
         DataRoute("agreement", "judge_agreement", ("runs", "reward_fn")),
         DataRoute("by_step", "judge_by_step", ("runs",)),
+        DataRoute("agreement_by_step", "judge_agreement_by_step", ("runs", "reward_fn")),
         DataRoute("confusion", "judge_confusion", ("runs", "reward_fn", "bins")),
         DataRoute("disagreements", "judge_disagreements", ("runs", "reward_fn", "min_gap", "limit")),
     ),

@@ -4,9 +4,10 @@ import { api, chart, empty, h, href, num, table } from "../app.js";
 export async function render(root, params) {
   const runs = params.run || "";
   const fn = params.fn || "total";
-  const [agreement, byStep, grid, disagreements] = await Promise.all([
+  const [agreement, byStep, stepAgreement, grid, disagreements] = await Promise.all([
     api("judge", "agreement", { runs, reward_fn: fn }),
     api("judge", "by_step", { runs }),
+    api("judge", "agreement_by_step", { runs, reward_fn: fn }),
     api("judge", "confusion", { runs, reward_fn: fn }),
     api("judge", "disagreements", { runs, reward_fn: fn }),
   ]);
@@ -22,7 +23,8 @@ export async function render(root, params) {
       ["mean judge", (r) => num(r.mean_judge), { num: true }], ["mean reward", (r) => num(r.mean_reward), { num: true }],
       ["pearson", (r) => num(r.pearson, 3), { num: true }], ["spearman", (r) => num(r.spearman, 3), { num: true }], ["median agreement", (r) => num(r.median_agreement, 3), { num: true }],
     ], agreement),
-    h("div", { class: "charts", style: "margin-top:12px" }, h("div", { id: "chart-judge-steps", class: "chart" }), h("div", { id: "chart-judge-grid", class: "chart" })),
+    h("div", { class: "charts", style: "margin-top:12px" }, h("div", { id: "chart-judge-steps", class: "chart" }),
+      h("div", { id: "chart-judge-agreement", class: "chart" }), h("div", { id: "chart-judge-grid", class: "chart" })),
     h("h2", {}, "Largest disagreements (judge score vs reward scaled to 0–1, gap ≥ 0.5)"),
     disagreements.length
       ? table([
@@ -41,6 +43,13 @@ export async function render(root, params) {
   });
   await chart(document.getElementById("chart-judge-steps"), steps, { title: { text: "Per step" }, xaxis: { title: { text: "step" } },
     yaxis: { title: { text: "judge (0–1)" } }, yaxis2: { overlaying: "y", side: "right", title: { text: "reward" } } });
+  const agreementTraces = [...new Set(stepAgreement.map((r) => r.run_id))].map((run) => {
+    const rows = stepAgreement.filter((r) => r.run_id === run);
+    return { name: `${run} · pearson`, x: rows.map((r) => r.step), y: rows.map((r) => r.pearson), mode: "lines+markers",
+      text: rows.map((r) => `${r.pairs} pairs`) };
+  });
+  await chart(document.getElementById("chart-judge-agreement"), agreementTraces, {
+    title: { text: "Agreement per step (Pearson, judge score vs reward)" }, xaxis: { title: { text: "step" } }, yaxis: { range: [-1.05, 1.05] } });
   const label = (a, b) => `${num(a, 3)}–${num(b, 3)}`;
   const xs = [...new Map(grid.map((r) => [r.reward_bin, label(r.reward_start, r.reward_end)])).entries()].sort((a, b) => a[0] - b[0]);
   const ys = [...new Map(grid.map((r) => [r.judge_bin, label(r.judge_start, r.judge_end)])).entries()].sort((a, b) => a[0] - b[0]);
