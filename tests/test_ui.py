@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 import pytest
-from conftest import ROOT
+from browser import ARTIFACTS, Console, free_port, launch_chromium
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from trainwire.analysis.queries import run_query
@@ -40,16 +40,6 @@ from trainwire.store.clickhouse import open_store
 from trainwire.ui.auth import AUTH_ENV, Credentials
 from trainwire.ui.views import VIEWS
 
-ARTIFACTS = ROOT / "test-artifacts" / "ui"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RUN, PROBE = "grpo-ui", "probe-ui"
 STEPS, GROUPS, GENERATIONS = 6, 3, 4
 
@@ -152,12 +142,6 @@ def store_with_worker(settings: Settings) -> None:
         asyncio.run(build_pipeline(settings, store, options).run(idle_exit_s=1.5))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get(url: str, auth: str | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(url)
     if auth:
@@ -215,18 +199,9 @@ def ui(data_dir: Path):
 def browser():
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         yield browser
         browser.close()
-
-
-class Console:
-    """The console errors and uncaught exceptions of a page."""
-
-    def __init__(self, page: Page):
-        self.errors: list[str] = []
-        page.on("console", lambda message: self.errors.append(message.text) if message.type == "error" else None)
-        page.on("pageerror", lambda error: self.errors.append(str(error)))
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from browser import ARTIFACTS, Console, free_port, launch_chromium
 from playwright.sync_api import sync_playwright
-from test_ui import ARTIFACTS, CHROMIUM_ARGS, Console, free_port
 
 
 def test_demo_serves_the_ui_until_ctrl_c(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_demo_serves_the_ui_until_ctrl_c(tmp_path: Path) -> None:
         assert url == f"http://127.0.0.1:{port}/run?run={run}"
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+            browser = launch_chromium(playwright)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             console = Console(page)
             page.goto(f"http://127.0.0.1:{port}/")
