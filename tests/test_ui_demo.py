@@ -43,8 +43,9 @@ def test_demo_serves_the_ui_until_ctrl_c(tmp_path: Path) -> None:
             page.wait_for_selector(f"tr[data-run='{run}']")
             assert "1–3" in page.inner_text(f"tr[data-run='{run}']")  # TRL counts steps from 1
             page.goto(url)
-            page.wait_for_selector("#chart-reward .main-svg")
+            page.wait_for_selector("#progress[data-last-step]")  # set once every chart is drawn
             assert page.get_attribute("#progress", "data-last-step") == "3"
+            assert page.locator("#chart-reward .main-svg").count() > 0  # plotly draws its layers as svg
             page.screenshot(path=str(ARTIFACTS / "demo-run.png"))
             assert console.errors == []
             browser.close()
