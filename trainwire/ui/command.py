@@ -13,17 +13,6 @@ from trainwire.ui.auth import AUTH_ENV, Credentials
 from trainwire.ui.server import DEFAULT_PORT, UiServer
 
 
-def _ui_server(store: Store, host: str, port: int, auth: str | None) -> UiServer:
-    try:
-        return UiServer(store, host, port, Credentials.from_option(auth))
-    except ImportError as exc:
-        from trainwire.errors import MissingExtraError
-
-        if isinstance(exc, MissingExtraError):
-            raise
-        raise MissingExtraError("ui", "trainwire's web UI") from exc
-
-
 @click.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to serve on (beyond loopback: --auth).")
 @click.option("--port", type=int, default=DEFAULT_PORT, show_default=True, help="Port to serve on.")
@@ -40,7 +29,7 @@ def ui_command(settings: Settings, host: str, port: int, auth: str | None) -> No
     from trainwire.store.clickhouse import open_reader
 
     with open_reader(settings) as store:
-        server = _ui_server(store, host, port, auth)
+        server = UiServer(store, host, port, Credentials.from_option(auth))
         click.echo(f"trainwire UI: {server.url} (Ctrl+C stops it)")
         server.run()
 
@@ -58,4 +47,4 @@ def ui_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def start_ui(store: Store, port: int) -> UiServer:
     """Serve the UI over ``store`` on 127.0.0.1:``port`` in the background."""
-    return _ui_server(store, "127.0.0.1", port, None).start()
+    return UiServer(store, "127.0.0.1", port, Credentials.from_option(None)).start()

@@ -6,7 +6,7 @@ import contextlib
 import threading
 import time
 
-from trainwire.errors import ConfigError
+from trainwire.errors import ConfigError, MissingExtraError
 from trainwire.store.clickhouse import Store
 from trainwire.ui.auth import Credentials, check_bind
 
@@ -20,9 +20,12 @@ class UiServer:
         self, store: Store, host: str = "127.0.0.1", port: int = DEFAULT_PORT, credentials: Credentials | None = None
     ):
         check_bind(host, credentials)
-        import uvicorn
+        try:
+            import uvicorn
+        except ImportError as exc:
+            raise MissingExtraError("ui", "trainwire's web UI") from exc
 
-        from trainwire.ui.app import create_app
+        from trainwire.ui.app import create_app  # a MissingExtraError without Starlette
 
         config = uvicorn.Config(
             create_app(store, credentials), host=host, port=port, log_level="warning", access_log=False
