@@ -81,7 +81,12 @@ def build_tiny_model(
     )
     bpe.train_from_iterator([line for line in corpus for _ in range(20)], trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>", eos_token="</s>", clean_up_tokenization_spaces=False
+        tokenizer_object=bpe,
+        pad_token="<pad>",
+        bos_token="<s>",
+        eos_token="</s>",
+        clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", "attention_mask"],  # a causal LM takes no token_type_ids
     )
     tokenizer.chat_template = _CHAT_TEMPLATE
     tokenizer.save_pretrained(out)
