@@ -36,6 +36,7 @@ FROM
 GROUP BY gid
 HAVING (NOT {zero_variance_only:Bool} OR zero_variance) AND ({search:String} = '' OR countIf(matched) > 0)
 ORDER BY
-    multiIf({order:String} = 'best', -ifNull(reward_mean, -inf), {order:String} = 'worst', ifNull(reward_mean, inf), 0),
+    if({order:String} = 'best', -ifNull(reward_mean, -inf), 0.),
+    if({order:String} = 'worst', ifNull(reward_mean, inf), 0.),
     group_id
 LIMIT {limit:UInt32}
