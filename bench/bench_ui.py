@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import socket
 import statistics
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -31,16 +32,6 @@ from trainwire.config import Settings
 from trainwire.store.clickhouse import Store, open_store
 from trainwire.ui.server import UiServer
 from trainwire.ui.views import VIEWS
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def route_params(run: str, step: int, event_id: str, model: str) -> dict[tuple[str, str], dict[str, str]]:
@@ -114,6 +105,9 @@ def _fill(store: Store, rows: int, runs: int) -> None:
 def _first_paints(base: str, run: str, step: int, event_id: str, repeat: int) -> list[tuple[str, float, float, str]]:
     from playwright.sync_api import sync_playwright
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from browser import launch_chromium  # the tests' headless Debian chromium (tests/browser.py)
+
     pages = {
         "runs": ("/runs", "tr[data-run]"),
         "run": (f"/run?run={run}", "#chart-reward .main-svg"),
@@ -125,7 +119,7 @@ def _first_paints(base: str, run: str, step: int, event_id: str, repeat: int) ->
     }
     out = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        browser = launch_chromium(playwright)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         for name, (path, ready) in pages.items():
             times = []

@@ -13,6 +13,7 @@ import subprocess
 import zlib
 from pathlib import Path
 
+from browser import CHROMIUM_ARGS
 from click.testing import CliRunner
 from test_analysis import _fill
 
@@ -26,13 +27,7 @@ def _chromium(page: Path, profile: Path, *extra: str) -> subprocess.CompletedPro
         [
             CHROMIUM,
             "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
+            *CHROMIUM_ARGS,
             f"--user-data-dir={profile}",
             "--enable-logging=stderr",
             "--v=0",
