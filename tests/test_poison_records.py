@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -25,6 +26,7 @@ from trainwire.config import Settings
 from trainwire.events import Event, Interaction, encode
 from trainwire.runtime import WorkerOptions, build_core, build_pipeline, build_stages
 from trainwire.runtime.pipeline import StageSet
+from trainwire.runtime.stages import Stage
 from trainwire.store.clickhouse import open_store
 from trainwire.topics import DEAD_LETTER, event_topic, topic_name
 
@@ -157,15 +159,41 @@ def test_faust_worker_stores_the_good_and_dead_letters_each_bad_record(
     assert_each_poison_dead_lettered([letter for letter in letters if letter is not tombstone])
 
 
+class FailsOnOnePrompt(Stage):
+    """A stage that raises on the interaction with ``prompt``: a stand-in for a stage's failure.
+
+    No real input makes trainwire's own stages raise any more: the last one found, rewards near
+    the float maximum overflowing the monitor's group stats, is fixed (and is the traffic below,
+    which must now give finite group stats). So this stage, beside the real ones, fails on one
+    record, as a stage with a bug would; nothing else about the worker is replaced.
+    """
+
+    name = "fails-on-one-prompt"
+
+    def __init__(self, prompt: str):
+        self.prompt = prompt
+
+    def process(self, event: Event) -> list[Event]:
+        if isinstance(event.payload, Interaction) and event.payload.prompt == self.prompt:
+            raise ValueError(f"cannot take prompt {self.prompt!r}")
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        pass
+
+
 def test_a_stage_failing_on_a_record_dead_letters_it_and_the_rest_goes_on(embedded_settings: Settings) -> None:
-    # A real failure of the monitor stage: rewards near the float maximum overflow math.fsum when
-    # their step's group stats are computed, which the first record of a later step triggers.
+    # Rewards near the float maximum at step 0: its group stats are finite, not a failure.
     events = [Event(RUN, Interaction(prompt="p", reward=1.7e308, step=0, group_id="g")) for _ in range(3)]
     events += [Event(RUN, Interaction(prompt=f"q{s}", reward=1.0, step=s, group_id="g")) for s in range(1, 6)]
     topic = event_topic(embedded_settings.topic_prefix, "interaction")
     records = [Record(topic, 0, i, RUN.encode(), encode(e), 0) for i, e in enumerate(events)]
     core = build_core(embedded_settings, None, WorkerOptions())
-    stages = StageSet(build_stages(WorkerOptions(), embedded_settings.data_dir / "out" / "sft.jsonl"))
+    real = build_stages(WorkerOptions(), embedded_settings.data_dir / "out" / "sft.jsonl")
+    stages = StageSet([*real, FailsOnOnePrompt("q3")])
     core.handle_batch(records, stages)
 
     async def checkpoint() -> None:
@@ -175,12 +203,13 @@ def test_a_stage_failing_on_a_record_dead_letters_it_and_the_rest_goes_on(embedd
     asyncio.run(checkpoint())
     assert core.records_in == len(events)
     (letter,) = read_dead_letters(embedded_settings, 1)
-    assert letter.value == records[3].value
-    assert letter.header("reason") == b"not processed: stage monitor: OverflowError: intermediate overflow in fsum"
-    # The stage went on with the records after it: the later steps have their group stats (step 1's
-    # only record is the dead letter, which the monitor stage did not count; step 5 is still open).
-    group_stats = [e for e in read_events(embedded_settings) if e.event_type == "group_stats"]
-    assert sorted(e.payload.step for e in group_stats) == [2, 3, 4]
+    assert letter.value == records[5].value  # prompt q3
+    assert letter.header("reason") == b"not processed: stage fails-on-one-prompt: ValueError: cannot take prompt 'q3'"
+    # The other stages took every record, the failed one too, and went on: each closed step has its
+    # group stats (step 5 is still open), step 0's as finite as its rewards.
+    group_stats = {e.payload.step: e.payload for e in read_events(embedded_settings) if e.event_type == "group_stats"}
+    assert sorted(group_stats) == [0, 1, 2, 3, 4]
+    assert (group_stats[0].reward_mean, group_stats[0].reward_std, group_stats[0].mean_group_std) == (1.7e308, 0.0, 0.0)
 
 
 def test_an_event_clickhouse_cannot_hold_is_a_dead_letter_and_the_batch_is_stored(embedded_settings: Settings) -> None:

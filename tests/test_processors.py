@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -20,7 +21,9 @@ from trainwire.processors.stats import (
     RewardStatsProcessor,
     StatsConfig,
     Summary,
+    mean_of,
     pearson,
+    pstd_of,
     spearman,
 )
 
@@ -533,3 +536,40 @@ def test_outputs_carry_the_proposed_payload_fields_and_deterministic_ids():
         "reward_mean", "reward_std", "length_reward_corr", "judge_pairs", "judge_pearson", "judge_spearman",
         "judge_median_agreement",
     ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- values near the float maximum
+
+HUGE = 1.7e308  # finite, but the sum of two overflows
+
+
+def test_group_stats_of_rewards_near_the_float_maximum_are_finite():
+    proc = RewardStatsProcessor(StatsConfig(step_window=100, time_window_s=3600, time_hop_s=3600))
+    for i, reward in enumerate([HUGE, HUGE, -HUGE, HUGE]):
+        proc.process(interaction(0, reward, group="g", tokens=10 + i, eid=f"e{i}"))
+    proc.process(judge("e0", 0.9))
+    proc.process(judge("e2", 0.1))
+    (g,) = [o for o in proc.process(interaction(1, 0.0)) if isinstance(o, GroupStats)]
+    assert g.reward_mean == pytest.approx(HUGE / 2)
+    assert g.reward_std == pytest.approx(math.sqrt(3) / 2 * HUGE)  # deviations HUGE / 2 (three) and -3 * HUGE / 2
+    assert g.mean_group_std == g.reward_std
+    assert (g.groups, g.zero_variance_groups) == (1, 0)
+    assert g.length_reward_corr == pytest.approx(pearson([10, 11, 12, 13], [1, 1, -1, 1]))
+    assert (g.judge_pairs, g.judge_pearson) == (2, pytest.approx(1.0))
+    # the float maximum itself, on both sides: the std is exactly half the range
+    assert pstd_of([-sys.float_info.max, sys.float_info.max]) == sys.float_info.max
+    assert mean_of([sys.float_info.max] * 3) == sys.float_info.max
+
+
+def test_health_rules_over_values_near_the_float_maximum():
+    losses = [train_step(s, loss=v) for s, v in enumerate([HUGE, HUGE, HUGE, HUGE])]
+    got = alerts(HealthMonitor(HealthConfig(loss_horizon=4)), losses)
+    assert [(a.rule, a.evidence["first_half_mean"]) for a in got] == [("loss_not_decreasing", HUGE)]
+    config = HealthConfig(reward_window=5, reward_min_history=3)
+    rewards = [train_step(s, metrics={"reward": v}) for s, v in enumerate([HUGE, -HUGE, HUGE, HUGE])]
+    assert alerts(HealthMonitor(config), rewards) == []  # HUGE is no collapse from a mean of HUGE / 3
+    fall = [train_step(s, metrics={"reward": v}) for s, v in enumerate([HUGE, HUGE, HUGE, -HUGE])]
+    got = alerts(HealthMonitor(config), fall)
+    assert [(a.rule, a.evidence["baseline_mean"], a.evidence["baseline_std"]) for a in got] == [
+        ("reward_collapse", HUGE, 0.0)
+    ]

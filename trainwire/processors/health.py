@@ -51,7 +51,7 @@ from typing import Any
 from trainwire.errors import ConfigError
 from trainwire.events import Alert, Event, Interaction, JudgeScore, TrainStep
 from trainwire.processors.base import Processor
-from trainwire.processors.stats import GroupStats, GroupStatsAggregator, StatsConfig
+from trainwire.processors.stats import GroupStats, GroupStatsAggregator, StatsConfig, mean_of, pstd_of
 
 __all__ = ["CRITICAL", "INFO", "RULES", "WARNING", "HealthConfig", "HealthMonitor"]
 
@@ -263,7 +263,7 @@ class HealthMonitor(Processor[Event]):
                 half = c.loss_horizon // 2
                 first = [v for _, v in list(state.losses)[:half]]
                 second = [v for _, v in list(state.losses)[half:]]
-                a, b = math.fsum(first) / half, math.fsum(second) / half
+                a, b = mean_of(first), mean_of(second)
                 if a - b <= c.loss_min_decrease * abs(a):
                     s0, s_mid, s1 = state.losses[0][0], state.losses[half][0], state.losses[-1][0]
                     alert(
@@ -371,8 +371,8 @@ class HealthMonitor(Processor[Event]):
         if c.reward_window and mean is not None and math.isfinite(mean):
             history = [v for _, v in state.reward_means]
             if len(history) >= c.reward_min_history:
-                baseline = math.fsum(history) / len(history)
-                spread = _pstd(history)
+                baseline = mean_of(history)
+                spread = pstd_of(history)
                 threshold = max(c.reward_drop_min, c.reward_drop_sigmas * spread)
                 if baseline - mean > threshold:
                     alert(
@@ -468,8 +468,3 @@ def _median(values: list[float]) -> float:
     s = sorted(values)
     mid = len(s) // 2
     return s[mid] if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
-
-
-def _pstd(values: list[float]) -> float:
-    m = math.fsum(values) / len(values)
-    return math.sqrt(math.fsum((v - m) ** 2 for v in values) / len(values))

@@ -50,7 +50,9 @@ __all__ = [
     "RewardStatsProcessor",
     "StatsConfig",
     "Summary",
+    "mean_of",
     "pearson",
+    "pstd_of",
     "spearman",
 ]
 
@@ -501,13 +503,35 @@ class GroupStats:
 # --------------------------------------------------------------------------- small math
 
 
-def _mean(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
+def _scaled(values: Sequence[float]) -> tuple[list[float], int]:
+    """``values`` divided by a power of two that brings the largest magnitude into [0.5, 1), and that power.
+
+    Scaling by a power of two is exact (for values that stay normal), so sums and squares of the
+    scaled values cannot overflow however close to the float maximum the values are, and every
+    result computed on them scales back exactly.
+    """
+    largest = max((abs(v) for v in values), default=0.0)
+    exponent = math.frexp(largest)[1] if largest else 0
+    return [math.ldexp(v, -exponent) for v in values], exponent
 
 
-def _pstd(values: list[float]) -> float:
-    m = _mean(values)
-    return math.sqrt(math.fsum((v - m) ** 2 for v in values) / len(values))
+def mean_of(values: Sequence[float]) -> float:
+    """The mean of finite values (at least one): finite for any finite values, even near the float maximum."""
+    scaled, exponent = _scaled(values)
+    mean = math.fsum(scaled) / len(scaled)
+    return math.ldexp(min(max(mean, min(scaled)), max(scaled)), exponent)  # rounding never leaves [min, max]
+
+
+def pstd_of(values: Sequence[float]) -> float:
+    """The population std (ddof=0) of finite values (at least one): finite for any finite values.
+
+    It is at most half the range (max - min) / 2, so it is representable whenever the values are;
+    the result is kept within that bound against rounding.
+    """
+    scaled, exponent = _scaled(values)
+    mean = math.fsum(scaled) / len(scaled)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in scaled) / len(scaled))
+    return math.ldexp(min(std, (max(scaled) - min(scaled)) / 2), exponent)
 
 
 def _median(values: list[float]) -> float:
@@ -522,13 +546,16 @@ def pearson(xs: list[float], ys: list[float]) -> float | None:
         raise ValueError(f"pearson needs equally long lists, got {len(xs)} and {len(ys)}")
     if len(xs) < 2:
         return None
-    mx, my = _mean(xs), _mean(ys)
+    # Scaled (exactly, by a power of two each) so that no sum or square overflows; the
+    # correlation does not depend on the scale of either list.
+    (xs, _), (ys, _) = _scaled(xs), _scaled(ys)
+    mx, my = math.fsum(xs) / len(xs), math.fsum(ys) / len(ys)
     sxy = math.fsum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True))
     sxx = math.fsum((x - mx) ** 2 for x in xs)
     syy = math.fsum((y - my) ** 2 for y in ys)
     if sxx <= 0 or syy <= 0:
         return None
-    return max(-1.0, min(1.0, sxy / math.sqrt(sxx * syy)))
+    return max(-1.0, min(1.0, sxy / (math.sqrt(sxx) * math.sqrt(syy))))
 
 
 def _ranks(values: list[float]) -> list[float]:
@@ -643,7 +670,7 @@ class GroupStatsAggregator:
         for row in rows:
             if row[1] is not None:
                 groups.setdefault(row[1], []).append(row[2])
-        stds = [_pstd(values) for values in groups.values() if len(values) >= 2]
+        stds = [pstd_of(values) for values in groups.values() if len(values) >= 2]
         zero = sum(1 for s in stds if s <= eps)
         judge = self._judge.get(run, {})
         pairs = [(judge.pop(r[0]), r[2]) for r in rows if r[0] in judge]
@@ -656,9 +683,9 @@ class GroupStatsAggregator:
             groups=len(stds),
             zero_variance_groups=zero,
             zero_variance_share=zero / len(stds) if stds else None,
-            mean_group_std=_mean(stds) if stds else None,
-            reward_mean=_mean(rewards),
-            reward_std=_pstd(rewards),
+            mean_group_std=mean_of(stds) if stds else None,
+            reward_mean=mean_of(rewards),
+            reward_std=pstd_of(rewards),
             length_reward_corr=pearson([float(r[3]) for r in rows], rewards),
             judge_pairs=len(pairs),
             judge_pearson=pearson(js, rs),
