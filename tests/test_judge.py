@@ -22,10 +22,12 @@ from click.testing import CliRunner
 from helpers import read_events
 from transformers import TrainerState
 
-from trainwire.bus import Emitter
+from trainwire.bus import Emitter, open_consumer
+from trainwire.bus.base import Message, Record
+from trainwire.bus.local import LocalTransport
 from trainwire.config import Settings
 from trainwire.errors import ConfigError
-from trainwire.events import Alert, Event, Interaction, JudgeRequest, JudgeScore
+from trainwire.events import Alert, Event, Interaction, JudgeRequest, JudgeScore, decode, encode
 from trainwire.judge.client import BlockingJudge, Judge, JudgeConfig, completion_prompt
 from trainwire.judge.parser import ScoreScale, parse_judgement
 from trainwire.judge.prompts import BUILTIN_TEMPLATES, load_template, prompt_text
@@ -35,6 +37,7 @@ from trainwire.judge.trigger import JudgeTrigger, TriggerConfig, request_event_i
 from trainwire.judge.worker import JudgeWorker, judge_command, score_event_id
 from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.store.clickhouse import open_store
+from trainwire.topics import DEAD_LETTER, event_topic, topic_name
 
 FAST = {"backoff_s": (0.01, 0.05), "timeout_s": 10.0}
 
@@ -752,6 +755,75 @@ def test_worker_end_to_end(bus: str, request: pytest.FixtureRequest, tmp_path: P
     assert other == [{"n": 0}]
     score_ids = {score_event_id(request_event_id(e.event_id), "scripted-judge", judge.template_version) for e in sent}
     assert len(score_ids) == 6
+
+
+class FailsOnOneInteraction(JudgeTrigger):
+    """A trigger that raises on the interaction whose completion is "trigger fails"."""
+
+    def process(self, event: Event) -> list[Event]:
+        if isinstance(event.payload, Interaction) and event.payload.completion == "trigger fails":
+            raise ValueError("cannot take this interaction")
+        return super().process(event)
+
+
+class FailsOnOneRequest(Judge):
+    """A judge that raises on the request whose completion is "judge fails"."""
+
+    async def judge(self, request: JudgeRequest) -> JudgeScore:
+        if request.completion == "judge fails":
+            raise ValueError("cannot judge this request")
+        return await super().judge(request)
+
+
+def read_topic(settings: Settings, topic: str) -> list[Record]:
+    """Every record on ``topic`` (as a fresh consumer group)."""
+
+    async def main() -> list[Record]:
+        consumer = open_consumer(settings, [topic], f"reader-of-{topic}")
+        await consumer.start()
+        try:
+            return await consumer.getmany(timeout_ms=1000)
+        finally:
+            await consumer.stop()
+
+    return asyncio.run(main())
+
+
+def test_worker_dead_letters_a_record_it_cannot_decode_trigger_or_judge_and_goes_on(embedded_settings: Settings):
+    # Stand-ins for the trigger's and the judge's failures: no real input makes either raise (the
+    # judge turns every failure of a call into a failed score; the trigger copies fields that
+    # decode validated), so each fails on one record here, as code with a bug would. The record
+    # that does not decode is real.
+    settings = embedded_settings
+    completions = ["Paris", "trigger fails", "Berlin", "judge fails", "Rome"]
+    events = [Event(run_id="grpo-poison", payload=Interaction(prompt="capital?", completion=c)) for c in completions]
+
+    async def produce() -> None:
+        transport = LocalTransport(settings.data_dir)
+        await transport.start()
+        values = [encode(e) for e in events]
+        values.insert(2, b"not an event")
+        topic = event_topic(settings.topic_prefix, "interaction")
+        await transport.send_batch([Message(topic, b"grpo-poison", value) for value in values])
+        await transport.stop()
+
+    asyncio.run(produce())
+    with ScriptedJudgeServer(default="Score: 4\nReasoning: fine") as server:
+        judge = FailsOnOneRequest(config(server))
+        worker = run_worker(settings, judge, "judge", trigger=FailsOnOneInteraction())
+        assert (worker.requests_out, worker.scores_out, worker.dead_letters.count) == (4, 3, 3)
+        # committed past the dead letters: the same group reads nothing again
+        again = run_worker(settings, judge, "judge", idle_s=0.5, trigger=FailsOnOneInteraction())
+        assert again.records_in == 0
+    dead_letters = read_topic(settings, topic_name(settings.topic_prefix, DEAD_LETTER))
+    letters = {letter.value: letter.header("reason").decode() for letter in dead_letters}
+    assert letters.pop(encode(events[1])) == "not processed: trigger: ValueError: cannot take this interaction"
+    assert letters.pop(b"not an event").startswith("invalid event: ")
+    ((request, reason),) = letters.items()
+    assert decode(request).payload.completion == "judge fails"
+    assert reason == "not processed: judge: ValueError: cannot judge this request"
+    scores = [decode(r.value).payload for r in read_topic(settings, event_topic(settings.topic_prefix, "judge_score"))]
+    assert sorted(s.interaction_id for s in scores) == sorted(events[i].event_id for i in (0, 2, 4))
 
 
 def test_judge_run_command(embedded_settings: Settings):

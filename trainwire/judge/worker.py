@@ -12,7 +12,7 @@ The commit order of one batch, written down once in :meth:`JudgeWorker.process_b
 
 1. every record decoded and handled (requests published, scores judged and published);
 2. the emitter flushed (every event delivered to the bus, or fsynced to its spool);
-3. dead letters (undecodable records) published;
+3. dead letters (records that do not decode, or that the trigger or the judge fails on) published;
 4. consumer offsets committed.
 
 A crash replays at most one batch; the trigger's request ids and the scores' ids are derived
@@ -38,10 +38,10 @@ import click
 from trainwire.bus import Emitter, make_transport, open_consumer
 from trainwire.bus.publisher import Publisher
 from trainwire.config import Settings
-from trainwire.errors import BusError, EventError
-from trainwire.events import Event, Interaction, JudgeRequest, JudgeScore, decode
+from trainwire.errors import BusError
+from trainwire.events import Event, Interaction, JudgeRequest, JudgeScore
 from trainwire.judge.trigger import JudgeTrigger, TriggerConfig
-from trainwire.sinks.dead_letter import DeadLetters
+from trainwire.sinks.dead_letter import DeadLetters, failure
 from trainwire.topics import event_topic
 
 if TYPE_CHECKING:
@@ -134,31 +134,46 @@ class JudgeWorker:
                 await asyncio.to_thread(self.emitter.close)
 
     async def process_batch(self, records: list[Any]) -> None:
-        """Handle one batch up to the point where its offsets may be committed (steps 1-3 of the order)."""
+        """Handle one batch up to the point where its offsets may be committed (steps 1-3 of the order).
+
+        A record that does not decode, or that the trigger or the judge fails on, is a dead letter
+        with the reason (the workers' poison-record policy, :class:`~trainwire.sinks.dead_letter.DeadLetters`);
+        the rest of the batch is handled and committed.
+        """
         self.records_in += len(records)
-        requests: list[Event] = []
+        requests: list[tuple[Any, Event]] = []
         for record in records:
-            try:
-                event = decode(record.value, record.location)
-            except EventError as exc:
-                self.dead_letters.add(record, str(exc))
+            event = self.dead_letters.decode(record)
+            if event is None:
                 continue
             if isinstance(event.payload, Interaction):
                 if self.trigger is not None:
-                    for out in self.trigger.process(event):
+                    try:
+                        outputs = self.trigger.process(event)
+                    except Exception as exc:
+                        self.dead_letters.not_processed(record, [failure("trigger", exc)])
+                        continue
+                    for out in outputs:
                         self.emitter.emit(out)
                         self.requests_out += 1
             elif isinstance(event.payload, JudgeRequest):
-                requests.append(event)
-        if requests:
-            scores = await self.judge.judge_many([r.payload for r in requests])  # type: ignore[misc]
-            for request, score in zip(requests, scores, strict=True):
-                self.emitter.emit(score_event(request, score))
+                requests.append((record, event))
+        for score in await asyncio.gather(*(self._score(record, request) for record, request in requests)):
+            if score is not None:
+                self.emitter.emit(score)
                 self.scores_out += 1
-                self.failed_scores += not score.success
+                self.failed_scores += not score.payload.success
         if not await asyncio.to_thread(self.emitter.flush, self.flush_timeout_s):
             raise BusError(f"the emitter did not flush within {self.flush_timeout_s:g}s; the batch is not committed")
         await self._publisher.flush()
+
+    async def _score(self, record: Any, request: Event) -> Event | None:
+        """The score event answering ``request``; None when judging it raised (then it is a dead letter)."""
+        try:
+            return score_event(request, await self.judge.judge(request.payload))  # type: ignore[arg-type]
+        except Exception as exc:
+            self.dead_letters.not_processed(record, [failure("judge", exc)])
+            return None
 
 
 # --------------------------------------------------------------------------- commands

@@ -36,12 +36,10 @@ from typing import Any
 
 from trainwire.bus.base import Consumer, Record
 from trainwire.bus.publisher import Publisher, event_message
-from trainwire.errors import EventError
-from trainwire.events import decode
 from trainwire.gcpause import gc_paused
 from trainwire.runtime.stages import Stage, StateStore
 from trainwire.sinks.base import Sink, SinkBackpressure
-from trainwire.sinks.dead_letter import DeadLetters
+from trainwire.sinks.dead_letter import DeadLetters, failure
 
 logger = logging.getLogger("trainwire.pipeline")
 
@@ -83,7 +81,7 @@ class StageSet:
             try:
                 outputs.extend(stage.process(event))
             except Exception as exc:
-                failures.append(f"stage {stage.name}: {type(exc).__name__}: {exc}")
+                failures.append(failure(f"stage {stage.name}", exc))
         return outputs, failures
 
     def flush(self) -> None:
@@ -181,13 +179,8 @@ class WorkerCore:
         with the reason; nothing it raises goes further.
         """
         self.records_in += 1
-        try:
-            event = decode(record.value)
-        except EventError as exc:
-            self.dead_letters.add(record, f"invalid event: {exc.at(record.location)}")
-            return
-        except Exception as exc:  # a decoding failure trainwire did not foresee: still this record's alone
-            self.dead_letters.add(record, f"invalid event: {record.location}: {type(exc).__name__}: {exc}")
+        event = self.dead_letters.decode(record)
+        if event is None:
             return
         for sink in self.sinks:
             sink.add(event, record)
@@ -197,11 +190,11 @@ class WorkerCore:
                 try:
                     message = event_message(self.prefix, output)
                 except Exception as exc:
-                    failures.append(f"its {output.event_type} output: {type(exc).__name__}: {exc}")
+                    failures.append(failure(f"its {output.event_type} output", exc))
                 else:
                     self.publisher.add(message)
             if failures:
-                self.dead_letters.add(record, f"not processed: {'; '.join(failures)}")
+                self.dead_letters.not_processed(record, failures)
 
     def handle_batch(self, records: Iterable[Record], stages: StageSet | None) -> None:
         """:meth:`handle` each of ``records``, in order, with the cyclic garbage collector paused.

@@ -12,9 +12,16 @@ import logging
 
 from trainwire.bus.base import Message, Record
 from trainwire.bus.publisher import Publisher
+from trainwire.errors import EventError
+from trainwire.events import Event, decode
 from trainwire.topics import DEAD_LETTER, topic_name
 
 logger = logging.getLogger("trainwire.dead_letter")
+
+
+def failure(step: str, exc: Exception) -> str:
+    """How one step's failure on one record is named in its dead letter: ``"STEP: ErrorType: message"``."""
+    return f"{step}: {type(exc).__name__}: {exc}"
 
 
 class DeadLetters:
@@ -37,3 +44,21 @@ class DeadLetters:
         value = record.value if record.value is not None else b""  # a publisher measures and writes bytes
         self._publisher.add(Message(self.topic, record.key, value, headers))
         self.count += 1
+
+    def decode(self, record: Record) -> Event | None:
+        """The event in ``record``; None when it does not decode, and then it is a dead letter with the reason.
+
+        The poison-record policy's first half (:meth:`not_processed` is the second): whatever the
+        decoding raises is this record's alone.
+        """
+        try:
+            return decode(record.value)
+        except EventError as exc:
+            self.add(record, f"invalid event: {exc.at(record.location)}")
+        except Exception as exc:  # a decoding failure trainwire did not foresee: still this record's alone
+            self.add(record, f"invalid event: {record.location}: {type(exc).__name__}: {exc}")
+        return None
+
+    def not_processed(self, record: Record, failures: list[str]) -> None:
+        """Report ``record``, which decoded, as a dead letter because of ``failures`` (see :func:`failure`)."""
+        self.add(record, f"not processed: {'; '.join(failures)}")
