@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -192,6 +193,34 @@ def test_undelivered_events_wait_in_the_spool_for_the_next_process(embedded_sett
     assert successor.stats().replayed == 50
     got = {e.event_id for e in read_events(embedded_settings, expected=51)}
     assert {e.event_id for e in events} <= got
+
+
+def test_every_event_that_cannot_be_serialized_is_counted_and_the_first_named_by_its_field(
+    embedded_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A real serialization failure: orjson writes no set.
+    bad = [Event("run-a", Interaction(prompt="p", metadata={"tags": {i}})) for i in range(4)]
+    good = interactions(2)
+    caplog.set_level(logging.WARNING, logger="trainwire.emitter")
+    with Emitter(embedded_settings) as emitter:
+        for e in [good[0], *bad[:3], good[1]]:
+            emitter.emit(e)
+        assert emitter.flush(10)
+        stats = emitter.stats()
+        assert (stats.sent, stats.failed, stats.failed_by_reason) == (2, 3, {"not serializable": 3})
+        first, report = [r.getMessage() for r in caplog.records]  # one line for the first, then the count
+        assert f"event {bad[0].event_id} (interaction) cannot be serialized" in first
+        assert "payload.metadata: cannot be serialized: Type is not JSON serializable: set" in first
+        assert report == "trainwire: 3 events failed since the last report (not serializable: 3); 3 in all"
+        caplog.clear()
+        assert emitter.flush(10)
+        assert caplog.records == []  # nothing failed since
+        emitter.emit(bad[3])
+    assert [r.getMessage() for r in caplog.records] == [
+        "trainwire: 1 events failed since the last report (not serializable: 1); 4 in all"
+    ]
+    assert emitter.stats().failed_by_reason == {"not serializable": 4}
+    assert [e.event_id for e in read_events(embedded_settings, expected=2)] == [e.event_id for e in good]
 
 
 class SizeLimitedTransport(LocalTransport):

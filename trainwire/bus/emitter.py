@@ -16,7 +16,11 @@ Nothing is dropped silently:
   oldest queued event itself, and such events go to the spool ``batch_size`` at a time;
 - an event the bus refuses for good (larger than it takes) is counted as ``failed``, logged, and
   kept with the reason in ``{data_dir}/rejected/events.jsonl``; the events after it go on as usual;
-- an event that cannot even be serialized is counted as ``failed`` and logged with the reason;
+- an event that cannot even be serialized is counted as ``failed`` and logged with the field that
+  failed;
+- every event counted as ``failed`` is also counted by its reason (:attr:`EmitterStats.failed_by_reason`);
+  the first failure of each reason is logged at once, and ``flush()`` and ``close()`` log how many
+  events failed, by reason, since the last such report;
 - at exit (normal, Ctrl+C, or an exception in the caller) ``close()`` runs from ``atexit`` and
   drains the queue within a deadline; what is left is in the spool, which the next emitter for
   the same bus and data directory replays.
@@ -36,7 +40,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -46,8 +50,8 @@ from trainwire.bus.publisher import event_message
 from trainwire.bus.rejected import RejectedEvents
 from trainwire.bus.spool import Spool, spool_dir
 from trainwire.config import Settings
-from trainwire.errors import BusError
-from trainwire.events import Event
+from trainwire.errors import BusError, EventError
+from trainwire.events import Event, check_event
 
 logger = logging.getLogger("trainwire.emitter")
 
@@ -69,6 +73,13 @@ class EmitterStats:
     """In memory now, waiting for the background thread."""
     spool_pending: int
     """In the spool now, waiting for the bus."""
+    failed_by_reason: dict[str, int] = field(default_factory=dict)
+    """``failed`` by reason: :data:`REFUSED`, :data:`NOT_SERIALIZABLE`, :data:`SPOOL_UNWRITABLE`."""
+
+
+REFUSED = "refused by the bus"
+NOT_SERIALIZABLE = "not serializable"
+SPOOL_UNWRITABLE = "spool not writable"
 
 
 class _RateLimitedLog:
@@ -152,6 +163,9 @@ class Emitter:
         self._closed = False
         self._deadline = float("inf")
         self._sent = self._spooled = self._replayed = self._failed = 0
+        self._failed_by_reason: dict[str, int] = {}
+        self._failed_reported: dict[str, int] = {}
+        """``_failed_by_reason`` as :meth:`_report_failed` last logged it."""
         self._connected = False
         self._next_attempt = 0.0
         self._backoff = self._backoff_min
@@ -186,7 +200,9 @@ class Emitter:
         with self._waiters_lock:
             self._flush_waiters.append(waiter)
         self._wake()
-        return waiter.wait(timeout)
+        flushed = waiter.wait(timeout)
+        self._report_failed()
+        return flushed
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver or spool everything, stop the thread and disconnect. Idempotent."""
@@ -206,6 +222,7 @@ class Emitter:
         if self._queue:  # the thread could not finish in time: keep the rest on disk
             self._spill_many(_pop_front(self._queue, len(self._queue)))
         self._spool.close()
+        self._report_failed()
         if self._spool.pending:
             logger.warning(
                 "trainwire: %d events could not reach the bus and wait in %s; "
@@ -228,6 +245,7 @@ class Emitter:
             failed=self._failed,
             queued=len(self._queue) + len(self._overflow),
             spool_pending=self._spool.pending,
+            failed_by_reason=dict(self._failed_by_reason),
         )
 
     def __enter__(self) -> Emitter:
@@ -415,7 +433,7 @@ class Emitter:
     def _reject(self, refused: list[Refused]) -> None:
         """Count, log and keep in the rejected file each message the bus refused for good."""
         for r in refused:
-            self._failed += 1
+            self._count_failed(REFUSED, 1)
             try:
                 self._rejected.append(r)
                 kept = f"kept in {self._rejected.path}"
@@ -444,7 +462,7 @@ class Emitter:
             self._spooled += len(frames)
         except WriteFailed as exc:
             self._spooled += exc.written
-            self._failed += len(frames) - exc.written
+            self._count_failed(SPOOL_UNWRITABLE, len(frames) - exc.written)
             self._log.warning(
                 "spool",
                 "trainwire: cannot write the spool %s, %d events lost: %s",
@@ -474,12 +492,38 @@ class Emitter:
         for event in events:
             try:
                 messages.append(event_message(prefix, event))
-            except (TypeError, ValueError) as exc:
-                self._failed += 1
-                self._log.warning(
-                    "encode", "trainwire: event %s (%s) cannot be serialized: %s", event.event_id, event.event_type, exc
-                )
+            except Exception as exc:  # whatever a value of a foreign type raises: this event's alone
+                if self._count_failed(NOT_SERIALIZABLE, 1):
+                    logger.warning(
+                        "trainwire: event %s (%s) cannot be serialized, so it is dropped: %s; further events that "
+                        "cannot be are counted and reported at flush and close",
+                        event.event_id,
+                        event.event_type,
+                        _unserializable_field(event, exc),
+                    )
         return messages
+
+    def _count_failed(self, reason: str, count: int) -> bool:
+        """Count ``count`` failed events for ``reason``; True when they are the first for that reason."""
+        self._failed += count
+        before = self._failed_by_reason.get(reason, 0)
+        self._failed_by_reason[reason] = before + count
+        return before == 0
+
+    def _report_failed(self) -> None:
+        """Log how many events failed since the last report, by reason (nothing when none did)."""
+        counts = dict(self._failed_by_reason)
+        new = {reason: n - self._failed_reported.get(reason, 0) for reason, n in counts.items()}
+        new = {reason: n for reason, n in new.items() if n}
+        if not new:
+            return
+        self._failed_reported = counts
+        logger.warning(
+            "trainwire: %d events failed since the last report (%s); %d in all",
+            sum(new.values()),
+            ", ".join(f"{reason}: {n}" for reason, n in sorted(new.items())),
+            sum(counts.values()),
+        )
 
     async def _disconnect(self) -> None:
         if not self._connected:
@@ -506,6 +550,17 @@ class Emitter:
             self._sync()
         for waiter in waiters:
             waiter.set()
+
+
+def _unserializable_field(event: Event, exc: Exception) -> str:
+    """``exc`` of serializing ``event``, as the field that failed and why (from :func:`check_event`)."""
+    try:
+        check_event(event)
+    except EventError as error:
+        return str(error)
+    except Exception:  # the check itself cannot read the event: the original error is all there is
+        pass
+    return f"(event): {type(exc).__name__}: {exc}"
 
 
 def _pop_front(queue: deque[Event], count: int) -> list[Event]:
