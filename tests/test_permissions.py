@@ -108,3 +108,24 @@ def test_the_command_keeps_chdb_data_private_too(tmp_path: Path) -> None:
     assert any(name.startswith("clickhouse/") and not (data_dir / name).is_dir() for name in found)
     assert "examples.jsonl" in found
     assert not_private(found, data_dir) == {}
+
+
+def test_worker_state_import_ledger_probe_list_and_judge_cache_are_private_under_umask_022(tmp_path: Path) -> None:
+    """The files a library caller (not the command, whose umask is 077) makes beside the bus and the store."""
+    from trainwire.judge.client import JudgeCache
+    from trainwire.producers.importers import Ledger
+    from trainwire.producers.probe import DoneList
+    from trainwire.runtime.stages import StateStore
+
+    data_dir = tmp_path / "data"
+    with umask(0o022):
+        data_dir.mkdir(mode=0o700)
+        StateStore(data_dir / "state" / "group").save("stages", {"step": 1})
+        Ledger(data_dir).add({"path": "a.jsonl", "size": 1, "complete": True})
+        DoneList(data_dir / "probe" / "done.jsonl").add_many([("run", "model", "sample")])
+        cache = JudgeCache(data_dir / "judge" / "cache.sqlite")
+        cache.put("key", "Score: 5", 1.0)
+    found = modes(data_dir)
+    assert {"state/group/stages.json", "probe/done.jsonl", "judge/cache.sqlite"} <= found.keys()
+    assert any(name.startswith("imports") or "ledger" in name for name in found), found
+    assert not_private(found, data_dir) == {}

@@ -46,6 +46,7 @@ import orjson
 
 from trainwire.config import Secret
 from trainwire.errors import ConfigError, MissingExtraError
+from trainwire.private_files import open_private
 
 try:
     import openai
@@ -176,7 +177,7 @@ class JudgeCache:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        open_private(self.path, "ab").close()  # 0600 before SQLite opens it: its -wal and -shm files take its mode
         self._lock = threading.Lock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

@@ -67,6 +67,7 @@ from trainwire.bus import Emitter
 from trainwire.config import Settings
 from trainwire.errors import EventError
 from trainwire.events import Event, Interaction, Source, check_event, check_ts, ts_out_of_range
+from trainwire.private_files import open_private
 from trainwire.producers.api import make_interaction
 
 __all__ = [
@@ -404,8 +405,7 @@ class Ledger:
 
     def add(self, entry: dict[str, Any]) -> None:
         """Append ``entry`` (locked, so concurrent imports do not interleave lines)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "ab") as handle:
+        with open_private(self.path, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 handle.write(orjson.dumps(entry) + b"\n")

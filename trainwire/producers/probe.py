@@ -36,6 +36,7 @@ from trainwire.bus import Emitter
 from trainwire.config import Settings
 from trainwire.errors import MissingExtraError, TrainwireError
 from trainwire.events import Event, Logits, Source
+from trainwire.private_files import open_private
 
 __all__ = [
     "DEFAULT_WORDS",
@@ -218,8 +219,7 @@ class DoneList:
         """Record ``keys`` as done (written and fsynced before returning)."""
         if not keys:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as fh:
+        with open_private(self.path, "a", encoding="utf-8") as fh:
             fh.writelines(json.dumps({"run": r, "model": m, "sample": s}) + "\n" for r, m, s in keys)
             fh.flush()
             os.fsync(fh.fileno())

@@ -71,6 +71,7 @@ from trainwire.bus.base import Record
 from trainwire.bus.kafka import FETCH_MAX_WAIT_MS
 from trainwire.config import Settings
 from trainwire.errors import BusError, ConfigError
+from trainwire.private_files import private_dir
 from trainwire.processors.base import StateError
 from trainwire.runtime import WorkerOptions, build_core, build_stages
 from trainwire.runtime.pipeline import StageSet
@@ -522,7 +523,7 @@ def create_app(
         partitions = asyncio.run(topic_partitions(settings))
     ident = app_id(settings, options)
     datadir = Path(settings.data_dir) / "faust" / ident
-    datadir.mkdir(parents=True, exist_ok=True)
+    private_dir(datadir)
     app = _App(
         ident,
         broker=[f"kafka://{host}" for host in settings.kafka.split(",")],  # type: ignore[union-attr]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainwire.events import Alert, Event, Interaction, JudgeScore
-from trainwire.private_files import open_private
+from trainwire.private_files import open_private, replace_private
 from trainwire.processors.base import StateError
 from trainwire.processors.dataset import DatasetConfig, DatasetProcessor
 from trainwire.processors.health import HealthConfig, HealthMonitor
@@ -152,15 +152,8 @@ class StateStore:
 
     def save(self, name: str, snapshot: dict[str, Any]) -> None:
         """Replace the snapshot of stage ``name`` (write, fsync, rename)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        path = self.directory / f"{name}.json"
-        tmp = path.with_suffix(".tmp")
-        text = json.dumps(snapshot)  # in one piece: json.dump writes chunk by chunk, several times slower
-        with open(tmp, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        # in one piece: json.dump writes chunk by chunk, several times slower
+        replace_private(self.directory / f"{name}.json", json.dumps(snapshot).encode())
 
     def _keys_path(self, name: str, stage: str) -> Path:
         return self.directory / f"{name}.{stage}.keys"
