@@ -162,7 +162,7 @@ class Emitter:
         self._closing = False
         self._closed = False
         self._deadline = float("inf")
-        self._sent = self._spooled = self._replayed = self._failed = 0
+        self._sent = self._spooled = self._replayed = 0
         self._failed_by_reason: dict[str, int] = {}
         self._failed_reported: dict[str, int] = {}
         """``_failed_by_reason`` as :meth:`_report_failed` last logged it."""
@@ -242,7 +242,7 @@ class Emitter:
             sent=self._sent,
             spooled=self._spooled,
             replayed=self._replayed,
-            failed=self._failed,
+            failed=sum(self._failed_by_reason.values()),
             queued=len(self._queue) + len(self._overflow),
             spool_pending=self._spool.pending,
             failed_by_reason=dict(self._failed_by_reason),
@@ -505,7 +505,6 @@ class Emitter:
 
     def _count_failed(self, reason: str, count: int) -> bool:
         """Count ``count`` failed events for ``reason``; True when they are the first for that reason."""
-        self._failed += count
         before = self._failed_by_reason.get(reason, 0)
         self._failed_by_reason[reason] = before + count
         return before == 0
