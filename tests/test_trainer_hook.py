@@ -526,3 +526,40 @@ def test_events_held_by_a_run_that_crashes_are_delivered_at_exit(embedded_settin
 
     _, steps = split(read_events(embedded_settings))
     assert [s.loss for s in steps] == [1.0, 2.0, 3.0]  # the two still held went out before the emitter closed
+
+
+def test_columns_and_metrics_that_reward_functions_log_reach_the_events(tiny_model, embedded_settings, tmp_path):
+    """TRL passes reward functions ``log_extra`` (a column) and ``log_metric`` (a scalar per batch)."""
+    logged_columns: list[tuple[str, str]] = []  # (completion, the parsed answer it logged)
+    logged_metrics: list[float] = []
+
+    def answer_match(prompts, completions, answer, log_extra, log_metric, **kwargs):
+        parsed = ["".join(ch for ch in _text(c) if ch.isdigit()) or "none" for c in completions]
+        values = [float(p == a) for p, a in zip(parsed, answer, strict=True)]
+        log_extra("parsed_answer", parsed)
+        log_metric("parse_rate", sum(p != "none" for p in parsed) / len(parsed))
+        logged_columns.extend(zip(map(_text, completions), parsed, strict=True))
+        logged_metrics.append(sum(p != "none" for p in parsed) / len(parsed))
+        return values
+
+    trainer = GRPOTrainer(
+        model=str(tiny_model),
+        processing_class=AutoTokenizer.from_pretrained(tiny_model),
+        reward_funcs=[answer_match, RewardLog().funcs()[0]],
+        args=grpo_args(tmp_path, max_steps=3),
+        train_dataset=math_dataset(6),
+    )
+    emitter = Emitter(embedded_settings)
+    instrument_trainer(trainer, run_id="logged", emitter=emitter)
+    trainer.train()
+    emitter.close()
+
+    interactions, steps = split(read_events(embedded_settings))
+    assert len(interactions) == 3 * 4
+    emitted = sorted((i.completion, i.metadata["parsed_answer"]) for i in interactions)
+    assert emitted == sorted(logged_columns)  # each completion's own value, next to the dataset's columns
+    assert all("answer" in i.metadata for i in interactions)
+    per_step = {s.step: s for s in steps if s.loss is not None}
+    assert sorted(per_step) == [1, 2, 3]
+    for step, value in zip((1, 2, 3), logged_metrics, strict=True):  # one generation batch per step
+        assert per_step[step].metrics["parse_rate"] == pytest.approx(value)

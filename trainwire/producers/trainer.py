@@ -16,9 +16,11 @@ What goes on the bus:
 - ``interaction`` (GRPO): one per sampled completion, with the prompt, the completion, every
   reward function's value (``rewards``), the weighted total (``reward``, TRL's ``reward_weights``),
   the group (``group_id = "{step}:{prompt index}"``, ``group_index`` = which of the
-  ``num_generations`` samples), the advantage, token counts and the dataset's extra columns
-  (``metadata``). ``step`` is the optimizer step that trains on the completion: the same number
-  as the ``train_step`` event that logs its reward means (TRL's ``global_step + 1`` at scoring).
+  ``num_generations`` samples), the advantage, token counts, the dataset's extra columns and the
+  columns reward functions log with TRL's ``log_extra(column, values)`` (``metadata``). Metrics
+  they log with ``log_metric(name, value)`` are in TRL's logs, so in the step's ``train_step``.
+  ``step`` is the optimizer step that trains on the completion: the same number as the
+  ``train_step`` event that logs its reward means (TRL's ``global_step + 1`` at scoring).
 
 How: the reward functions are wrapped (``functools.wraps``, the name kept, async kept async) so
 each one's values are recorded; reward *models* (``nn.Module`` entries of ``reward_funcs``, which
@@ -356,8 +358,15 @@ class _RolloutCollector:
 
     # ---- reward function side
 
-    def record(self, position: int, kwargs: dict[str, Any], result: Any) -> None:
-        """Record one reward function's values for the batch ``kwargs`` describes."""
+    def record(
+        self, position: int, kwargs: dict[str, Any], result: Any, logged: dict[str, list[Any]] | None = None
+    ) -> None:
+        """Record one reward function's values for the batch ``kwargs`` describes.
+
+        ``logged``: the columns the function logged with TRL's ``log_extra`` (one value per
+        completion), which go to the interactions' metadata like the dataset's columns (a logged
+        column wins over a dataset column of the same name).
+        """
         completions = kwargs.get("completions")
         if completions is None:
             self.telemetry.log.warning("args", "trainwire: a reward function was called without completions=")
@@ -383,6 +392,7 @@ class _RolloutCollector:
                         len(dropped.completions),
                     )
             batch.values[position] = values
+            batch.columns.update(logged or {})
             # with a trainer, finish_generation takes the batch once TRL's scoring is over, even if a
             # recording failed; without one, the batch is over once every function recorded
             if self.trainer is not None or len(batch.values) < len(self.recorded):
@@ -702,26 +712,28 @@ def _wrap(func: Callable[..., Any], position: int, collector: _RolloutCollector)
     name = collector.names[position]
     collector.recorded.add(position)
 
-    def record(kwargs: dict[str, Any], result: Any) -> None:
+    def record(kwargs: dict[str, Any], result: Any, logged: dict[str, list[Any]]) -> None:
         try:
             if result is not None:
-                collector.record(position, kwargs, result)
+                collector.record(position, kwargs, result, logged)
         except Exception:
             collector.telemetry.log.warning("reward", "trainwire: recording reward function %s failed", name)
 
     if _is_async(func):
 
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            logged = _capture_log_extra(kwargs)
             result = await func(*args, **kwargs)
-            record(kwargs, result)
+            record(kwargs, result, logged)
             return result
 
         wrapper = async_wrapper
     else:
 
         def sync_wrapper(*args: Any, **kwargs: Any) -> Any:
+            logged = _capture_log_extra(kwargs)
             result = func(*args, **kwargs)
-            record(kwargs, result)
+            record(kwargs, result, logged)
             return result
 
         wrapper = sync_wrapper
@@ -733,6 +745,25 @@ def _wrap(func: Callable[..., Any], position: int, collector: _RolloutCollector)
     wrapper.__qualname__ = name
     wrapper._trainwire_collector = collector  # type: ignore[attr-defined]
     return wrapper
+
+
+def _capture_log_extra(kwargs: dict[str, Any]) -> dict[str, list[Any]]:
+    """Replace TRL's ``log_extra`` in a reward function's ``kwargs`` by one that also keeps what is logged.
+
+    Returns the columns the call logs (filled while it runs), each a list of one value per
+    completion, as TRL's ``log_extra(column, values)`` takes them; TRL still gets every call.
+    """
+    logged: dict[str, list[Any]] = {}
+    trl_log_extra = kwargs.get("log_extra")
+    if not callable(trl_log_extra):
+        return logged
+
+    def log_extra(column: str, values: list[Any]) -> None:
+        trl_log_extra(column, values)
+        logged.setdefault(column, []).extend(values)
+
+    kwargs["log_extra"] = log_extra
+    return logged
 
 
 def _unwrap(func: Any) -> Any:
