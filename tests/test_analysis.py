@@ -428,6 +428,19 @@ def test_judge_agreement_and_judge_by_step(store):
     assert (steps["a", 1]["pairs"], steps["a", 1]["mean_judge"], steps["a", 1]["mean_reward"]) == (1, 1.0, 2.0)
 
 
+def test_a_reward_function_without_values_gives_no_pairs(store):
+    """Pairs need a value of the reward function: none for one no interaction has (was: its NULLs
+    counted as 0.0, the alias assumeNotNull(reward) shadowing the column in WHERE); a judged
+    interaction without a step is not put on step 0."""
+    store.insert_events([Event("a", JudgeScore("ev-07", "judge", "v1", score=5, score_normalized=1.0), ts=T0)])
+    (row,) = run_query(store, "judge_agreement", reward_fn="accuracy").to_pylist()
+    assert (row["pairs"], row["mean_reward"], row["median_agreement"]) == (0, None, None)
+    assert run_query(store, "judge_disagreements", reward_fn="accuracy", min_gap=0.0).num_rows == 0
+    assert run_query(store, "judge_confusion", reward_fn="accuracy").num_rows == 0
+    steps = _by(run_query(store, "judge_by_step").to_pylist(), "run_id", "step")
+    assert set(steps) == {("a", 0), ("a", 1)} and steps["a", 0]["pairs"] == 4
+
+
 def _carrying(events: list[Event], keep: set[str]) -> list[Event]:
     """``events`` with the judge scores on ``keep`` carrying their interaction's step and rewards,
     as the judge worker writes them (the scores of ``_judge_scores`` carry nothing)."""
@@ -808,6 +821,24 @@ def test_query_command(embedded_settings):
     result = runner.invoke(query_command, ["reward_histogram", "-p", "bins=x"], obj=embedded_settings)
     assert result.exit_code != 0 and "bins" in result.output
     assert get_query("reward_histogram").param("bins").default == 20
+
+
+def test_query_names_a_reward_function_the_runs_do_not_have(embedded_settings):
+    _fill(embedded_settings)
+    runner = CliRunner()
+    result = runner.invoke(
+        query_command, ["judge_agreement", "-p", "reward_fn=accuracy", "-p", "runs=a"], obj=embedded_settings
+    )
+    assert result.exit_code == 1
+    assert "run a has no reward function 'accuracy' (it has total, acc, fmt)" in result.output
+    result = runner.invoke(query_command, ["judge_agreement", "-p", "reward_fn=accuracy"], obj=embedded_settings)
+    assert result.exit_code == 1
+    assert "no run has a reward function 'accuracy' (run a has total, acc, fmt; run b has total, acc)" in result.output
+    result = runner.invoke(
+        query_command, ["judge_agreement", "-p", "reward_fn=fmt", "--format", "json"], obj=embedded_settings
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)[0]["pairs"] == 5
 
 
 def test_analyze_command_writes_the_report(embedded_settings, tmp_path: Path):

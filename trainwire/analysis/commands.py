@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import click
@@ -69,7 +70,7 @@ def query_command(settings: Settings, name: str | None, pairs: tuple[str, ...], 
 
 
 def _query(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: str, list_: bool) -> None:
-    from trainwire.analysis.queries import get_query, list_queries, run_query
+    from trainwire.analysis.queries import check_reward_fn, get_query, list_queries, run_query
     from trainwire.cli import print_table
 
     if list_ or not name:
@@ -84,8 +85,10 @@ def _query(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: st
         return
     query = get_query(name)  # unknown names fail before opening the store
     params = _parse_params(pairs)
-    query.bind(params)  # unknown, missing or malformed parameters fail before opening the store too
+    bound = query.bind(params)  # unknown, missing or malformed parameters fail before opening the store too
     with _open(settings) as store:
+        if "reward_fn" in params:  # a reward function the runs do not have is named, not answered with nothing
+            check_reward_fn(store, name, bound.get("runs", []), bound["reward_fn"])
         table = run_query(store, name, **params)
     from trainwire.analysis.report import to_jsonable
 
@@ -128,10 +131,21 @@ def analyze_command(
     and an interactive dashboard.html that opens from a file (no server, no network).
     """
     from trainwire.analysis.report import analyze
+    from trainwire.progress import Progress
 
+    started = time.monotonic()
+    queries = 0
     try:
-        with _open(settings) as store:
-            report = analyze(store, output, list(runs), threshold=threshold, bins=bins, samples=samples, seed=seed)
+        with _open(settings) as store, Progress("analyze") as progress:
+
+            def ran(done: int, total: int) -> None:
+                nonlocal queries
+                queries = done
+                progress.update(done, f"{done}/{total} queries", total=total)
+
+            report = analyze(
+                store, output, list(runs), threshold=threshold, bins=bins, samples=samples, seed=seed, on_query=ran
+            )
     except TrainwireError as exc:
         raise click.ClickException(str(exc)) from exc
     if report.results.empty:
@@ -140,3 +154,8 @@ def analyze_command(
     click.echo(f"wrote {len(report.files)} files to {output}:")
     for path in report.files:
         click.echo(f"  {path.name}")
+    analyzed = len({row["run_id"] for row in report.results.rows("runs_overview")})
+    click.echo(
+        f"analyzed {analyzed} run{'s' if analyzed != 1 else ''}: {queries} queries, "
+        f"{len(report.files)} files in {time.monotonic() - started:.1f}s"
+    )

@@ -39,6 +39,7 @@ __all__ = [
     "Query",
     "QueryError",
     "QueryParam",
+    "check_reward_fn",
     "convert_param",
     "get_query",
     "list_queries",
@@ -271,6 +272,28 @@ def run_query(store: Store, name: str, **params: Any) -> pa.Table:
     """Run the named query with ``params`` (checked and converted); the result as an Arrow table."""
     query = get_query(name)
     return store.query_arrow(query.sql, query.bind(params) or None)
+
+
+def check_reward_fn(store: Store, query: str, runs: list[str], reward_fn: str) -> None:
+    """Raise a :class:`QueryError` for ``query`` when no run of ``runs`` (every run when empty) has
+    a value of the reward function ``reward_fn``, naming the reward functions each run has: such a
+    query answers with no pairs and no rows, which alone reads as if there were nothing to compare.
+    """
+    have: dict[str, list[str]] = {}
+    for row in run_query(store, "reward_functions", runs=runs).to_pylist():
+        have.setdefault(row["run_id"], []).append(row["reward_fn"])
+    if any(reward_fn in names for names in have.values()):
+        return
+    if not have:
+        selected = f"run {', '.join(runs)} has" if runs else "no run has any"
+        problem = f"no reward function {reward_fn!r}: {selected} rewards stored"
+    elif len(have) == 1:
+        ((run, names),) = have.items()
+        problem = f"run {run} has no reward function {reward_fn!r} (it has {', '.join(names)})"
+    else:
+        listing = "; ".join(f"run {run} has {', '.join(names)}" for run, names in have.items())
+        problem = f"no run has a reward function {reward_fn!r} ({listing})"
+    raise QueryError(query, problem)
 
 
 STANDARD_QUERIES: dict[str, dict[str, Any]] = {

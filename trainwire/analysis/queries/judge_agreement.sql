@@ -68,8 +68,12 @@ FROM
                 -- sort a few rows per run instead of every pair
                 SELECT
                     if({by_run:Bool}, toString(run_id), '*') AS run_id, score AS judge, assumeNotNull(reward) AS reward, count() AS n
-                FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
-                WHERE reward IS NOT NULL
+                -- (filtered before the SELECT, where reward is the alias of assumeNotNull(reward))
+                FROM
+                (
+                    SELECT * FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
+                    WHERE reward IS NOT NULL
+                )
                 GROUP BY run_id, judge, reward
             )
         )

@@ -10,7 +10,7 @@ SELECT
     count() AS pairs,
     avg(score) AS mean_judge,
     avg(reward) AS mean_reward
-FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = 'total')
-WHERE step IS NOT NULL
+-- (filtered before the SELECT, where step is the alias of assumeNotNull(step))
+FROM (SELECT * FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = 'total') WHERE step IS NOT NULL)
 GROUP BY run_id, step
 ORDER BY run_id, step

@@ -23,8 +23,12 @@ FROM
         min(reward) OVER () AS lo,
         max(reward) OVER () AS hi,
         if(hi > lo, (reward - lo) / (hi - lo), NULL) AS scaled
-    FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
-    WHERE reward IS NOT NULL
+    -- (filtered before the SELECT, where reward is the alias of assumeNotNull(reward))
+    FROM
+    (
+        SELECT * FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
+        WHERE reward IS NOT NULL
+    )
 ) AS p
 LEFT JOIN
 (
