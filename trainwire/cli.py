@@ -11,8 +11,10 @@ import contextlib
 import csv
 import io
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
@@ -20,8 +22,12 @@ from click.core import ParameterSource
 from trainwire.config import Settings
 from trainwire.errors import TrainwireError
 from trainwire.private_files import make_process_private
+from trainwire.progress import Progress, RateMeter
 from trainwire.sinks.dataset import FORMATS, dataset_config, dataset_filter_options
 from trainwire.ui.command import ui_options
+
+if TYPE_CHECKING:
+    from trainwire.runtime.pipeline import WorkerCore
 
 
 class _Group(click.Group):
@@ -214,6 +220,12 @@ def worker(
             ui = start_ui(ch or stack.enter_context(open_reader(settings)), ui_port)
             stack.callback(ui.stop)
             click.echo(f"web UI: {ui.url}")
+        started = time.monotonic()
+        progress = stack.enter_context(Progress("worker"))
+
+        def show(core: WorkerCore) -> None:
+            progress.update(status=worker_status(core))
+
         if runtime == "faust":
             from trainwire.runtime.faust_app import run_faust_worker
 
@@ -226,14 +238,30 @@ def worker(
                 partitions=partitions,
                 flush_interval_s=flush_interval,
                 session_timeout_s=session_timeout,
+                on_start=show,
             )
             core = done.core
         else:
-            core = run_worker(settings, ch, options, idle_exit_s=until_idle, flush_interval_s=flush_interval).core
+            core = run_worker(
+                settings, ch, options, idle_exit_s=until_idle, flush_interval_s=flush_interval, on_start=show
+            ).core
+    elapsed = time.monotonic() - started
     click.echo(
-        f"worker stopped: {core.records_in} records, {core.publisher.published} published, "
-        f"{core.dead_letters.count} dead letters"
+        f"worker stopped: {core.records_in} records consumed, {core.events_stored} stored, "
+        f"{core.publisher.published} published, {core.dead_letters.count} dead letters "
+        f"in {elapsed:.1f}s ({core.records_in / max(elapsed, 1e-9):.0f} records/s)"
     )
+
+
+def worker_status(core: WorkerCore) -> Callable[[], str]:
+    """The worker's progress text: events consumed and stored so far, and per second lately."""
+    consumed, stored = RateMeter(), RateMeter()
+
+    def status() -> str:
+        records, events = core.records_in, core.events_stored
+        return f"{records} consumed ({consumed(records):.0f}/s) · {events} stored ({stored(events):.0f}/s)"
+
+    return status
 
 
 def _options_given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:

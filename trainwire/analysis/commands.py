@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from pathlib import Path
 
 import click
@@ -130,10 +131,21 @@ def analyze_command(
     and an interactive dashboard.html that opens from a file (no server, no network).
     """
     from trainwire.analysis.report import analyze
+    from trainwire.progress import Progress
 
+    started = time.monotonic()
+    queries = 0
     try:
-        with _open(settings) as store:
-            report = analyze(store, output, list(runs), threshold=threshold, bins=bins, samples=samples, seed=seed)
+        with _open(settings) as store, Progress("analyze") as progress:
+
+            def ran(done: int, total: int) -> None:
+                nonlocal queries
+                queries = done
+                progress.update(done, f"{done}/{total} queries", total=total)
+
+            report = analyze(
+                store, output, list(runs), threshold=threshold, bins=bins, samples=samples, seed=seed, on_query=ran
+            )
     except TrainwireError as exc:
         raise click.ClickException(str(exc)) from exc
     if report.results.empty:
@@ -142,3 +154,8 @@ def analyze_command(
     click.echo(f"wrote {len(report.files)} files to {output}:")
     for path in report.files:
         click.echo(f"  {path.name}")
+    analyzed = len({row["run_id"] for row in report.results.rows("runs_overview")})
+    click.echo(
+        f"analyzed {analyzed} run{'s' if analyzed != 1 else ''}: {queries} queries, "
+        f"{len(report.files)} files in {time.monotonic() - started:.1f}s"
+    )

@@ -14,9 +14,11 @@ all to ``analysis_results.json``. :func:`analyze` does the whole report::
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -133,8 +135,13 @@ def collect(
     bins: int = 20,
     samples: int = 5,
     seed: int = 42,
+    on_query: Callable[[int, int], None] | None = None,
 ) -> AnalysisResults:
-    """Run the standard queries for ``runs`` (empty: every run) and keep their rows."""
+    """Run the standard queries for ``runs`` (empty: every run) and keep their rows.
+
+    ``on_query(done, total)`` is called after each query (the total counts the sample queries,
+    which are left out when no run has interactions).
+    """
     runs = list(runs)
     results = AnalysisResults(runs=runs, threshold=threshold, generated_at=datetime.now(UTC))
     overview = run_query(store, "runs_overview", runs=runs).to_pylist()
@@ -142,16 +149,25 @@ def collect(
     results.params["runs_overview"] = {"query": "runs_overview", "params": {"runs": runs}}
     if not overview:
         return results
-    for name, (query, params) in _sections(runs, threshold, bins, _time_bucket(overview)).items():
+    sections = _sections(runs, threshold, bins, _time_bucket(overview))
+    sample_orders = SAMPLE_ORDERS if any(r["interactions"] for r in overview) else ()
+    done = itertools.count(1)
+
+    def ran() -> None:
+        if on_query is not None:
+            on_query(next(done), len(sections) + len(sample_orders))
+
+    ran()  # runs_overview
+    for name, (query, params) in sections.items():
         if name == "runs_overview":
             continue
         results.tables[name] = run_query(store, query, **params).to_pylist()
         results.params[name] = {"query": query, "params": params}
-    if any(r["interactions"] for r in overview):
-        for order in SAMPLE_ORDERS:
-            results.samples[order] = run_query(
-                store, "samples", runs=runs, order=order, limit=samples, seed=seed
-            ).to_pylist()
+        ran()
+    for order in sample_orders:
+        rows = run_query(store, "samples", runs=runs, order=order, limit=samples, seed=seed)
+        results.samples[order] = rows.to_pylist()
+        ran()
     return results
 
 
@@ -293,16 +309,18 @@ def analyze(
     samples: int = 5,
     seed: int = 42,
     console: Any = None,
+    on_query: Callable[[int, int], None] | None = None,
 ) -> Report:
     """Collect, print, plot and write the whole report into ``output_dir``.
 
     An empty selection prints a message and writes only ``analysis_results.json`` (``empty: true``).
+    ``on_query`` is :func:`collect`'s.
     """
     from trainwire.analysis.dashboard import write_dashboard
     from trainwire.analysis.plots import write_plots
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    results = collect(store, runs, threshold=threshold, bins=bins, samples=samples, seed=seed)
+    results = collect(store, runs, threshold=threshold, bins=bins, samples=samples, seed=seed, on_query=on_query)
     print_summary(results, console)
     files = [write_results(results, output_dir)]
     if not results.empty:

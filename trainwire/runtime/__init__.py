@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,10 +80,16 @@ def run_worker(
     options: WorkerOptions | None = None,
     idle_exit_s: float | None = None,
     flush_interval_s: float = 0.5,
+    on_start: Callable[[WorkerCore], None] | None = None,
 ) -> Pipeline:
-    """Run :func:`build_pipeline` until SIGINT/SIGTERM (or idle for ``idle_exit_s``); return it."""
+    """Run :func:`build_pipeline` until SIGINT/SIGTERM (or idle for ``idle_exit_s``); return it.
+
+    ``on_start`` is given the worker's core (its counters) before it starts consuming.
+    """
     pipeline = build_pipeline(settings, store, options)
     pipeline.flush_interval_s = flush_interval_s
+    if on_start is not None:
+        on_start(pipeline.core)
 
     async def main() -> None:
         stop = asyncio.Event()

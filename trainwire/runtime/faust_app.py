@@ -74,7 +74,7 @@ from trainwire.errors import BusError, ConfigError
 from trainwire.private_files import private_dir
 from trainwire.processors.base import StateError
 from trainwire.runtime import WorkerOptions, build_core, build_stages
-from trainwire.runtime.pipeline import StageSet
+from trainwire.runtime.pipeline import StageSet, WorkerCore
 from trainwire.store.clickhouse import Store
 from trainwire.topics import event_topics
 
@@ -632,12 +632,14 @@ def run_faust_worker(
     flush_interval_s: float = 0.5,
     session_timeout_s: float = 10.0,
     loglevel: str = "WARNING",
+    on_start: Callable[[WorkerCore], None] | None = None,
 ) -> FaustRuntime:
     """Run a faust worker in this process until SIGINT/SIGTERM (or idle for ``idle_exit_s``).
 
     Creates the trainwire topics that are missing (``partitions`` each), runs the worker on a
     fresh event loop, and returns the runtime (its counters) once the worker stopped. ``store``
-    is migrated by the caller (None: no ClickHouse sink).
+    is migrated by the caller (None: no ClickHouse sink). ``on_start`` is given the worker's core
+    (its counters) before it starts consuming.
     """
     options = options or WorkerOptions()
     count = asyncio.run(ensure_topics(settings, partitions))
@@ -654,6 +656,8 @@ def run_faust_worker(
         session_timeout_s=session_timeout_s,
     )
     runtime: FaustRuntime = app.trainwire  # type: ignore[attr-defined]
+    if on_start is not None:
+        on_start(runtime.core)
     worker = _Worker(app, runtime, loglevel=loglevel, quiet=True, loop=loop, redirect_stdouts=False)
     runtime.idle_exit_s = idle_exit_s
     runtime.on_idle = worker.request_stop

@@ -172,6 +172,11 @@ class WorkerCore:
         self.max_backoff_s = max_backoff_s
         self.records_in = 0
 
+    @property
+    def events_stored(self) -> int:
+        """Events the sinks have made durable so far (rows ClickHouse acknowledged)."""
+        return sum(sink.rows_written for sink in self.sinks)
+
     def handle(self, record: Record, stages: StageSet | None) -> None:
         """Decode ``record``, give it to the sinks and ``stages``, queue the outputs (no I/O).
 

@@ -25,6 +25,9 @@ class SinkBackpressure(TrainwireError):
 class Sink(ABC):
     """Receives events between checkpoints and makes them durable on ``flush``."""
 
+    rows_written: int = 0
+    """Events this sink has made durable so far (a sink that stores them counts them)."""
+
     @abstractmethod
     def add(self, event: Event, record: Record) -> None:
         """Take one event, decoded from ``record`` (cheap: buffer it)."""

@@ -1,0 +1,103 @@
+"""Progress while `worker` and `analyze` work: a live line on a terminal's stderr, nothing when piped.
+
+Each command runs for real (``python -m trainwire.cli``) twice: with stderr on a pseudo-terminal,
+where the progress line must show, and with stderr piped, where nothing but the command's own
+lines may appear. Both end with a one-line summary on stdout.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import select
+import subprocess
+import sys
+from pathlib import Path
+
+from test_analysis import _fill
+
+from trainwire.bus import Emitter
+from trainwire.config import Settings
+from trainwire.events import Event, Interaction
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _trainwire(settings: Settings, *args: str, terminal: bool) -> tuple[int, str, str]:
+    """Run ``trainwire ARGS``: exit status, stdout (piped) and stderr (a pseudo-terminal when ``terminal``)."""
+    command = [sys.executable, "-m", "trainwire.cli", "--data-dir", str(settings.data_dir), *args]
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160"}
+    if not terminal:
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+        return done.returncode, done.stdout, done.stderr
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=follower, env=env)
+    os.close(follower)
+    screen = b""
+    while True:  # read the terminal until the command closed it (EIO once no process holds it)
+        ready, _, _ = select.select([leader], [], [], 120)
+        assert ready, "the command went quiet for two minutes"
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    stdout = process.stdout.read().decode()
+    process.stdout.close()
+    return process.wait(timeout=60), stdout, screen.decode(errors="replace")
+
+
+def test_worker_shows_events_consumed_and_stored_on_a_terminal_only(embedded_settings: Settings) -> None:
+    with Emitter(embedded_settings) as emitter:
+        for i in range(300):
+            emitter.emit(
+                Event("progress", Interaction(prompt=f"p{i}", completion="c", reward=(i % 7) / 6, step=i // 10))
+            )
+        emitter.flush(30)
+
+    status, piped, errors = _trainwire(
+        embedded_settings, "worker", "--group", "piped", "--until-idle", "1", "--no-monitor", terminal=False
+    )
+    assert status == 0, errors
+    assert errors == ""  # nothing but the command's own lines, all on stdout
+    assert not ANSI.search(piped)
+    lines = piped.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("worker piped")
+    assert re.fullmatch(
+        r"worker stopped: 300 records consumed, 300 stored, \d+ published, 0 dead letters in [\d.]+s \(\d+ records/s\)",
+        lines[1],
+    ), lines[1]
+
+    status, out, screen = _trainwire(
+        embedded_settings, "worker", "--group", "tty", "--until-idle", "1", "--no-monitor", terminal=True
+    )
+    assert status == 0, screen
+    text = ANSI.sub("", screen)
+    assert re.search(r"worker .*300 consumed \(\d+/s\) · 300 stored \(\d+/s\)", text), text
+    assert out.splitlines()[-1].startswith("worker stopped: 300 records consumed, 300 stored")
+    assert not ANSI.search(out)  # stdout is piped: the progress stays on the terminal
+
+
+def test_analyze_shows_queries_done_on_a_terminal_only(embedded_settings: Settings, tmp_path: Path) -> None:
+    _fill(embedded_settings)
+    status, piped, errors = _trainwire(
+        embedded_settings, "analyze", "--output", str(tmp_path / "piped"), terminal=False
+    )
+    assert status == 0, errors
+    assert "queries" not in errors and not ANSI.search(errors)
+    summary = piped.splitlines()[-1]
+    match = re.fullmatch(r"analyzed 3 runs: (\d+) queries, (\d+) files in [\d.]+s", summary)
+    assert match, summary
+    queries = int(match[1])
+    assert queries > 20 and int(match[2]) == len(list((tmp_path / "piped").iterdir()))
+
+    status, out, screen = _trainwire(embedded_settings, "analyze", "--output", str(tmp_path / "tty"), terminal=True)
+    assert status == 0, screen
+    text = ANSI.sub("", screen)
+    assert f"{queries}/{queries} queries" in text, text
+    assert re.search(r"analyze .* 1/\d+ queries", text), text
+    assert out.splitlines()[-1].startswith(f"analyzed 3 runs: {queries} queries")
