@@ -23,6 +23,7 @@ from trainwire.config import Settings
 from trainwire.errors import TrainwireError
 from trainwire.private_files import make_process_private
 from trainwire.progress import Progress, RateMeter
+from trainwire.sinks.alert_webhook import Webhook
 from trainwire.sinks.dataset import FORMATS, dataset_config, dataset_filter_options
 from trainwire.ui.command import ui_options
 
@@ -155,6 +156,16 @@ def print_table(columns: list[str], rows: list[list[Any]], title: str | None = N
     help="faust: seconds before a dead worker's partitions move to the others.",
 )
 @click.option("--flush-interval", type=float, default=0.5, show_default=True, help="Most seconds between commits.")
+@click.option(
+    "--alert-webhook",
+    "alert_webhooks",
+    metavar="URL",
+    multiple=True,
+    envvar="TRAINWIRE_ALERT_WEBHOOKS",
+    callback=lambda ctx, param, specs: _webhooks(specs),
+    help='Post each alert as JSON to this URL (the alert event; slack+URL: Slack\'s {"text"}). Repeatable; '
+    "TRAINWIRE_ALERT_WEBHOOKS takes URLs separated by spaces.",
+)
 @ui_options
 @click.pass_obj
 def worker(
@@ -172,6 +183,7 @@ def worker(
     web_port: int | None,
     session_timeout: float,
     flush_interval: float,
+    alert_webhooks: tuple[Webhook, ...],
     serve_ui: bool,
     ui_port: int,
     **dataset_filters: Any,
@@ -201,6 +213,7 @@ def worker(
         dataset_output=dataset_output,
         dataset_format=dataset_format,
         dataset=dataset_config(**dataset_filters),
+        alert_webhooks=alert_webhooks,
     )
     if runtime == "auto":
         runtime = "embedded" if settings.embedded_bus else "faust"
@@ -262,6 +275,13 @@ def worker_status(core: WorkerCore) -> Callable[[], str]:
         return f"{records} consumed ({consumed(records):.0f}/s) · {events} stored ({stored(events):.0f}/s)"
 
     return status
+
+
+def _webhooks(specs: tuple[str, ...]) -> tuple[Webhook, ...]:
+    try:
+        return tuple(Webhook.parse(spec) for spec in specs)
+    except TrainwireError as exc:
+        raise click.BadParameter(str(exc), param_hint="--alert-webhook / TRAINWIRE_ALERT_WEBHOOKS") from None
 
 
 def _options_given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:

@@ -21,6 +21,8 @@ from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime.pipeline import Pipeline, WorkerCore
 from trainwire.runtime.stages import DatasetStage, MonitorStage, Stage, StateStore
+from trainwire.sinks.alert_webhook import AlertDelivery, AlertWebhookSink, DeliveryConfig, Webhook
+from trainwire.sinks.base import Sink
 from trainwire.sinks.clickhouse import ClickHouseSink
 from trainwire.sinks.dead_letter import DeadLetters
 from trainwire.store.clickhouse import Store
@@ -31,7 +33,7 @@ __all__ = ["Pipeline", "WorkerCore", "WorkerOptions", "build_core", "build_pipel
 
 @dataclass(frozen=True)
 class WorkerOptions:
-    """What a worker does: store events, monitor (stats and alerts), write fine-tuning data."""
+    """What a worker does: store events, monitor (stats and alerts), write fine-tuning data, post alerts."""
 
     group: str = "trainwire-worker"
     store: bool = True
@@ -41,6 +43,8 @@ class WorkerOptions:
     dataset_output: Path | None = None
     dataset_format: str = "alpaca"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    alert_webhooks: tuple[Webhook, ...] = ()
+    alert_delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
 
     def replace(self, **changes: object) -> WorkerOptions:
         """A copy with ``changes``."""
@@ -51,7 +55,9 @@ def build_core(settings: Settings, store: Store | None, options: WorkerOptions) 
     """The runtime-independent part of a worker: its sinks, publisher and dead letters."""
     publisher = Publisher(make_transport(settings), settings.data_dir)
     dead_letters = DeadLetters(publisher, settings.topic_prefix)
-    sinks = [ClickHouseSink(store, dead_letters)] if options.store and store is not None else []
+    sinks: list[Sink] = [ClickHouseSink(store, dead_letters)] if options.store and store is not None else []
+    if options.alert_webhooks:  # after ClickHouse: an alert is posted once it is stored
+        sinks.append(AlertWebhookSink(AlertDelivery(options.alert_webhooks, options.alert_delivery)))
     return WorkerCore(sinks, publisher, dead_letters, settings.topic_prefix)
 
 
