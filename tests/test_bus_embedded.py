@@ -390,7 +390,7 @@ def test_sql_while_the_worker_owns_chdb(tmp_path: Path) -> None:
             text=True,
         )
         assert bad.returncode == 1
-        assert bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr and "nope" in bad.stderr
+        assert bad.stderr.startswith("Error: ") and "Traceback" not in bad.stderr and "nope" in bad.stderr
     finally:
         worker.send_signal(signal.SIGINT)
         out, _ = worker.communicate(timeout=60)

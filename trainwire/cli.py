@@ -32,14 +32,17 @@ if TYPE_CHECKING:
 
 
 class _Group(click.Group):
-    """A click group that turns trainwire errors into one clear line and exit code 1."""
+    """A click group that turns trainwire errors into one clear line and exit code 1.
+
+    Every command's errors start the same way, as click's own usage errors do: ``Error: ...`` on
+    stderr (commands raise :class:`click.ClickException` or a :class:`TrainwireError`).
+    """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except TrainwireError as exc:
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+            raise click.ClickException(str(exc)) from None
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
