@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from trainwire.bus import Emitter, open_consumer
+from trainwire.cli import main
 from trainwire.config import Settings
 from trainwire.events import Event, Logits, decode
 from trainwire.producers.probe import (
@@ -152,9 +153,10 @@ def test_probe_command_probes_every_model_and_skips_what_is_done(models, embedde
     runner = CliRunner()
 
     first = runner.invoke(probe_command, args, obj=embedded_settings)
-    assert first.exit_code == 0, first.output
-    assert f"{data}:2: not valid JSON" in first.stderr
-    assert f"{data}:4: query: missing" in first.stderr
+    assert first.exit_code == 1, first.output  # bad lines: the others are probed, the status says so (as import)
+    assert f"bad line: {data}:2: not valid JSON" in first.stderr
+    assert f"bad line: {data}:4: query: missing" in first.stderr
+    assert f"Error: 2 bad line(s) in {data} were not probed" in first.stderr
     assert "base: 3 samples probed, 0 already done" in first.stdout
     assert "rl: 3 samples probed, 0 already done" in first.stdout
 
@@ -174,7 +176,36 @@ def test_probe_command_probes_every_model_and_skips_what_is_done(models, embedde
     assert logits["base"] != logits["rl"]  # different models, different logits
 
     again = runner.invoke(probe_command, args, obj=embedded_settings)
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 1, again.output
     assert "base: 0 samples probed, 3 already done" in again.stdout
     assert len(read_logits(embedded_settings, "second")) == len(events)
     assert len(DoneList.for_settings(embedded_settings).path.read_text().splitlines()) == 6
+
+
+def test_probe_checks_model_paths_before_anything_and_never_downloads(models, embedded_settings, tmp_path):
+    data = write_jsonl(tmp_path / "tasks.jsonl", [json.dumps(SAMPLES[0])])
+    (tmp_path / "empty").mkdir()
+
+    def probe(spec: str) -> Result:
+        args = ["--data-dir", str(embedded_settings.data_dir), "probe", "logits", "--model", spec, "--data", str(data)]
+        return CliRunner().invoke(main, [*args, "--run", "paths"])
+
+    assert probe(f"base={models['base']}").exit_code == 0
+    done = DoneList.for_settings(embedded_settings).path.read_text()
+    wrong = [
+        ("base", tmp_path / "moved", "no such directory"),  # a name already done, with a wrong path
+        (
+            "fresh",
+            "nowhere/no-such-model",
+            "no such directory, and no model of that name in the local Hugging Face cache",
+        ),
+        ("fresh", data, "a file, not a model directory"),
+        ("fresh", tmp_path / "empty", "a directory without a config.json"),
+    ]
+    for name, path, problem in wrong:
+        result = probe(f"{name}={path}")
+        assert result.exit_code == 1, result.output
+        assert result.stderr.startswith(f"Error: --model {name}: {path}: {problem}")
+        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.output
+        assert "already done" not in result.stdout
+    assert DoneList.for_settings(embedded_settings).path.read_text() == done

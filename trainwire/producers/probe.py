@@ -14,7 +14,11 @@ from the query and answer tokens ``0..j-1``.
 A rerun skips (run, model, sample) triples already done: a done-list under
 ``{data_dir}/probe/done.jsonl`` is appended once a batch's events are flushed. Samples are
 identified by their ``id`` field, else by a hash of query and answer. A bad dataset line is
-reported with its file and line number; the other lines are probed.
+reported with its file and line number; the other lines are probed (and the command exits 1).
+
+Models are checked before anything else (:func:`check_model`): a directory with a
+``config.json``, or a hub id already in the local Hugging Face cache. The probe never downloads:
+no network is a normal state, and models load with ``local_files_only``.
 
     trainwire probe logits --model base=Qwen/Qwen2.5-Math-7B --model rl=./ckpt --data tasks.jsonl
 """
@@ -34,7 +38,7 @@ import click
 
 from trainwire.bus import Emitter
 from trainwire.config import Settings
-from trainwire.errors import MissingExtraError, TrainwireError
+from trainwire.errors import ConfigError, MissingExtraError, TrainwireError
 from trainwire.events import Event, Logits, Source
 from trainwire.private_files import open_private
 
@@ -45,6 +49,7 @@ __all__ = [
     "ProbeModel",
     "ProbeReport",
     "ProbeSample",
+    "check_model",
     "load_samples",
     "parse_model_spec",
     "probe_command",
@@ -121,6 +126,37 @@ def parse_model_spec(spec: str) -> ProbeModel:
     if not name or not path:
         raise click.BadParameter(f"{spec!r} is not NAME=PATH")
     return ProbeModel(name=name, path=path)
+
+
+def check_model(model: ProbeModel) -> None:
+    """Raise :class:`ConfigError` naming the model unless its path is a model on this machine.
+
+    A model is a directory with a ``config.json``, or a hub id (``org/name``) already in the local
+    Hugging Face cache; nothing is downloaded.
+    """
+    path = Path(model.path).expanduser()
+    if path.is_dir():
+        if (path / "config.json").is_file():
+            return
+        problem = "a directory without a config.json, not a saved model"
+    elif path.exists():
+        problem = "a file, not a model directory"
+    elif _in_hub_cache(model.path):
+        return
+    else:
+        problem = (
+            "no such directory, and no model of that name in the local Hugging Face cache (the probe never downloads)"
+        )
+    raise ConfigError(f"--model {model.name}", f"{model.path}: {problem}")
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a repo id at all (./model, /abs/path): HFValidationError
+        return False
 
 
 def load_samples(path: str | Path) -> tuple[list[ProbeSample], list[ProbeDataError]]:
@@ -263,6 +299,8 @@ def run_probe(
 
     if batch_size < 1:
         raise ValueError("batch_size must be at least 1")
+    for spec in models:
+        check_model(spec)
     words = list(words)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     report = ProbeReport()
@@ -273,12 +311,12 @@ def run_probe(
         report.probed[spec.name] = 0
         if not todo:
             continue
-        tokenizer = AutoTokenizer.from_pretrained(spec.path)
+        tokenizer = AutoTokenizer.from_pretrained(spec.path, local_files_only=True)
         targets = target_tokens(tokenizer, words)
         report.targets[spec.name] = targets
         if not targets:
             logger.warning("trainwire probe: none of the target words is a single token for %s", spec.name)
-        model = AutoModelForCausalLM.from_pretrained(spec.path).to(device).eval()
+        model = AutoModelForCausalLM.from_pretrained(spec.path, local_files_only=True).to(device).eval()
         max_len = getattr(model.config, "max_position_embeddings", None)
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
@@ -443,12 +481,19 @@ def probe_logits(
     max_answer_tokens: int | None,
     chat_template: bool,
 ) -> None:
-    """Emit target-word logits per model, sample and answer position (reruns skip what is done)."""
+    """Emit target-word logits per model, sample and answer position (reruns skip what is done).
+
+    Each --model is a directory (or a hub id in the local Hugging Face cache); a missing one stops
+    the command before anything runs. Bad data lines are reported with file and line and skipped;
+    the exit status is 1 if there were any.
+    """
     models = [parse_model_spec(spec) for spec in model_specs]
+    for model in models:
+        check_model(model)
     word_list = [w.strip() for chunk in words for w in chunk.split(",") if w.strip()] or list(DEFAULT_WORDS)
     samples, errors = load_samples(data_path)
     for error in errors:
-        click.echo(f"error: {error}", err=True)
+        click.echo(f"bad line: {error}", err=True)
     run_id = run_id or f"probe-{data_path.stem}"
     with Emitter(settings) as emitter:
         report = run_probe(
@@ -470,3 +515,5 @@ def probe_logits(
             + (f", targets: {' '.join(repr(t) for t in targets)}" if targets else "")
         )
     click.echo(f"run {run_id}: {report.events} logits events, {len(errors)} bad lines in {data_path}")
+    if errors:
+        raise click.ClickException(f"{len(errors)} bad line(s) in {data_path} were not probed (listed above)")
