@@ -326,6 +326,7 @@ def test_hf_trainer_gets_the_train_step_stream(tiny_model, embedded_settings, tm
     assert rates[0] < rates[1] and rates[2] > rates[3]
     summary = [s for s in steps if "train_runtime" in s.metrics]
     assert len(summary) == 1 and summary[0].step == 4
+    assert not [k for s in steps for k in s.metrics if k.startswith("sampling_args/")]  # not a GRPO run
 
 
 def test_train_step_from_logs_keeps_every_number():
@@ -546,7 +547,7 @@ def test_columns_and_metrics_that_reward_functions_log_reach_the_events(tiny_mod
         model=str(tiny_model),
         processing_class=AutoTokenizer.from_pretrained(tiny_model),
         reward_funcs=[answer_match, RewardLog().funcs()[0]],
-        args=grpo_args(tmp_path, max_steps=3),
+        args=grpo_args(tmp_path, max_steps=3, top_p=0.9, top_k=5),
         train_dataset=math_dataset(6),
     )
     emitter = Emitter(embedded_settings)
@@ -563,3 +564,11 @@ def test_columns_and_metrics_that_reward_functions_log_reach_the_events(tiny_mod
     assert sorted(per_step) == [1, 2, 3]
     for step, value in zip((1, 2, 3), logged_metrics, strict=True):  # one generation batch per step
         assert per_step[step].metrics["parse_rate"] == pytest.approx(value)
+    for s in steps:  # the sampling parameters, with every step (min_p is not set)
+        sampling = {k: v for k, v in s.metrics.items() if k.startswith("sampling_args/")}
+        assert sampling == {
+            "sampling_args/temperature": 1.0,
+            "sampling_args/top_p": 0.9,
+            "sampling_args/top_k": 5.0,
+            "sampling_args/importance_sampling_correction": 0.0,  # no vLLM: TRL does not correct
+        }

@@ -12,7 +12,8 @@ What goes on the bus:
 
 - ``train_step``: at every logging step, every number the trainer logs (loss, grad_norm,
   learning_rate, epoch as fields; reward mean/std, per-reward-function means, kl, entropy,
-  completion lengths, step_time, ... in ``metrics``), from the callback's ``on_log``.
+  completion lengths, step_time, ... in ``metrics``), from the callback's ``on_log``; for a GRPO
+  run also its sampling parameters (``sampling_args/top_p``, ...: :func:`sampling_parameters`).
 - ``interaction`` (GRPO): one per sampled completion, with the prompt, the completion, every
   reward function's value (``rewards``), the weighted total (``reward``, TRL's ``reward_weights``),
   the group (``group_id = "{step}:{prompt index}"``, ``group_index`` = which of the
@@ -70,10 +71,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "RUN_ID_ENV",
+    "SAMPLING_PREFIX",
     "TrainwireCallback",
     "default_run_id",
     "instrument_reward_funcs",
     "instrument_trainer",
+    "sampling_parameters",
     "train_step_from_logs",
 ]
 
@@ -92,6 +95,9 @@ _SCORING_ARGS = frozenset({"inputs", "prompts", "completions", "completion_ids_l
 """The arguments of TRL's ``_calculate_rewards`` the reward-model hook reads."""
 _TRL_NOT_COLUMNS = frozenset({"prompt", "completion", "completion_ids"})
 """Keys of TRL's inputs that it does not pass to reward functions as dataset columns."""
+
+SAMPLING_PREFIX = "sampling_args/"
+"""Prefix of the ``train_step`` metrics holding a GRPO run's sampling parameters (:func:`sampling_parameters`)."""
 
 _NAMED_LOG_KEYS = ("loss", "grad_norm", "learning_rate", "epoch")
 _NOT_COLUMNS = frozenset(
@@ -238,6 +244,23 @@ def train_step_from_logs(logs: dict[str, Any], step: int) -> TrainStep:
     return TrainStep(step=int(step), metrics=metrics, **named)
 
 
+def sampling_parameters(args: Any) -> dict[str, float]:
+    """The sampling parameters of a GRPO run's arguments, as ``train_step`` metrics (none for other trainers).
+
+    ``sampling_args/temperature``, ``/top_p``, ``/top_k``, ``/min_p`` (when set) and
+    ``/importance_sampling_correction`` (1.0 when TRL corrects the vLLM sampler's logprobs with
+    importance sampling: ``use_vllm`` and ``vllm_importance_sampling_correction``). Recorded with
+    every step so that ``trainwire audit`` can tell truncated sampling combined with that correction.
+    """
+    if not hasattr(args, "top_p"):
+        return {}
+    values = {name: getattr(args, name, None) for name in ("temperature", "top_p", "top_k", "min_p")}
+    correction = bool(getattr(args, "use_vllm", False) and getattr(args, "vllm_importance_sampling_correction", False))
+    values["importance_sampling_correction"] = float(correction)
+    numbers = {name: _number(value) for name, value in values.items()}
+    return {f"{SAMPLING_PREFIX}{name}": number for name, number in numbers.items() if number is not None}
+
+
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or value is None:
         return None
@@ -303,7 +326,9 @@ class TrainwireCallback(TrainerCallback):
         """Emit the logged numbers as a ``train_step`` event (on the main process only); hand over when due."""
         try:
             if logs and getattr(state, "is_world_process_zero", True):
-                self._telemetry.emit(train_step_from_logs(logs, state.global_step))
+                step = train_step_from_logs(logs, state.global_step)
+                step.metrics.update(sampling_parameters(args))
+                self._telemetry.emit(step)
         except Exception:
             self._telemetry.log.warning("on_log", "trainwire: could not record a train_step")
         self._telemetry.hand_over(when_due=True)
