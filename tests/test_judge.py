@@ -232,7 +232,7 @@ def test_template_placeholder_errors_name_the_file_and_line(tmp_path: Path):
 
     with pytest.raises(ConfigError, match=r"t\.txt:3: unknown placeholder \{questoin\} in \[user\]") as err:
         load("Grade it.\n\nВопрос: {questoin}\nОтвет: {answer}\n")
-    assert "known there: question, answer, reference, low, high" in str(err.value)
+    assert "known there: question, answer, answers, reference, low, high" in str(err.value)
     assert "{{questoin}}" in str(err.value)  # how to write literal braces
     # a sectioned template sends an unknown {name} as written (LaTeX keeps working), as before
     path = tmp_path / "sectioned.txt"
@@ -753,7 +753,7 @@ def test_worker_end_to_end(bus: str, request: pytest.FixtureRequest, tmp_path: P
     assert {r["template"] for r in rows} == {judge.template_version}
     assert [r["reference"] for r in requests] == ["Paris", None, "Berlin", None, "Rome", None]
     assert other == [{"n": 0}]
-    score_ids = {score_event_id(request_event_id(e.event_id), "scripted-judge", judge.template_version) for e in sent}
+    score_ids = {score_event_id(request_event_id(e.event_id), judge.provenance["config_id"]) for e in sent}
     assert len(score_ids) == 6
 
 

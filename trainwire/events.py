@@ -486,6 +486,17 @@ class JudgeScore(Payload):
     step: int | None = field(default=None, metadata=spec(Kind.INT))
     reward: float | None = field(default=None, metadata=spec(Kind.FLOAT))
     rewards: dict[str, float] = field(default_factory=dict, metadata=spec(Kind.FLOAT_MAP))
+    # provenance: what made the verdict ('' on scores from before it was recorded)
+    template_name: str = field(default="", metadata=spec(Kind.STR))
+    template_hash: str = field(default="", metadata=spec(Kind.STR))
+    """sha256 of the template text and its few-shot examples."""
+    mode: str = field(default="", metadata=spec(Kind.STR))
+    """``single`` (one request per completion) or ``group`` (one request per GRPO group)."""
+    parser_version: str = field(default="", metadata=spec(Kind.STR))
+    sampling: dict[str, Any] = field(default_factory=dict, metadata=spec(Kind.JSON))
+    """The request's sampling parameters (``temperature``, ``max_tokens``, ``api``, ...)."""
+    config_id: str = field(default="", metadata=spec(Kind.STR))
+    """A digest of all the provenance above and the judge model: equal ids, same judge configuration."""
 
 
 @payload_type("logits", "logits")

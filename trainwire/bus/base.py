@@ -24,6 +24,7 @@ import os
 import struct
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -109,8 +110,13 @@ class Consumer(ABC):
         """Up to ``max_records`` new records, waiting at most ``timeout_ms`` for the first."""
 
     @abstractmethod
-    async def commit(self) -> None:
-        """Commit the position after every record returned so far."""
+    async def commit(self, held: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Commit the position after every record returned so far.
+
+        ``held`` maps ``(topic, partition)`` to the offset of a record returned but not done with
+        yet (the judge worker's open groups): there, that offset is committed instead, so the group
+        restarted after a crash reads that record again.
+        """
 
     @abstractmethod
     async def stop(self) -> None:

@@ -6,10 +6,10 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -303,9 +303,18 @@ class KafkaConsumer(Consumer):
             for r in records
         ]
 
-    async def commit(self) -> None:
+    async def commit(self, held: Mapping[tuple[str, int], int] | None = None) -> None:
+        consumer = self._started
         try:
-            await self._started.commit()
+            if not held:
+                await consumer.commit()
+                return
+            offsets = {tp: await consumer.position(tp) for tp in consumer.assignment()}
+            for (topic, partition), offset in held.items():
+                tp = TopicPartition(topic, partition)
+                if tp in offsets:
+                    offsets[tp] = min(offsets[tp], offset)
+            await consumer.commit(offsets)
         except KafkaError as exc:
             raise BusError(f"consumer group {self.group!r} could not commit: {exc}") from exc
 

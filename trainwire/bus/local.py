@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -172,12 +173,14 @@ class LocalConsumer(Consumer):
                 break
         return out
 
-    async def commit(self) -> None:
-        replace_private(self._offsets_path(), json.dumps(self._committable()).encode(), fsync=False)
+    async def commit(self, held: Mapping[tuple[str, int], int] | None = None) -> None:
+        replace_private(self._offsets_path(), json.dumps(self._committable(held or {})).encode(), fsync=False)
 
-    def _committable(self) -> dict[str, int]:
+    def _committable(self, held: Mapping[tuple[str, int], int]) -> dict[str, int]:
         merged = self._read_committed()
         merged.update(self._positions)
+        for (topic, _), offset in held.items():  # one partition per topic: the record's file offset
+            merged[topic] = min(merged.get(topic, offset), offset)
         return merged
 
     async def stop(self) -> None:

@@ -37,7 +37,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
@@ -56,7 +56,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise MissingExtraError("judge", "trainwire.judge.client") from exc
 
 from trainwire.events import JudgeRequest, JudgeScore, Prompt
-from trainwire.judge.parser import ScoreScale, parse_judgement
+from trainwire.judge.parser import PARSER_VERSION, Judgement, ScoreScale, parse_group_judgement, parse_judgement
 from trainwire.judge.prompts import JudgePrompt, load_template
 
 __all__ = ["APIS", "BlockingJudge", "Judge", "JudgeCache", "JudgeConfig", "JudgeStats", "completion_prompt"]
@@ -67,6 +67,8 @@ DEFAULT_URL = "http://localhost:8000/v1"
 DEFAULT_MODEL = "Qwen/Qwen2.5-1.5B-Instruct"
 APIS = ("chat", "completions")
 """The OpenAI APIs the judge can call: chat completions, or text completions (a model without a chat template)."""
+MODES = ("single", "group")
+"""How the judge grades: one request per completion, or one request per GRPO group (all its completions)."""
 _ENV = {
     "base_url": "TRAINWIRE_JUDGE_URL",
     "model": "TRAINWIRE_JUDGE_MODEL",
@@ -113,6 +115,10 @@ class JudgeConfig:
     """Constrain the answer to one of ``Score: N`` for each whole N on the scale (vLLM's
     ``guided_choice``): the server picks the choice its model finds likeliest; no reasoning."""
     cache: bool = True
+    mode: str = "single"
+    """``single``: one request per completion; ``group``: one request per GRPO group with all its
+    completions, each scored relative to the others (the built-in ``group`` template unless
+    ``template`` names another group template, i.e. one with ``$answers``)."""
     api: str = "chat"
     """``chat``: ``POST /chat/completions`` with the rendered messages; ``completions``: ``POST
     /completions`` with them as one text (:func:`completion_prompt`), for a model without a chat
@@ -134,6 +140,10 @@ class JudgeConfig:
             raise ConfigError("judge.base_url", f"{self.base_url!r} is not an http(s) URL")
         if self.api not in APIS:
             raise ConfigError("judge.api", f"must be one of {', '.join(APIS)}, got {self.api!r}")
+        if self.mode not in MODES:
+            raise ConfigError("judge.mode", f"must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.mode == "group" and self.guided_choice:
+            raise ConfigError("judge.guided_choice", "picks one 'Score: N' for one answer; it cannot grade a group")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> JudgeConfig:
@@ -242,8 +252,18 @@ class Judge:
         prompt: JudgePrompt | None = None,
     ):
         self.config = config or JudgeConfig.from_env()
-        self.prompt = prompt or load_template(self.config.template, self.config.examples)
+        group = self.config.mode == "group"
+        template = "group" if group and self.config.template == "default" else self.config.template
+        self.prompt = prompt or load_template(template, self.config.examples)
+        if self.prompt.group != group:
+            needs = "a group template (with $answers), such as 'group'" if group else "$answer, not $answers"
+            raise ConfigError(
+                "judge.template",
+                f"template {self.prompt.name!r} does not fit mode {self.config.mode!r}: it needs {needs}",
+            )
         self.scale = self.config.scale
+        self.provenance = _provenance(self.config, self.prompt)
+        """What makes this judge's verdicts, recorded with each score (see :class:`~trainwire.events.JudgeScore`)."""
         self.cache = JudgeCache(Path(cache_dir) / "cache.sqlite") if (cache_dir and self.config.cache) else None
         self.stats = JudgeStats()
         self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopState] = weakref.WeakKeyDictionary()
@@ -294,13 +314,71 @@ class Judge:
                 interaction_id, step, "", None, error=(type(exc).__name__, f"{type(exc).__name__}: {exc}")
             )
 
+    async def judge_group(self, requests: Sequence[JudgeRequest]) -> list[JudgeScore]:
+        """Grade the requests of one GRPO group in one call (:meth:`grade_group`); scores carry each request's
+        step and rewards. The question and reference are the first request's."""
+        first = requests[0]
+        scores = await self.grade_group(
+            first.prompt, [(r.interaction_id, r.completion) for r in requests], first.reference, step=first.step
+        )
+        for score, request in zip(scores, requests, strict=True):
+            score.step, score.reward, score.rewards = request.step, request.reward, dict(request.rewards)
+        return scores
+
+    async def grade_group(
+        self,
+        prompt: Prompt,
+        completions: Sequence[tuple[str, str]],
+        reference: str | None = None,
+        *,
+        step: int | None = None,
+    ) -> list[JudgeScore]:
+        """Grade every ``(interaction_id, completion)`` of one group in one request; one score each, in order.
+
+        The judge sees the completions under the ids ``1``..``n`` and answers one score per id
+        (:func:`~trainwire.judge.parser.parse_group_judgement`, matched by id, not position). A failed
+        call, or an answer that does not score every completion exactly once within the scale, fails
+        every completion of the group with the same error: never a partial group. Never raises.
+        """
+        ids = [str(number) for number in range(1, len(completions) + 1)]
+        try:
+            texts = [completion for _, completion in completions]
+            key = self.group_cache_key(prompt, texts, reference) if self.cache is not None else None
+            messages = self.prompt.render_group(
+                prompt,
+                list(zip(ids, texts, strict=True)),
+                reference,
+                low=self.scale.low,
+                high=self.scale.high,
+                structured=self.config.structured,
+            )
+            raw, latency, error = await self._answer(key, messages)
+        except Exception as exc:  # the judge must never crash its caller
+            raw, latency, error = "", None, (type(exc).__name__, f"{type(exc).__name__}: {exc}")
+        if error is None:
+            parsed = parse_group_judgement(raw, ids, self.scale)
+            if parsed.ok:
+                return [
+                    self._result(interaction_id, step, raw, latency, judgement=parsed.judgements[number])
+                    for number, (interaction_id, _) in zip(ids, completions, strict=True)
+                ]
+            error = ("unparseable", f"unparseable: group of {len(ids)}: {parsed.error}")
+        return [self._result(interaction_id, step, raw, latency, error=error) for interaction_id, _ in completions]
+
+    def group_cache_key(self, prompt: Prompt, completions: Sequence[str], reference: str | None) -> str:
+        """The cache key of one group judgement: the question, the completions in order, the reference, the judge."""
+        return hashlib.sha256(
+            orjson.dumps(["group", prompt, list(completions), reference, *self._judge_material()])
+        ).hexdigest()
+
     def cache_key(self, prompt: Prompt, completion: str, reference: str | None) -> str:
         """The cache key of one judgement: the inputs and everything about the judge that shapes its answer."""
+        return hashlib.sha256(orjson.dumps([prompt, completion, reference, *self._judge_material()])).hexdigest()
+
+    def _judge_material(self) -> list[Any]:
+        """Everything about the judge that shapes its answer, as cache keys hash it."""
         c = self.config
         material = [
-            prompt,
-            completion,
-            reference,
             c.model,
             self.template_version,
             c.scale_low,
@@ -312,7 +390,7 @@ class Judge:
         ]
         if c.api != "chat":  # chat keys stay as they were before the API was a setting: old caches still hit
             material.append(c.api)
-        return hashlib.sha256(orjson.dumps(material)).hexdigest()
+        return material
 
     async def aclose(self) -> None:
         """Close this loop's HTTP client (other loops' clients close with their loops) and the cache."""
@@ -339,11 +417,6 @@ class Judge:
         self, prompt: Prompt, completion: str, reference: str | None, interaction_id: str, step: int | None
     ) -> JudgeScore:
         key = self.cache_key(prompt, completion, reference) if self.cache is not None else None
-        if key is not None and self.cache is not None:
-            hit = await asyncio.to_thread(self.cache.get, key)
-            if hit is not None:
-                self.stats.cache_hits += 1
-                return self._result(interaction_id, step, hit[0], hit[1])
         messages = self.prompt.render(
             prompt,
             completion,
@@ -352,17 +425,29 @@ class Judge:
             high=self.scale.high,
             structured=self.config.structured,
         )
+        raw, latency, error = await self._answer(key, messages)
+        return self._result(interaction_id, step, raw, latency, error=error)
+
+    async def _answer(
+        self, key: str | None, messages: list[dict[str, str]]
+    ) -> tuple[str, float | None, tuple[str, str] | None]:
+        """``(raw answer, latency_ms, failure)`` for ``messages``: cached under ``key``, else one call
+        (cached when the judge answered); the failure is ``(kind, message)`` when the call failed."""
+        if key is not None and self.cache is not None:
+            hit = await asyncio.to_thread(self.cache.get, key)
+            if hit is not None:
+                self.stats.cache_hits += 1
+                return hit[0], hit[1], None
         started = time.perf_counter()
         try:
             raw = await self._call(messages)
         except _CallFailed as exc:
-            latency = (time.perf_counter() - started) * 1000
-            return self._result(interaction_id, step, "", latency, error=(exc.kind, str(exc)))
+            return "", (time.perf_counter() - started) * 1000, (exc.kind, str(exc))
         latency = (time.perf_counter() - started) * 1000
         if key is not None and self.cache is not None:
             with contextlib.suppress(sqlite3.Error):
                 await asyncio.to_thread(self.cache.put, key, raw, latency)
-        return self._result(interaction_id, step, raw, latency)
+        return raw, latency, None
 
     def _result(
         self,
@@ -371,7 +456,9 @@ class Judge:
         raw: str,
         latency_ms: float | None,
         error: tuple[str, str] | None = None,
+        judgement: Judgement | None = None,
     ) -> JudgeScore:
+        """The score of one judgement: ``judgement`` (already parsed), else ``raw`` parsed, else the ``error``."""
         self.stats.judged += 1
         base = {
             "interaction_id": interaction_id,
@@ -380,9 +467,11 @@ class Judge:
             "raw_output": raw,
             "latency_ms": latency_ms,
             "step": step,
+            **self.provenance,
+            "sampling": dict(self.provenance["sampling"]),
         }
         if error is None:
-            parsed = parse_judgement(raw, self.scale)
+            parsed = judgement or parse_judgement(raw, self.scale)
             if parsed.ok:
                 self.stats.succeeded += 1
                 return JudgeScore(
@@ -416,19 +505,22 @@ class Judge:
         c = self.config
         options: dict[str, Any] = {"model": c.model, "temperature": c.temperature, "max_tokens": c.max_tokens}
         if c.structured:
+            verdict: dict[str, Any] = {
+                "type": "object",
+                "properties": {
+                    "score": {"type": "integer", "minimum": c.scale_low, "maximum": c.scale_high},
+                    "reasoning": {"type": "string"},
+                },
+                "required": ["score", "reasoning"],
+            }
+            if c.mode == "group":  # {"scores": [{"id", "score", "reasoning"}, ...]}
+                verdict["properties"]["id"] = {"type": "string"}
+                verdict["required"] = ["id", "score", "reasoning"]
+                verdict = {"type": "object", "properties": {"scores": {"type": "array", "items": verdict}}}
+                verdict["required"] = ["scores"]
             options["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {
-                    "name": "judgement",
-                    "schema": {
-                        "type": "object",
-                        "properties": {
-                            "score": {"type": "integer", "minimum": c.scale_low, "maximum": c.scale_high},
-                            "reasoning": {"type": "string"},
-                        },
-                        "required": ["score", "reasoning"],
-                    },
-                },
+                "json_schema": {"name": "judgement", "schema": verdict},
             }
         if c.guided_choice:
             options["guided_choice"] = [f"Score: {n}" for n in range(int(c.scale_low), int(c.scale_high) + 1)]
@@ -493,6 +585,28 @@ class Judge:
         if self.config.api == "chat" and exc.status_code == 400 and "chat template" in str(exc.message).lower():
             return " (for a model without a chat template use --api completions / TRAINWIRE_JUDGE_API=completions)"
         return ""
+
+
+def _provenance(config: JudgeConfig, prompt: JudgePrompt) -> dict[str, Any]:
+    """The provenance fields of a judge's scores (:class:`~trainwire.events.JudgeScore`); ``config_id`` digests them."""
+    sampling = {
+        "temperature": config.temperature,
+        "max_tokens": config.max_tokens,
+        "api": config.api,
+        "structured": config.structured,
+        "guided_choice": config.guided_choice,
+        "scale_low": config.scale_low,
+        "scale_high": config.scale_high,
+    }
+    fields_ = {
+        "template_name": prompt.name,
+        "template_hash": prompt.text_hash,
+        "mode": config.mode,
+        "parser_version": PARSER_VERSION,
+        "sampling": sampling,
+    }
+    digest = hashlib.sha256(orjson.dumps([config.model, fields_], option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return {**fields_, "config_id": digest[:16]}
 
 
 def completion_prompt(messages: list[dict[str, str]]) -> str:

@@ -11,6 +11,15 @@ structured output, as a JSON object ``{"score": 4, "reasoning": "..."}``, possib
 
 Anything it cannot read (no score, a score that is not a number, a score outside the scale)
 gives a failed :class:`Judgement` carrying the reason: an unparseable answer is never a score.
+
+A group judge (one request per GRPO group) answers a JSON array with one object per answer id,
+``[{"id": "1", "score": 4, "reasoning": "..."}, ...]`` (or ``{"scores": [...]}``, as structured
+output asks for it); :func:`parse_group_judgement` reads it, matching scores to answers by id
+(not by position), and fails the whole group when any answer has no valid score, an id is
+unknown or repeated: a group is judged whole or not at all.
+
+:data:`PARSER_VERSION` is recorded with every score; it changes whenever what these functions
+accept or return changes.
 """
 
 from __future__ import annotations
@@ -24,7 +33,10 @@ import orjson
 
 from trainwire.errors import ConfigError
 
-__all__ = ["Judgement", "ScoreScale", "parse_judgement"]
+__all__ = ["PARSER_VERSION", "GroupJudgement", "Judgement", "ScoreScale", "parse_group_judgement", "parse_judgement"]
+
+PARSER_VERSION = "2"
+"""The version of the answer parsers (1: single answers only; 2: group answers too), recorded with every score."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +103,11 @@ def parse_judgement(text: str, scale: ScoreScale | None = None) -> Judgement:
         found = _from_labels(text)
     if isinstance(found, str):
         return Judgement(ok=False, error=found)
-    score, reasoning, out_of = found
+    return _checked(*found, scale)
+
+
+def _checked(score: float, reasoning: str | None, out_of: float | None, scale: ScoreScale) -> Judgement:
+    """A judgement of ``score`` when it is a finite number within ``scale``, else a failure saying why."""
     if out_of is not None and out_of != scale.high:
         return Judgement(ok=False, reasoning=reasoning, error=f"score given out of {out_of:g}, the scale is {scale}")
     if not math.isfinite(score):
@@ -165,3 +181,100 @@ def _from_labels(text: str) -> tuple[float, str | None, float | None] | str:
             tail = text[reason.start("text") : match.start()]
         reasoning = tail.strip() or None
     return score, reasoning, out_of
+
+
+@dataclass(frozen=True, slots=True)
+class GroupJudgement:
+    """The outcome of parsing one group answer: a :class:`Judgement` per answer id, or the reason there is none."""
+
+    ok: bool
+    judgements: dict[str, Judgement]
+    error: str | None = None
+
+
+_GROUP_ID_KEYS = ("id", "answer_id")
+
+
+def parse_group_judgement(text: str, ids: list[str], scale: ScoreScale | None = None) -> GroupJudgement:
+    """Read one score per answer id from a group judge's answer ``text``; never raises.
+
+    The answer is a JSON array of objects with an ``id``, a ``score`` and a ``reasoning`` (the
+    whole text, a fenced block, the outermost ``[...]``, or ``{"scores": [...]}``). It is valid only
+    when every id of ``ids`` has exactly one score within ``scale`` and there is no other id;
+    otherwise the group fails with the reason (the first problem found), and no answer gets a score.
+    """
+    scale = scale or ScoreScale()
+    if not isinstance(text, str) or not text.strip():
+        return GroupJudgement(ok=False, judgements={}, error="empty answer")
+    items = _json_array(text)
+    if items is None:
+        return GroupJudgement(
+            ok=False,
+            judgements={},
+            error=f"no JSON array of scores found (expected one object per answer: {_ids(ids)})",
+        )
+    expected = set(ids)
+    found: dict[str, Judgement] = {}
+    for number, item in enumerate(items, 1):
+        lowered = {str(k).lower(): v for k, v in item.items()} if isinstance(item, dict) else None
+        key = next((k for k in _GROUP_ID_KEYS if lowered and k in lowered), None)
+        if lowered is None or key is None:
+            return GroupJudgement(
+                ok=False, judgements={}, error=f"item {number} of the array is not an object with an id"
+            )
+        answer_id = str(lowered[key]).strip()
+        if answer_id not in expected:
+            return GroupJudgement(
+                ok=False, judgements={}, error=f"unknown answer id {answer_id!r} (the group's: {_ids(ids)})"
+            )
+        if answer_id in found:
+            return GroupJudgement(ok=False, judgements={}, error=f"answer id {answer_id!r} is scored twice")
+        judged = _judged(lowered, scale)
+        if not judged.ok:
+            return GroupJudgement(ok=False, judgements={}, error=f"answer {answer_id}: {judged.error}")
+        found[answer_id] = judged
+    missing = [i for i in ids if i not in found]
+    if missing:
+        return GroupJudgement(
+            ok=False,
+            judgements={},
+            error=f"no score for answer {_ids(missing)} ({len(found)} of {len(ids)} answers scored)",
+        )
+    return GroupJudgement(ok=True, judgements=found)
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(ids)
+
+
+def _json_array(text: str) -> list[Any] | None:
+    """The array of scores in ``text``: a JSON array, or the ``scores`` of a JSON object; None if none."""
+    candidates = [m.group("body") for m in _FENCE_RE.finditer(text)]
+    candidates.insert(0, text.strip())
+    for opening, closing in (("[", "]"), ("{", "}")):
+        start, end = text.find(opening), text.rfind(closing)
+        if 0 <= start < end:
+            candidates.append(text[start : end + 1])
+    for candidate in candidates:
+        try:
+            obj = orjson.loads(candidate.strip())
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict):
+            obj = next((v for k, v in obj.items() if str(k).lower() == "scores"), None)
+        if isinstance(obj, list):
+            return obj
+    return None
+
+
+def _judged(item: dict[str, Any], scale: ScoreScale) -> Judgement:
+    """One answer's judgement from its object in a group answer (keys already lower-cased)."""
+    key = next((k for k in _JSON_SCORE_KEYS if k in item), None)
+    if key is None:
+        return Judgement(ok=False, error="no score")
+    reasoning = next((item[k] for k in _JSON_REASON_KEYS if k in item), None)
+    reasoning = None if reasoning is None else str(reasoning).strip() or None
+    score = _json_number(item[key])
+    if score is None:
+        return Judgement(ok=False, error=f"score {item[key]!r} is not a number")
+    return _checked(score, reasoning, None, scale)

@@ -36,11 +36,17 @@ Placeholders are written ``$name`` (``string.Template``; ``$$`` is a literal ``$
 section    placeholders
 ========== ===================================================================
 system     ``examples``, ``low``, ``high``
-user       ``question``, ``answer``, ``reference``, ``low``, ``high``
+user       ``question``, ``answer`` (or ``answers``), ``reference``, ``low``, ``high``
 reference  ``reference``, ``low``, ``high``
+answer     ``id``, ``answer``, ``low``, ``high`` (a group template: one answer of the group)
 example    ``question``, ``answer``, ``score``, ``reasoning``, ``reference``, ``low``, ``high``
 json       ``low``, ``high``
 ========== ===================================================================
+
+A template whose user message has ``$answers`` instead of ``$answer`` grades a whole GRPO group
+in one request (:attr:`JudgePrompt.group`, :meth:`JudgePrompt.render_group`): each completion
+is rendered with ``[answer]`` under a short id, and the judge answers a JSON array with one
+``{"id", "score", "reasoning"}`` per id (see :func:`~trainwire.judge.parser.parse_group_judgement`).
 
 Only a known name in single braces is substituted: ``{{name}}`` is a literal ``{name}`` (e.g.
 LaTeX ``\\boxed{{answer}}``), and every other brace is sent as written, so JSON such as
@@ -52,8 +58,9 @@ nor an answer placeholder; a ``$name`` that is not a placeholder is sent as writ
 does; ``$x$`` in LaTeX stays as it is).
 
 Built-in templates: ``default`` (English: accuracy, completeness, relevance and conciseness on
-1-5, ``Score: N`` / ``Reasoning: ...``) and ``ru`` (the same in Russian, after seed 002, with
-``Оценка:`` / ``Обоснование:``). :func:`load_template` takes one of these names or a file path.
+1-5, ``Score: N`` / ``Reasoning: ...``), ``ru`` (the same in Russian, after seed 002, with
+``Оценка:`` / ``Обоснование:``) and ``group`` (the ``default`` criteria for a whole group, each
+answer compared with the others, after ART's RULER). :func:`load_template` takes one of these names or a file path.
 
 The template's :attr:`JudgePrompt.version` is ``{name}-{hash}`` of the template text and the
 examples, so changing either is a new version: it is recorded with every score and is part of
@@ -66,6 +73,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -87,14 +95,15 @@ __all__ = [
     "prompt_text",
 ]
 
-BUILTIN_TEMPLATES = ("default", "ru")
+BUILTIN_TEMPLATES = ("default", "ru", "group")
 """Names of the templates shipped in ``trainwire/judge/templates/``."""
 
 _SCALE = ("low", "high")
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "system": ("examples", *_SCALE),
-    "user": ("question", "answer", "reference", *_SCALE),
+    "user": ("question", "answer", "answers", "reference", *_SCALE),
     "reference": ("reference", *_SCALE),
+    "answer": ("id", "answer", *_SCALE),
     "example": ("question", "answer", "score", "reasoning", "reference", *_SCALE),
     "json": _SCALE,
 }
@@ -136,6 +145,10 @@ class JudgePrompt:
     sections: dict[str, str]
     examples: tuple[FewShotExample, ...] = ()
     version: str = field(default="")
+    text_hash: str = field(default="")
+    """sha256 of the template text and the examples (``version`` is the name and its first 10 digits)."""
+    group: bool = False
+    """Whether it grades a whole GRPO group at once (its user message has ``$answers``), see :meth:`render_group`."""
 
     def render(
         self,
@@ -148,6 +161,32 @@ class JudgePrompt:
         structured: bool = False,
     ) -> list[dict[str, str]]:
         """The chat messages asking the judge to grade ``answer`` to ``question``."""
+        return self._messages(question, reference, low, high, structured, answer=answer)
+
+    def render_group(
+        self,
+        question: Prompt,
+        answers: Sequence[tuple[str, str]],
+        reference: str | None = None,
+        *,
+        low: float = 1,
+        high: float = 5,
+        structured: bool = False,
+    ) -> list[dict[str, str]]:
+        """The chat messages asking the judge to grade every ``(id, answer)`` of one group to ``question``.
+
+        Each answer is rendered with the ``[answer]`` section (``$id``, ``$answer``), and all of them,
+        separated by blank lines, fill the user message's ``$answers``.
+        """
+        scale = {"low": f"{low:g}", "high": f"{high:g}"}
+        section = Template(self.sections.get("answer", "[$id]\n$answer"))
+        rendered = "\n\n".join(section.safe_substitute(scale, id=i, answer=text) for i, text in answers)
+        return self._messages(question, reference, low, high, structured, answers=rendered)
+
+    def _messages(
+        self, question: Prompt, reference: str | None, low: float, high: float, structured: bool, **answer: str
+    ) -> list[dict[str, str]]:
+        """The system and user messages around ``answer`` (``answer=`` or ``answers=``, the user placeholder)."""
         scale = {"low": f"{low:g}", "high": f"{high:g}"}
         examples = "\n\n".join(
             Template(self.sections.get("example", "")).safe_substitute(
@@ -169,7 +208,7 @@ class JudgePrompt:
                 scale, reference=reference
             )
         user = Template(self.sections["user"]).safe_substitute(
-            scale, question=prompt_text(question), answer=answer, reference=reference_block
+            scale, question=prompt_text(question), reference=reference_block, **answer
         )
         user = re.sub(r"\n{3,}", "\n\n", user).strip()
         if structured and self.sections.get("json"):
@@ -232,11 +271,15 @@ def load_template(template: str | Path = "default", examples: str | Path | None 
     for section, (body, lines) in _parse_sections(text, where).items():
         sections[section], used[section], section_braces = _placeholders(section, body, lines, where, strict=plain)
         braces = braces or section_braces
-    if not used["user"] & {"question", "answer"}:
+    if not used["user"] & {"question", "answer", "answers"}:
         raise ConfigError(
             "judge.template",
             f"{where}: the user message has no {{question}} or {{answer}} placeholder ($question, $answer work too),"
             " so the judge would not see what it grades",
+        )
+    if {"answer", "answers"} <= used["user"]:
+        raise ConfigError(
+            "judge.template", f"{where}: the user message has both $answer (one answer) and $answers (a group)"
         )
     shots: tuple[FewShotExample, ...] = ()
     examples_text = ""
@@ -249,8 +292,15 @@ def load_template(template: str | Path = "default", examples: str | Path | None 
                 " and $examples (or {examples}) in [system]",
             )
     material = text.encode() + b"\0" + examples_text.encode() + (_BRACE_SYNTAX if braces else b"")
-    digest = hashlib.sha256(material).hexdigest()[:10]
-    return JudgePrompt(name=name, sections=sections, examples=shots, version=f"{name}-{digest}")
+    digest = hashlib.sha256(material).hexdigest()
+    return JudgePrompt(
+        name=name,
+        sections=sections,
+        examples=shots,
+        version=f"{name}-{digest[:10]}",
+        text_hash=digest,
+        group="answers" in used["user"],
+    )
 
 
 def _parse_sections(text: str, where: str) -> dict[str, tuple[str, list[int]]]:

@@ -18,6 +18,13 @@ completion gets ``fallback`` (None means TRL's "no reward": NaN, ignored in its 
 ``alert`` event (rule ``judge_failed``) is emitted for the call, with the error counts and a
 sample. The function itself never raises: training goes on.
 
+With ``mode="group"`` the judge grades each GRPO group in one request, its completions relative to
+each other (:meth:`~trainwire.judge.client.Judge.grade_group`). TRL passes the whole batch, each
+prompt repeated ``num_generations`` times in a row, so a group is a run of consecutive
+completions of the same prompt (cut every ``group_size`` completions when given). A group the
+judge fails on (a failed call, an answer that does not score each completion exactly once) gets
+``fallback`` for every completion, never a partial set of rewards.
+
 A reference answer is taken from the first dataset column of ``reference_columns`` present:
 by default :data:`~trainwire.judge.trigger.REFERENCE_KEYS` (``reference``, ``correct_answer``,
 ``answer``, ``solution``, ``ground_truth``, ``expected``), the same keys the judge trigger reads
@@ -28,11 +35,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from trainwire.bus import Emitter, get_emitter
+from trainwire.errors import ConfigError
 from trainwire.events import Alert, Event, JudgeScore, Source
 from trainwire.judge.client import Judge, JudgeConfig
 from trainwire.judge.trigger import REFERENCE_KEYS
@@ -69,6 +78,8 @@ def judge_reward_function(
     run_id: str | None = None,
     reference_columns: Sequence[str] = REFERENCE_KEYS,
     name: str = "judge_reward",
+    mode: str | None = None,
+    group_size: int | None = None,
 ) -> RewardFunction:
     """An async TRL reward function grading completions with ``judge`` (see the module docstring).
 
@@ -81,9 +92,14 @@ def judge_reward_function(
         run_id: the run the alerts belong to (default: the current run).
         reference_columns: dataset columns holding a reference answer, first present wins.
         name: the function's ``__name__`` (TRL logs rewards under it).
+        mode: ``single`` (one request per completion) or ``group`` (one per GRPO group); default: the judge's.
+        group_size: in group mode, the most completions in one group (TRL's ``num_generations``).
     """
     if not isinstance(judge, Judge):
-        judge = Judge(judge if isinstance(judge, JudgeConfig) else None, cache_dir=cache_dir)
+        config = judge if isinstance(judge, JudgeConfig) else JudgeConfig.from_env()
+        judge = Judge(config if mode is None else dataclasses.replace(config, mode=mode), cache_dir=cache_dir)
+    elif mode is not None and judge.config.mode != mode:
+        raise ConfigError("judge.mode", f"the judge given grades in mode {judge.config.mode!r}, not {mode!r}")
     the_judge = judge
 
     async def judge_reward(
@@ -96,12 +112,25 @@ def judge_reward_function(
         step = getattr(trainer_state, "global_step", None)
         try:
             references = _references(kwargs, reference_columns, len(completions))
-            scores: list[JudgeScore] = await asyncio.gather(
-                *(
-                    the_judge.grade(prompt, _completion_text(completion), reference, step=step)
-                    for prompt, completion, reference in zip(prompts, completions, references, strict=False)
+            texts = [_completion_text(completion) for completion in completions]
+            if the_judge.config.mode == "group":
+                groups = _groups(prompts, group_size)
+                graded = await asyncio.gather(
+                    *(
+                        the_judge.grade_group(
+                            prompts[g[0]], [(str(i), texts[i]) for i in g], references[g[0]], step=step
+                        )
+                        for g in groups
+                    )
                 )
-            )
+                scores: list[JudgeScore] = [score for group in graded for score in group]
+            else:
+                scores = await asyncio.gather(
+                    *(
+                        the_judge.grade(prompt, text, reference, step=step)
+                        for prompt, text, reference in zip(prompts, texts, references, strict=False)
+                    )
+                )
         except Exception as exc:  # never stop training because of the judge
             telemetry_warning("judge_reward", "judge reward failed: %s: %s", type(exc).__name__, exc)
             _alert(emitter, run_id, step, len(completions), {type(exc).__name__: len(completions)}, str(exc), "")
@@ -128,6 +157,17 @@ def judge_reward_function(
     judge_reward.__name__ = judge_reward.__qualname__ = name
     judge_reward.judge = the_judge  # type: ignore[attr-defined]
     return judge_reward
+
+
+def _groups(prompts: Sequence[Any], size: int | None) -> list[list[int]]:
+    """The batch's GRPO groups as lists of positions: runs of equal consecutive prompts, at most ``size`` long."""
+    groups: list[list[int]] = []
+    for index, prompt in enumerate(prompts):
+        if groups and prompts[groups[-1][0]] == prompt and (size is None or len(groups[-1]) < size):
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 def _references(kwargs: dict[str, Any], columns: Sequence[str], n: int) -> list[str | None]:

@@ -11,7 +11,9 @@ interaction's ``success`` is ``success`` (None: either), its reward lies in
 None), and the completion is not empty.
 
 Sampling is deterministic: an interaction is kept when the hash of its ``event_id`` (and
-``seed``) falls below ``sample_rate``, so a replay, or another worker, picks the same ones. The
+``seed``) falls below ``sample_rate``, so a replay, or another worker, picks the same ones. With
+``whole_groups`` (the group judge) the hash is of its run and GRPO ``group_id`` instead, so a group
+is sampled whole. The
 request's event id is derived from the interaction's and its ``ts`` is the interaction's, so a
 replayed request is the same row in ClickHouse (collapsed by ``FINAL``).
 
@@ -54,6 +56,8 @@ class TriggerConfig:
     success: bool | None = True
     seed: str = ""
     reference_keys: tuple[str, ...] = REFERENCE_KEYS
+    whole_groups: bool = False
+    """Sample GRPO groups, not interactions (an interaction without a ``group_id`` is sampled alone)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.sample_rate <= 1.0:
@@ -131,7 +135,10 @@ class JudgeTrigger(Processor[Event]):
                 return "reward"
         if not payload.completion.strip():
             return "empty"
-        if not sampled(event.event_id, c.sample_rate, c.seed):
+        unit = event.event_id
+        if c.whole_groups and payload.group_id is not None:
+            unit = f"{event.run_id}\0{payload.group_id}"
+        if not sampled(unit, c.sample_rate, c.seed):
             return "sample"
         return None
 

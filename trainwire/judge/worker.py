@@ -16,8 +16,13 @@ The commit order of one batch, written down once in :meth:`JudgeWorker.process_b
 4. consumer offsets committed.
 
 A crash replays at most one batch; the trigger's request ids and the scores' ids are derived
-from what they answer (and keep its timestamp), so the repeats collapse in ClickHouse, and the
-judge cache means a replayed request costs no second call.
+from what they answer and the judge's configuration (and keep its timestamp), so the repeats
+collapse in ClickHouse, and the judge cache means a replayed request costs no second call.
+
+With a judge in ``mode="group"`` the requests are gathered into GRPO groups
+(:class:`~trainwire.judge.grouping.GroupCollector`, which says when a group is complete) and each
+complete group is graded in one call; the offsets are committed only up to the first record of a
+group still open, so a crash replays the open groups.
 
 ``trainwire judge run`` runs it; ``trainwire worker`` stores what it publishes.
 """
@@ -40,6 +45,7 @@ from trainwire.bus.publisher import Publisher
 from trainwire.config import Settings
 from trainwire.errors import BusError
 from trainwire.events import Event, Interaction, JudgeRequest, JudgeScore
+from trainwire.judge.grouping import GroupCollector, Member
 from trainwire.judge.trigger import JudgeTrigger, TriggerConfig
 from trainwire.sinks.dead_letter import DeadLetters, failure
 from trainwire.topics import event_topic
@@ -54,9 +60,11 @@ LIBRARY = "trainwire.judge"
 _SCORE_NAMESPACE = uuid.UUID("9d2b4f61-3c7a-4e0d-8f15-6a9e2c3b7d48")
 
 
-def score_event_id(request_event_id: str, judge_model: str, template_version: str) -> str:
-    """The id of a score event: the same for the same request judged by the same judge and template."""
-    return str(uuid.uuid5(_SCORE_NAMESPACE, f"{request_event_id}\0{judge_model}\0{template_version}"))
+def score_event_id(request_event_id: str, config_id: str) -> str:
+    """The id of a score event: the same for the same request judged by the same judge configuration
+    (``JudgeScore.config_id``: model, template, mode, parser, sampling), so a replay or a rescore with
+    an unchanged configuration adds no row, and another configuration's score is a row of its own."""
+    return str(uuid.uuid5(_SCORE_NAMESPACE, f"{request_event_id}\0{config_id}"))
 
 
 def score_event(request: Event, score: JudgeScore) -> Event:
@@ -64,7 +72,7 @@ def score_event(request: Event, score: JudgeScore) -> Event:
     return Event(
         run_id=request.run_id,
         payload=score,
-        event_id=score_event_id(request.event_id, score.judge_model, score.template_version),
+        event_id=score_event_id(request.event_id, score.config_id),
         ts=request.ts,
     )
 
@@ -80,6 +88,8 @@ class JudgeWorker:
         emitter: publishes requests and scores (default: a new one on ``settings``, closed by :meth:`run`).
         max_batch: records per batch (a batch is judged concurrently, then committed).
         flush_timeout_s: how long to wait for the emitter at a checkpoint before giving up on the batch.
+        groups: when a GRPO group is complete, for a judge in ``mode="group"`` (default: a
+            :class:`~trainwire.judge.grouping.GroupCollector` with no known size, 30 s wait).
     """
 
     def __init__(
@@ -92,6 +102,7 @@ class JudgeWorker:
         emitter: Emitter | None = None,
         max_batch: int | None = None,
         flush_timeout_s: float = 60.0,
+        groups: GroupCollector | None = None,
     ):
         self.settings = settings
         self.judge = judge
@@ -101,6 +112,7 @@ class JudgeWorker:
         self.emitter = emitter or Emitter(settings)
         self.max_batch = max_batch or max(64, judge.config.concurrency * 4)
         self.flush_timeout_s = flush_timeout_s
+        self.groups = (groups or GroupCollector()) if judge.config.mode == "group" else None
         prefix = settings.topic_prefix
         self.topics = [event_topic(prefix, "judge_request")]
         if trigger is not None:
@@ -123,22 +135,30 @@ class JudgeWorker:
                 records = await consumer.getmany(timeout_ms=500, max_records=self.max_batch)
                 if records:
                     await self.process_batch(records)
-                    await consumer.commit()
                     last_record = time.monotonic()
                 elif idle_exit_s is not None and time.monotonic() - last_record >= idle_exit_s:
                     break
+                elif self.groups is not None and self.groups.has_due(time.monotonic()):
+                    await self.process_batch([])  # groups that waited long enough
+                else:
+                    continue
+                await consumer.commit(self.groups.held() if self.groups is not None else None)
+            if self.groups is not None and len(self.groups):
+                await self.process_batch([], drain=True)  # stopping: judge the open groups as they are
+                await consumer.commit()
         finally:
             await consumer.stop()
             await self._publisher.close()
             if self._own_emitter:
                 await asyncio.to_thread(self.emitter.close)
 
-    async def process_batch(self, records: list[Any]) -> None:
+    async def process_batch(self, records: list[Any], *, drain: bool = False) -> None:
         """Handle one batch up to the point where its offsets may be committed (steps 1-3 of the order).
 
         A record that does not decode, or that the trigger or the judge fails on, is a dead letter
         with the reason (the workers' poison-record policy, :class:`~trainwire.sinks.dead_letter.DeadLetters`);
-        the rest of the batch is handled and committed.
+        the rest of the batch is handled and committed. In group mode the requests join their
+        groups, and the groups complete now (all of them with ``drain``) are judged.
         """
         self.records_in += len(records)
         requests: list[tuple[Any, Event]] = []
@@ -158,8 +178,15 @@ class JudgeWorker:
                         self.requests_out += 1
             elif isinstance(event.payload, JudgeRequest):
                 requests.append((record, event))
-        for score in await asyncio.gather(*(self._score(record, request) for record, request in requests)):
-            if score is not None:
+        if self.groups is None:
+            judged = [self._score(record, request) for record, request in requests]
+        else:
+            now = time.monotonic()
+            complete = [group for member in requests for group in self.groups.add(*member, now)]
+            complete += self.groups.drain() if drain else self.groups.due(now)
+            judged = [self._score_group(group) for group in complete]
+        for scores in await asyncio.gather(*judged):
+            for score in scores:
                 self.emitter.emit(score)
                 self.scores_out += 1
                 self.failed_scores += not score.payload.success
@@ -167,13 +194,24 @@ class JudgeWorker:
             raise BusError(f"the emitter did not flush within {self.flush_timeout_s:g}s; the batch is not committed")
         await self._publisher.flush()
 
-    async def _score(self, record: Any, request: Event) -> Event | None:
-        """The score event answering ``request``; None when judging it raised (then it is a dead letter)."""
+    async def _score(self, record: Any, request: Event) -> list[Event]:
+        """The score event answering ``request``; none when judging it raised (then it is a dead letter)."""
         try:
-            return score_event(request, await self.judge.judge(request.payload))  # type: ignore[arg-type]
+            return [score_event(request, await self.judge.judge(request.payload))]  # type: ignore[arg-type]
         except Exception as exc:
             self.dead_letters.not_processed(record, [failure("judge", exc)])
-            return None
+            return []
+
+    async def _score_group(self, group: list[Member]) -> list[Event]:
+        """The score events answering a group's requests (one call); none when judging it raised
+        (then each of its requests is a dead letter)."""
+        try:
+            scores = await self.judge.judge_group([request.payload for _, request in group])  # type: ignore[misc]
+        except Exception as exc:
+            for record, _ in group:
+                self.dead_letters.not_processed(record, [failure("judge", exc)])
+            return []
+        return [score_event(request, score) for (_, request), score in zip(group, scores, strict=True)]
 
 
 # --------------------------------------------------------------------------- commands
@@ -220,12 +258,52 @@ def config_from_options(options: dict[str, Any]) -> JudgeConfig:
     """A :class:`JudgeConfig` from the values of :func:`judge_options` (None = not given)."""
     from trainwire.judge.client import JudgeConfig
 
-    names = ("base_url", "model", "api_key", "template", "examples", "concurrency", "timeout_s", "max_retries", "api")
+    names = (
+        "base_url",
+        "model",
+        "api_key",
+        "template",
+        "examples",
+        "concurrency",
+        "timeout_s",
+        "max_retries",
+        "api",
+        "mode",
+    )
     values = {name: options.get(name) for name in names}
     values["structured"] = options.get("structured") or None
     values["guided_choice"] = options.get("guided_choice") or None
     values["cache"] = False if options.get("no_cache") else None
     return JudgeConfig.from_env(**values)
+
+
+def group_mode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The click options of the judge's mode and of when a GRPO group is complete (``judge run``, ``judge rescore``)."""
+    options = [
+        click.option(
+            "--mode",
+            type=click.Choice(["single", "group"]),
+            default=None,
+            help="single: one request per completion (default); group: one request per GRPO group, "
+            "its completions scored relative to each other (the built-in 'group' template).",
+        ),
+        click.option(
+            "--group-size",
+            type=int,
+            default=None,
+            help="Group mode: completions per group (TRL's num_generations); a group is judged once it has them.",
+        ),
+        click.option(
+            "--group-wait",
+            type=float,
+            default=30.0,
+            show_default=True,
+            help="Group mode: seconds a group waits for another completion before it is judged as it is.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
 
 
 @click.group("judge")
@@ -249,10 +327,13 @@ def judge_command() -> None:
     help="Only successful calls, only failed ones, or both.",
 )
 @click.option("--no-trigger", is_flag=True, help="Do not read interactions; only grade judge_request events.")
+@group_mode_options
 @click.pass_obj
 def judge_run(
     settings: Settings,
     group: str,
+    group_size: int | None,
+    group_wait: float,
     until_idle: float | None,
     sample_rate: float,
     runs: tuple[str, ...],
@@ -279,10 +360,12 @@ def judge_run(
                 min_reward=min_reward,
                 max_reward=max_reward,
                 success={"true": True, "false": False, "any": None}[success],
+                whole_groups=config.mode == "group",
             )
         )
     judge = Judge(config, cache_dir=Path(settings.data_dir) / "judge")
-    worker = JudgeWorker(settings, judge, trigger=trigger, group=group)
+    groups = GroupCollector(group_size, group_wait)
+    worker = JudgeWorker(settings, judge, trigger=trigger, group=group, groups=groups)
     click.echo(f"judge: {config.model} at {config.base_url}, template {judge.template_version}")
 
     async def main() -> None:

@@ -1,0 +1,51 @@
+-- name: judge_compare
+-- description: Two judge configurations (two judges, templates or modes) compared on the interactions
+--   both scored successfully: n, agreement (the share given the same score on the judges' scale),
+--   Pearson correlation of their scores on 0..1 (NULL without variation), each side's mean score on
+--   0..1 (mean_a, mean_b), the mean difference b - a and the mean absolute difference on 0..1. A side
+--   selects scores by judge model, template (its name, e.g. 'default', or version, 'default-1a2b3c4d5e')
+--   and mode (single or group); '' matches any. An interaction a side scored more than once counts
+--   with the score stored last.
+-- param: a_model String = '' -- side a: the judge model ('' any)
+-- param: a_template String = '' -- side a: template name or version ('' any)
+-- param: a_mode String = '' -- side a: single or group ('' any)
+-- param: b_model String = '' -- side b: the judge model ('' any)
+-- param: b_template String = '' -- side b: template name or version ('' any)
+-- param: b_mode String = '' -- side b: single or group ('' any)
+-- param: runs Array(String) = [] -- run ids to include; empty: every run
+SELECT
+    count() AS n,
+    if(n = 0, NULL, avg(a.score = b.score)) AS agreement,
+    if(isFinite(corr(a.norm, b.norm)), corr(a.norm, b.norm), NULL) AS pearson,
+    if(n = 0, NULL, avg(a.norm)) AS mean_a,
+    if(n = 0, NULL, avg(b.norm)) AS mean_b,
+    if(n = 0, NULL, avg(b.norm - a.norm)) AS mean_difference,
+    if(n = 0, NULL, avg(abs(b.norm - a.norm))) AS mean_abs_difference
+FROM
+(
+    SELECT
+        interaction_id,
+        argMax(assumeNotNull(score), inserted_at) AS score,
+        argMax(assumeNotNull(score_normalized), inserted_at) AS norm
+    FROM judge_scores FINAL
+    WHERE success AND isFinite(score_normalized) = 1
+        AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
+        AND ({a_model:String} = '' OR judge_model = {a_model:String})
+        AND ({a_template:String} = '' OR template_name = {a_template:String} OR template_version = {a_template:String})
+        AND ({a_mode:String} = '' OR mode = {a_mode:String})
+    GROUP BY interaction_id
+) AS a
+INNER JOIN
+(
+    SELECT
+        interaction_id,
+        argMax(assumeNotNull(score), inserted_at) AS score,
+        argMax(assumeNotNull(score_normalized), inserted_at) AS norm
+    FROM judge_scores FINAL
+    WHERE success AND isFinite(score_normalized) = 1
+        AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
+        AND ({b_model:String} = '' OR judge_model = {b_model:String})
+        AND ({b_template:String} = '' OR template_name = {b_template:String} OR template_version = {b_template:String})
+        AND ({b_mode:String} = '' OR mode = {b_mode:String})
+    GROUP BY interaction_id
+) AS b USING (interaction_id)
