@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Validates compose.yaml with `docker compose config` (no Docker engine needed).
+# Validates compose.yaml with `docker compose config`, every profile included (no Docker engine needed).
 # Where the compose plugin is missing, it is built once from the Go module proxy
 # (github.com/docker/compose/v2) into ~/.docker/cli-plugins.
 set -euo pipefail
@@ -17,5 +17,6 @@ if ! docker compose version >/dev/null 2>&1; then
     rm -rf "$src"
   fi
 fi
-docker compose -f compose.yaml config --quiet
-echo "compose.yaml: valid"
+# every profile too (judge, grafana, grafana-embedded), whose services a plain `config` leaves out
+docker compose -f compose.yaml --profile "*" config --quiet
+echo "compose.yaml: valid, with every profile"
