@@ -412,7 +412,7 @@ def test_judge_agreement_and_judge_by_step(store):
     judge = list(JUDGED.values())
     reward = [ROWS[int(k[3:])][3] for k in JUDGED]
     assert (a["judged"], a["failed"], a["pairs"]) == (6, 1, 5)
-    assert a["mean_judge"] == pytest.approx(sum(judge) / 5)
+    assert a["mean_score_normalized"] == pytest.approx(sum(judge) / 5)
     assert a["mean_reward"] == pytest.approx(sum(reward) / 5)
     assert a["pearson"] == pytest.approx(pearson(judge, reward))
     assert a["spearman"] == pytest.approx(spearman(judge, reward))
@@ -423,9 +423,13 @@ def test_judge_agreement_and_judge_by_step(store):
 
     steps = _by(run_query(store, "judge_by_step").to_pylist(), "run_id", "step")
     assert steps["a", 0]["pairs"] == 4
-    assert steps["a", 0]["mean_judge"] == pytest.approx((0.9 + 0.8 + 0.2 + 0.6) / 4)
+    assert steps["a", 0]["mean_score_normalized"] == pytest.approx((0.9 + 0.8 + 0.2 + 0.6) / 4)
     assert steps["a", 0]["mean_reward"] == pytest.approx(0.75)
-    assert (steps["a", 1]["pairs"], steps["a", 1]["mean_judge"], steps["a", 1]["mean_reward"]) == (1, 1.0, 2.0)
+    assert (steps["a", 1]["pairs"], steps["a", 1]["mean_score_normalized"], steps["a", 1]["mean_reward"]) == (
+        1,
+        1.0,
+        2.0,
+    )
 
 
 def test_a_reward_function_without_values_gives_no_pairs(store):
@@ -439,6 +443,35 @@ def test_a_reward_function_without_values_gives_no_pairs(store):
     assert run_query(store, "judge_confusion", reward_fn="accuracy").num_rows == 0
     steps = _by(run_query(store, "judge_by_step").to_pylist(), "run_id", "step")
     assert set(steps) == {("a", 0), ("a", 1)} and steps["a", 0]["pairs"] == 4
+
+
+def test_one_name_per_judge_scale_in_a_store_migrated_before(embedded_settings, monkeypatch):
+    """`score` is the judge's own scale and `score_normalized` 0..1 in every view and query (was:
+    judge_pairs.score and mean_judge on 0..1 beside judge_scores.score on the judge's scale); a
+    store made by an older release (its migrations only: the list is cut) gets the new views."""
+    import trainwire.store.migrations as migrations
+
+    shipped = migrations.available_migrations()
+    monkeypatch.setattr(migrations, "available_migrations", lambda: [m for m in shipped if m.version < 9])
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.insert_events(EVENTS)
+        monkeypatch.undo()
+        assert "0009_new_user_fixes" in store.migrate()
+        pairs = store.query_rows("SELECT * FROM judge_pairs(runs = [], reward_fn = 'total') ORDER BY interaction_id")
+        assert [(r["interaction_id"], r["score"], r["score_normalized"]) for r in pairs] == [
+            (target, value * 10, value) for target, value in sorted(JUDGED.items())
+        ]
+        verdicts = store.query_rows("SELECT * FROM judge_verdicts(runs = []) ORDER BY interaction_id")
+        assert verdicts == [
+            {"interaction_id": target, "score": value * 10, "score_normalized": value}
+            for target, value in sorted(JUDGED.items())
+        ]
+        for query in ("judge_agreement", "judge_by_step", "runs_latest"):
+            columns = run_query(store, query).column_names
+            assert "mean_score_normalized" in columns and "mean_judge" not in columns, query
+        (gap,) = run_query(store, "judge_disagreements", min_gap=0.35).to_pylist()  # 0.9 vs 1.0 scaled to 0.5
+        assert (gap["interaction_id"], gap["score"], gap["score_normalized"]) == ("ev-00", 9.0, 0.9)
 
 
 def _carrying(events: list[Event], keep: set[str]) -> list[Event]:
@@ -581,7 +614,7 @@ def test_the_web_ui_queries_for_groups_and_samples(store):
         ("ev-02", 0.0, {"acc": 0.0, "fmt": 0.0}, 2),
         ("ev-03", 1.0, {"acc": 1.0, "fmt": 0.0}, 6),
     ]
-    assert [(c["judge_score"], c["judge_raw_score"]) for c in g1] == [(0.2, 2.0), (0.6, 6.0)]  # ev-02: the later
+    assert [(c["judge_score_normalized"], c["judge_score"]) for c in g1] == [(0.2, 2.0), (0.6, 6.0)]  # ev-02: the later
 
     secs = {f"ev-{i:02d}": row[-1] for i, row in enumerate(ROWS)}
     newest_first = sorted(secs, key=lambda e: (-secs[e], e))
@@ -606,7 +639,7 @@ def test_the_web_ui_queries_for_groups_and_samples(store):
     }
 
     (record,) = run_query(store, "interaction_record", event_id="ev-02", run="a").to_pylist()
-    assert (record["prompt"], record["completion"], record["judge_score"], record["judge_model"]) == (
+    assert (record["prompt"], record["completion"], record["judge_score_normalized"], record["judge_model"]) == (
         "abcd",
         "ab",
         0.2,
@@ -624,7 +657,9 @@ def test_the_web_ui_queries_for_runs_judge_and_metrics(store):
     reward = [ROWS[int(k[3:])][3] for k in JUDGED]
     (latest,) = run_query(store, "runs_latest").to_pylist()
     assert (latest["run_id"], latest["judged"], latest["latest_window_mean"]) == ("a", 6, None)
-    assert latest["mean_judge"] == pytest.approx((sum(judge) + 0.1) / 6)  # every successful score: ev-02's two
+    assert latest["mean_score_normalized"] == pytest.approx(
+        (sum(judge) + 0.1) / 6
+    )  # every successful score: ev-02's two
 
     (progress,) = run_query(store, "run_progress", run="a").to_pylist()
     assert (progress["rows"], progress["last_step"]) == (8 + 3 + 7 + 2, 3)  # interactions, steps, scores, alerts

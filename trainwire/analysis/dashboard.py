@@ -108,7 +108,7 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
         )
     steps = _per_run(results.rows("reward_by_step"), "step", "mean", "reward {run}")
     judge = _per_run(
-        results.rows("judge_by_step"), "step", "mean_judge", "judge {run}", line={"dash": "dot"}, yaxis="y2"
+        results.rows("judge_by_step"), "step", "mean_score_normalized", "judge {run}", line={"dash": "dot"}, yaxis="y2"
     )
     _add(
         charts,
@@ -118,7 +118,7 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
             "Reward and judge score over steps",
             "step",
             "mean reward",
-            yaxis2={"title": {"text": "mean judge score"}, "overlaying": "y", "side": "right"},
+            yaxis2={"title": {"text": "mean judge score (normalized 0-1)"}, "overlaying": "y", "side": "right"},
             legend={"orientation": "h", "y": -0.25},
         ),
     )

@@ -112,8 +112,8 @@ def plot_reward_by_step(results: AnalysisResults, path: Path) -> Path | None:
     judge = results.rows("judge_by_step")
     if judge:
         ax2 = ax.twinx()
-        _lines(ax2, judge, "step", "mean_judge", "judge ", linestyle="--")
-        ax2.set_ylabel("mean judge score (normalized)")
+        _lines(ax2, judge, "step", "mean_score_normalized", "judge ", linestyle="--")
+        ax2.set_ylabel("mean judge score (normalized 0-1)")
         ax2.legend(loc="lower right", fontsize=8)
     ax.set(title="Reward over training steps", xlabel="step", ylabel="mean reward")
     ax.legend(loc="upper left", fontsize=8)

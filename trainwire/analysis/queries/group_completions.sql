@@ -1,9 +1,9 @@
 -- name: group_completions
--- description: The completions of one GRPO group side by side, in group order: the interaction, prompt
---   (text, or the messages as JSON), completion, total reward and each reward function's value,
---   advantage, length (tokens when reported, and characters), success, and the judge's verdict that
---   counts (the latest successful score: score_normalized, the raw score and the reasoning). A reward
---   that is not finite is NULL.
+-- description: The completions of one GRPO group side by side, in group order: the interaction,
+--   prompt (text, or the messages as JSON), completion, total reward and each reward function's
+--   value, advantage, length (tokens when reported, and characters), success, and the judge's
+--   verdict that counts (the latest successful score: judge_score on the judge's scale,
+--   judge_score_normalized on 0..1, and the reasoning). A reward that is not finite is NULL.
 -- param: run String = '' -- the run id
 -- param: step Int64 = 0 -- the training step
 -- param: group String = '' -- the group id
@@ -19,8 +19,8 @@ SELECT
     i.completion_tokens AS completion_tokens,
     i.completion_chars AS completion_chars,
     i.success AS success,
-    j.verdict.1 AS judge_score,
-    j.verdict.2 AS judge_raw_score,
+    j.verdict.1 AS judge_score_normalized,
+    j.verdict.2 AS judge_score,
     j.verdict.3 AS judge_reasoning
 FROM
 (

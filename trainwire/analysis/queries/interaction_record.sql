@@ -1,9 +1,10 @@
 -- name: interaction_record
--- description: One interaction in full: every stored field (prompt or messages, completion, rewards,
---   metadata with the token stats when the hook stored them, tokens, latency, model, error) and the
---   judge's verdict that counts (the latest successful score: score_normalized, raw score, judge
---   model, reasoning) with the number of failed judgements. A reward that is not finite is NULL.
---   Give the run too when known: it is found faster.
+-- description: One interaction in full: every stored field (prompt or messages, completion,
+--   rewards, metadata with the token stats when the hook stored them, tokens, latency, model,
+--   error) and the judge's verdict that counts (the latest successful score: judge_score on the
+--   judge's scale, judge_score_normalized on 0..1, judge model, reasoning) with the number of
+--   failed judgements. A reward that is not finite is NULL. Give the run too when known: it is
+--   found faster.
 -- param: event_id String = '' -- the interaction's event id
 -- param: run String = '' -- its run id; empty: look in every run
 SELECT
@@ -26,8 +27,8 @@ SELECT
     i.completion_tokens AS completion_tokens,
     i.model AS model,
     i.metadata AS metadata,
-    j.verdict.1 AS judge_score,
-    j.verdict.2 AS judge_raw_score,
+    j.verdict.1 AS judge_score_normalized,
+    j.verdict.2 AS judge_score,
     j.verdict.3 AS judge_model,
     j.verdict.4 AS judge_reasoning,
     ifNull(j.failed, 0) AS judge_failures

@@ -1,10 +1,11 @@
 -- name: judge_agreement
--- description: How the LLM judge agrees with the rule reward, per run or over all selected runs. Pairs
---   are interactions with a finite reward and a successful judge score (score_normalized; the
---   latest when an interaction was judged twice): judge_pairs, the reward the score carries, else
---   its interaction's (judge_scores.interaction_id = interactions.event_id). Columns: judged
---   (successful scores), failed (unsuccessful ones), pairs, mean judge score and reward over the pairs, Pearson and Spearman correlation (Pearson of the
---   average ranks, ties sharing their mean rank; NULL without variation), and the median
+-- description: How the LLM judge agrees with the rule reward, per run or over all selected runs.
+--   Pairs are interactions with a finite reward and a successful judge score (score_normalized, on
+--   0..1; the latest when an interaction was judged twice): judge_pairs, the reward the score
+--   carries, else its interaction's (judge_scores.interaction_id = interactions.event_id). Columns:
+--   judged (successful scores), failed (unsuccessful ones), pairs, mean judge score on 0..1
+--   (mean_score_normalized) and reward over the pairs, Pearson and Spearman correlation (Pearson of
+--   the average ranks, ties sharing their mean rank; NULL without variation), and the median
 --   agreement: the share of pairs where judge and reward fall on the same side of their medians
 --   (both at the median counts as the same side).
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
@@ -15,7 +16,7 @@ SELECT
     ifNull(judged, 0) AS judged,
     ifNull(failed, 0) AS failed,
     ifNull(pairs, 0) AS pairs,
-    mean_judge,
+    mean_score_normalized,
     mean_reward,
     pearson,
     spearman,
@@ -27,7 +28,7 @@ FROM
     SELECT
         run_id,
         sum(n) AS pairs,
-        sum(n * judge) / pairs AS mean_judge,
+        sum(n * judge) / pairs AS mean_score_normalized,
         sum(n * reward) / pairs AS mean_reward,
         (pairs * sum(n * judge * reward) - sum(n * judge) * sum(n * reward))
             / sqrt((pairs * sum(n * judge * judge) - pow(sum(n * judge), 2))
@@ -67,7 +68,7 @@ FROM
                 -- the pairs by distinct (run, judge score, reward): the window functions above then
                 -- sort a few rows per run instead of every pair
                 SELECT
-                    if({by_run:Bool}, toString(run_id), '*') AS run_id, score AS judge, assumeNotNull(reward) AS reward, count() AS n
+                    if({by_run:Bool}, toString(run_id), '*') AS run_id, score_normalized AS judge, assumeNotNull(reward) AS reward, count() AS n
                 -- (filtered before the SELECT, where reward is the alias of assumeNotNull(reward))
                 FROM
                 (

@@ -9,10 +9,10 @@ SELECT
     toString(run_id) AS run_id,
     assumeNotNull(step) AS step,
     count() AS pairs,
-    if(isFinite(corr(score, r)), corr(score, r), NULL) AS pearson
+    if(isFinite(corr(score_normalized, r)), corr(score_normalized, r), NULL) AS pearson
 FROM
 (
-    SELECT run_id, step, score, assumeNotNull(reward) AS r
+    SELECT run_id, step, score_normalized, assumeNotNull(reward) AS r
     FROM judge_pairs(runs = {runs:Array(String)}, reward_fn = {reward_fn:String})
     WHERE reward IS NOT NULL AND step IS NOT NULL
 )

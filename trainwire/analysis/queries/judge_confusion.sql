@@ -7,7 +7,7 @@
 -- param: reward_fn String = 'total' -- 'total' (the interaction's reward) or a key of the rewards map
 -- param: bins UInt32 = 5 -- bins per axis
 SELECT
-    toUInt32(least(floor(score * nbins), nbins - 1.)) AS judge_bin,
+    toUInt32(least(floor(judge * nbins), nbins - 1.)) AS judge_bin,
     toUInt32(if(hi > lo, least(floor((r - lo) / (hi - lo) * nbins), nbins - 1.), 0)) AS reward_bin,
     judge_bin / nbins AS judge_start,
     (judge_bin + 1) / nbins AS judge_end,
@@ -17,7 +17,7 @@ SELECT
 FROM
 (
     SELECT
-        greatest(least(score, 1.), 0.) AS score,
+        greatest(least(score_normalized, 1.), 0.) AS judge,
         assumeNotNull(reward) AS r,
         min(r) OVER () AS lo,
         max(r) OVER () AS hi,

@@ -1,8 +1,8 @@
 -- name: runs_latest
--- description: The newest numbers per run: the mean reward of the latest tumbling step window the stats
---   worker published (reward_stats, window 'steps') and the steps it covers, and the mean of the
---   successful judge scores (score_normalized; an interaction judged twice counts twice) with their
---   number.
+-- description: The newest numbers per run: the mean reward of the latest tumbling step window the
+--   stats worker published (reward_stats, window 'steps') and the steps it covers, and the mean of
+--   the successful judge scores on 0..1 (mean_score_normalized; an interaction judged twice counts
+--   twice) with their number.
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 -- param: reward_fn String = 'total' -- 'total' (the interaction's reward) or a key of the rewards map
 SELECT
@@ -10,7 +10,7 @@ SELECT
     max(window_mean) AS latest_window_mean,
     max(window_start) AS latest_window_step_start,
     max(window_end) AS latest_window_step_end,
-    max(judge_mean) AS mean_judge,
+    max(judge_mean) AS mean_score_normalized,
     sum(verdicts) AS judged
 FROM
 (

@@ -15,7 +15,7 @@ function completionCard(row) {
       ...rewards.flatMap(([fn, value]) => [h("dt", {}, fn), h("dd", { dataset: { fn } }, num(value))]),
       h("dt", {}, "advantage"), h("dd", {}, num(row.advantage)),
       h("dt", {}, "length"), h("dd", {}, row.completion_tokens === null ? `${row.completion_chars} chars` : `${row.completion_tokens} tokens, ${row.completion_chars} chars`),
-      h("dt", {}, "judge"), h("dd", { class: "judge" }, row.judge_score === null ? "not judged" : `${num(row.judge_score, 3)} (raw ${num(row.judge_raw_score, 3)})`),
+      h("dt", {}, "judge"), h("dd", { class: "judge" }, row.judge_score === null ? "not judged" : `${num(row.judge_score, 3)} (normalized ${num(row.judge_score_normalized, 3)})`),
     ),
     row.judge_reasoning ? h("details", {}, h("summary", {}, "judge's reasoning"), h("div", { class: "text" }, row.judge_reasoning)) : null,
   );

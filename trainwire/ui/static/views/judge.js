@@ -20,7 +20,7 @@ export async function render(root, params) {
     title,
     table([
       ["run", (r) => r.run_id], ["judged", (r) => r.judged, { num: true }], ["failed", (r) => r.failed, { num: true }], ["pairs", (r) => r.pairs, { num: true }],
-      ["mean judge", (r) => num(r.mean_judge), { num: true }], ["mean reward", (r) => num(r.mean_reward), { num: true }],
+      ["mean judge (0–1)", (r) => num(r.mean_score_normalized), { num: true }], ["mean reward", (r) => num(r.mean_reward), { num: true }],
       ["pearson", (r) => num(r.pearson, 3), { num: true }], ["spearman", (r) => num(r.spearman, 3), { num: true }], ["median agreement", (r) => num(r.median_agreement, 3), { num: true }],
     ], agreement),
     h("div", { class: "charts", style: "margin-top:12px" }, h("div", { id: "chart-judge-steps", class: "chart" }),
@@ -28,7 +28,7 @@ export async function render(root, params) {
     h("h2", {}, "Largest disagreements (judge score vs reward scaled to 0–1, gap ≥ 0.5)"),
     disagreements.length
       ? table([
-          ["run", (r) => r.run_id], ["step", (r) => r.step, { num: true }], ["judge", (r) => num(r.judge_score, 3), { num: true }], ["reward", (r) => num(r.reward), { num: true }],
+          ["run", (r) => r.run_id], ["step", (r) => r.step, { num: true }], ["judge", (r) => num(r.score, 3), { num: true }], ["judge (0–1)", (r) => num(r.score_normalized, 3), { num: true }], ["reward", (r) => num(r.reward), { num: true }],
           ["gap", (r) => num(r.gap, 3), { num: true }], ["reasoning", (r) => r.reasoning || ""],
           ["", (r) => h("a", { href: href("samples", { id: r.interaction_id, rrun: r.run_id }) }, "read")],
         ], disagreements)
@@ -37,7 +37,7 @@ export async function render(root, params) {
   const steps = [...new Set(byStep.map((r) => r.run_id))].flatMap((run) => {
     const rows = byStep.filter((r) => r.run_id === run);
     return [
-      { name: `${run} · judge`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_judge), mode: "lines+markers" },
+      { name: `${run} · judge`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_score_normalized), mode: "lines+markers" },
       { name: `${run} · reward`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_reward), mode: "lines", line: { dash: "dot" }, yaxis: "y2" },
     ];
   });

@@ -113,7 +113,7 @@ export async function render(root, params) {
       fetched.judge.then((judge) => chart(document.getElementById("chart-judge"), runs.flatMap((run, i) => {
         const rows = judge.filter((r) => r.run_id === run);
         return [
-          { name: `${run} · judge score`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_judge), mode: "lines+markers", line: { color: color(i) } },
+          { name: `${run} · judge score`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_score_normalized), mode: "lines+markers", line: { color: color(i) } },
           { name: `${run} · rule reward`, x: rows.map((r) => r.step), y: rows.map((r) => r.mean_reward), mode: "lines", line: { color: color(i), dash: "dot" }, yaxis: "y2" },
         ];
       }), { title: { text: judge.length ? "Judge score next to rule reward" : "Judge score (none yet)" }, xaxis, shapes,

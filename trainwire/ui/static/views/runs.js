@@ -35,7 +35,7 @@ export async function render(root) {
       ["latest window mean", (r) => (r.latest_window_mean === null || r.latest_window_mean === undefined ? "" :
         `${num(r.latest_window_mean)} (steps ${r.latest_window_step_start}–${r.latest_window_step_end - 1})`), { num: true }],
       ["alerts", (r) => (r.alerts ? h("a", { href: href("alerts", { run: r.run_id }) }, num(r.alerts)) : "0"), { num: true }],
-      ["mean judge", (r) => (r.judged ? `${num(r.mean_judge, 3)} (${r.judged})` : ""), { num: true }],
+      ["mean judge (0–1)", (r) => (r.judged ? `${num(r.mean_score_normalized, 3)} (${r.judged})` : ""), { num: true }],
       ["", (r) => h("span", {}, h("a", { href: href("groups", { run: r.run_id }) }, "groups"), " · ",
         h("a", { href: href("samples", { run: r.run_id }) }, "samples"), " · ", h("a", { href: href("judge", { run: r.run_id }) }, "judge"),
         r.logits ? [" · ", h("a", { href: href("logits", { run: r.run_id }) }, "logits")] : null)],

@@ -24,7 +24,7 @@ async function record(id, run) {
       ...field("model", row.model), ...field("success", String(row.success)), ...field("error", row.error),
       ...field("reward", num(row.reward)), ...rewards.flatMap(([k, v]) => field(`reward ${k}`, num(v))), ...field("advantage", num(row.advantage)),
       ...field("tokens", `${row.prompt_tokens ?? "?"} prompt, ${row.completion_tokens ?? "?"} completion`), ...field("latency", row.latency_ms === null ? "" : `${num(row.latency_ms)} ms`),
-      ...field("judge", row.judge_score === null ? `not judged${row.judge_failures ? ` (${row.judge_failures} failed)` : ""}` : `${num(row.judge_score, 3)} (raw ${num(row.judge_raw_score, 3)}, ${row.judge_model})`),
+      ...field("judge", row.judge_score === null ? `not judged${row.judge_failures ? ` (${row.judge_failures} failed)` : ""}` : `${num(row.judge_score, 3)} (normalized ${num(row.judge_score_normalized, 3)}, ${row.judge_model})`),
     ),
     h("h2", {}, row.prompt ? "Prompt" : "Messages"), h("div", { class: "text" }, row.prompt || pretty(row.prompt_messages)),
     h("h2", {}, "Completion"), h("div", { class: "text" }, row.completion),
