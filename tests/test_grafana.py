@@ -223,6 +223,8 @@ def test_dashboards_are_valid_for_provisioning() -> None:
     datasource = _datasource()
     assert datasource["type"] == PLUGIN and datasource["jsonData"]["protocol"] == "http"
     reference = {"type": PLUGIN, "uid": datasource["uid"]}
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    plugin_version = compose["services"]["grafana"]["environment"]["GF_PLUGINS_PREINSTALL_SYNC"].split("@")[1]
     uids = []
     for path in DASHBOARDS:
         dashboard = json.loads(path.read_text())
@@ -243,10 +245,13 @@ def test_dashboards_are_valid_for_provisioning() -> None:
             assert ref_ids and len(ref_ids) == len(set(ref_ids)), at
             for target in panel["targets"]:
                 assert target["datasource"] == reference and target["editorType"] == "sql", at
+                # the plugin migrates a target without its 4.x version as a 3.x one
+                assert target["pluginVersion"] == plugin_version, at
                 assert target["format"] == (0 if panel["type"] == "timeseries" else 1), at
         for annotation in dashboard["annotations"]["list"]:
             if not annotation.get("builtIn"):
                 assert annotation["datasource"] == reference == annotation["target"]["datasource"], where
+                assert annotation["target"]["pluginVersion"] == plugin_version, where
         variable = _run_variable(dashboard)
         assert variable["type"] == "query" and variable["datasource"] == reference, where
         assert variable["multi"] and variable["includeAll"] and "allValue" not in variable, where
