@@ -76,7 +76,7 @@ class GroupCollector:
         group = self._open.get(key)
         if group is None:
             group = self._open[key] = _OpenGroup(step=request.step, last_seen=now)
-        group.members[event.event_id] = (record, event)  # a redelivered request replaces itself
+        group.members.setdefault(event.event_id, (record, event))  # a request delivered twice counts once
         group.last_seen = now
         if group_id is None or (self.group_size is not None and len(group.members) >= self.group_size):
             done.append(self._close(key))

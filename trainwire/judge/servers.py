@@ -15,7 +15,9 @@ Both speak enough of the OpenAI API for :class:`~trainwire.judge.client.Judge` (
 (500, 429 with ``Retry-After``, 400), and can be slow (``delay_s``). Every request body is kept in
 ``requests`` (and its path in ``paths``), so a test can tell whether and how the judge called.
 Chat and text completions go through the same script: a function can tell them apart by the body
-(``body["messages"]`` for chat, ``body["prompt"]`` for text).
+(``body["messages"]`` for chat, ``body["prompt"]`` for text). For a group judge,
+:func:`group_reply` reads the answers of a group request (:func:`group_answers`) and answers one
+score per id, in a chosen shape: well-formed, reordered, short (an answer left out) or garbage.
 
 :class:`TransformersChatServer` loads a causal LM with ``transformers`` and generates with it
 (greedy when ``temperature`` is 0): a chat request through the tokenizer's chat template (a
@@ -27,6 +29,7 @@ the pipeline end to end over real HTTP and real generation, not the quality of a
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -40,7 +43,17 @@ import orjson
 
 from trainwire.errors import MissingExtraError
 
-__all__ = ["ROUTES", "BadRequest", "OpenAICompatibleServer", "Reply", "ScriptedJudgeServer", "TransformersChatServer"]
+__all__ = [
+    "GROUP_SHAPES",
+    "ROUTES",
+    "BadRequest",
+    "OpenAICompatibleServer",
+    "Reply",
+    "ScriptedJudgeServer",
+    "TransformersChatServer",
+    "group_answers",
+    "group_reply",
+]
 
 ROUTES = {"/chat/completions": "chat", "/completions": "completions"}
 """The POST routes (under ``/v1``) the servers answer, to the API name :meth:`OpenAICompatibleServer.handle` gets;
@@ -246,6 +259,33 @@ class ScriptedJudgeServer(OpenAICompatibleServer):
             error = {"message": reply.text or f"scripted HTTP {reply.status}", "type": "scripted", "code": reply.status}
             return reply.status, {"error": error}, reply.headers
         return 200, self.completion_payload(reply.text, api=api), reply.headers
+
+
+_ANSWER_RE = re.compile(r'<answer id="(?P<id>[^"]*)">\n(?P<text>.*?)\n</answer>', re.DOTALL)
+GROUP_SHAPES = ("good", "reordered", "short", "garbage")
+"""How :func:`group_reply` answers: every id in order, every id in reverse order, the last id left out, no JSON."""
+
+
+def group_answers(body: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``(id, answer)`` pairs of a group request rendered with the built-in ``group`` template."""
+    text = body["messages"][-1]["content"] if "messages" in body else body.get("prompt", "")
+    return [(m.group("id"), m.group("text")) for m in _ANSWER_RE.finditer(text)]
+
+
+def group_reply(
+    body: dict[str, Any], score: Callable[[str], float], shape: str = "good", delay_s: float = 0.0
+) -> Reply:
+    """A group judge's answer to ``body``: ``score(answer text)`` for each answer, as a JSON array shaped ``shape``."""
+    if shape not in GROUP_SHAPES:
+        raise ValueError(f"shape must be one of {GROUP_SHAPES}, got {shape!r}")
+    items = [{"id": i, "score": score(text), "reasoning": f"answer {i} compared"} for i, text in group_answers(body)]
+    if shape == "reordered":
+        items.reverse()
+    elif shape == "short":
+        items = items[:-1]
+    elif shape == "garbage":
+        return Reply("All of these answers look fine to me.", delay_s=delay_s)
+    return Reply(orjson.dumps(items).decode(), delay_s=delay_s)
 
 
 class TransformersChatServer(OpenAICompatibleServer):

@@ -112,7 +112,7 @@ class JudgeWorker:
         self.emitter = emitter or Emitter(settings)
         self.max_batch = max_batch or max(64, judge.config.concurrency * 4)
         self.flush_timeout_s = flush_timeout_s
-        self.groups = (groups or GroupCollector()) if judge.config.mode == "group" else None
+        self.groups = (GroupCollector() if groups is None else groups) if judge.config.mode == "group" else None
         prefix = settings.topic_prefix
         self.topics = [event_topic(prefix, "judge_request")]
         if trigger is not None:
