@@ -3,8 +3,8 @@
 The faults are real, not mocked (one exception, the last test, says why):
 
 - *ClickHouse down*: chdb is owned by another process (the embedded store's server-like mode) and
-  the worker reaches it through a :class:`RemoteStore`; the owner is killed with SIGKILL and a new
-  owner is started on the same data directory later.
+  the worker reaches it through an :class:`OwnerClientStore` (ClickHouse's HTTP interface); the
+  owner is killed with SIGKILL and a new owner is started on the same data directory later.
 - *A record ClickHouse refuses for good*: a CHECK constraint on ``interactions`` that one event
   violates, so ClickHouse itself refuses the insert.
 
@@ -34,7 +34,7 @@ from trainwire.errors import StoreError
 from trainwire.events import Event, Interaction, decode, encode
 from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.sinks.base import SinkBackpressure
-from trainwire.store.clickhouse import EmbeddedStore, RemoteStore, Store, open_store
+from trainwire.store.clickhouse import EmbeddedStore, OwnerClientStore, Store, open_store
 from trainwire.topics import DEAD_LETTER, event_topic, topic_name
 
 GROUP = "sink-test"
@@ -145,10 +145,10 @@ async def until(pipeline_task: asyncio.Task, done: Callable[[], bool], what: str
         await asyncio.sleep(0.05)
 
 
-def test_remote_store_finds_the_new_owner_after_the_old_one_died(owners: Owners) -> None:
+def test_owner_client_store_finds_the_new_owner_after_the_old_one_died(owners: Owners) -> None:
     first_owner = owners.start()
     store = open_store(Settings(data_dir=owners.data_dir))
-    assert isinstance(store, RemoteStore)
+    assert isinstance(store, OwnerClientStore)
     store.insert_events(interactions(3))
     owners.kill(first_owner)
     with pytest.raises(StoreError, match=rf"the process owning chdb \(pid {first_owner.pid}\) did not answer") as info:
@@ -167,7 +167,7 @@ def test_clickhouse_down_pauses_commits_nothing_then_stores_everything_once(
     settings = Settings(data_dir=owners.data_dir)
     first_owner = owners.start()
     store = open_store(settings)
-    assert isinstance(store, RemoteStore) and store.owner_pid == first_owner.pid
+    assert isinstance(store, OwnerClientStore) and store.owner_pid == first_owner.pid
     pipeline = build_pipeline(settings, store, OPTIONS)
     pipeline.core.max_backoff_s = 0.2  # retry quickly (the default waits up to 30 s between retries)
 
@@ -229,7 +229,7 @@ def test_a_record_clickhouse_refuses_becomes_a_dead_letter_and_the_rest_is_store
     if owner == "another process":
         owners.start()
     store = open_store(settings)
-    assert isinstance(store, RemoteStore if owner == "another process" else EmbeddedStore)
+    assert isinstance(store, OwnerClientStore if owner == "another process" else EmbeddedStore)
     store.migrate()
     # ClickHouse itself refuses rows that break the constraint: a refusal no retry can cure.
     store.command("ALTER TABLE interactions ADD CONSTRAINT reward_sane CHECK ifNull(reward, 0) < 100")

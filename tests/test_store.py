@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
-import json
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -13,8 +13,9 @@ import pytest
 from trainwire.config import Settings
 from trainwire.errors import StoreError
 from trainwire.events import PAYLOAD_TYPES, Event, Interaction, TrainStep
-from trainwire.store import clickhouse
-from trainwire.store.clickhouse import EmbeddedStore, RemoteStore, open_store
+from trainwire.store import chdb_http
+from trainwire.store.chdb_http import HttpUser
+from trainwire.store.clickhouse import EmbeddedStore, OwnerClientStore, OwnerEndpoint, open_store
 from trainwire.store.migrations import available_migrations
 from trainwire.store.schema import expected_columns
 
@@ -96,12 +97,13 @@ def test_second_process_is_routed_through_the_owner(embedded_settings: Settings)
         out = subprocess.run(
             [sys.executable, "-c", code, str(embedded_settings.data_dir)], capture_output=True, text=True
         )
-        assert out.stdout.strip() == 'RemoteStore [{"n": 1}]', out.stderr
-        remote = RemoteStore.connect(embedded_settings.data_dir)
+        assert out.stdout.strip() == 'OwnerClientStore [{"n": 1}]', out.stderr
+        remote = OwnerClientStore.connect(embedded_settings.data_dir)
         remote.insert_events([Event("r", TrainStep(step=2))])
         assert store.query_rows("SELECT count() AS n FROM train_steps FINAL") == [{"n": 2}]
         with pytest.raises(StoreError, match=r"UNKNOWN_TABLE|Unknown table"):
             remote.query_rows("SELECT * FROM missing_table")
+        remote.close()
 
 
 def test_server_url_unreachable_is_a_clear_error(tmp_path) -> None:
@@ -111,58 +113,44 @@ def test_server_url_unreachable_is_a_clear_error(tmp_path) -> None:
     assert "secret" not in str(info.value)
 
 
-def owner_port(settings: Settings) -> int:
-    return json.loads((settings.data_dir / "clickhouse.owner.json").read_text())["port"]
-
-
-def test_owner_answers_a_non_ascii_token_with_403(embedded_settings: Settings) -> None:
-    """Before: compare_digest raised on a non-ASCII str in the server thread, and no answer came."""
+def test_owner_answers_a_non_ascii_password_with_a_refused_login(embedded_settings: Settings) -> None:
+    """A password that is not ASCII is compared as bytes: ClickHouse's 516, not a traceback and no answer."""
     with open_store(embedded_settings):
-        connection = http.client.HTTPConnection("127.0.0.1", owner_port(embedded_settings), timeout=10)
-        connection.request("POST", "/query", body=b"{}", headers={"X-Trainwire-Token": "jeton-\u00e9t\u00e9"})
+        connection = http.client.HTTPConnection("127.0.0.1", OwnerEndpoint.read(embedded_settings.data_dir).port)
+        headers = {"X-ClickHouse-User": "trainwire", "X-ClickHouse-Key": "mot-de-passe-\u00e9t\u00e9"}
+        connection.request("POST", "/", body=b"SELECT 1", headers=headers)
         response = connection.getresponse()
-        assert (response.status, response.read()) == (403, b'{"error": "bad token"}')
+        assert (response.status, response.getheader("X-ClickHouse-Exception-Code")) == (403, "516")
+        assert response.read().startswith(b"Code: 516. DB::Exception: trainwire: Authentication failed")
 
 
 def test_owner_closes_an_idle_connection(embedded_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A client that connects and sends nothing no longer holds a server thread for good."""
-    monkeypatch.setattr(clickhouse, "OWNER_IDLE_TIMEOUT_S", 0.5, raising=False)
+    """A client that connects and sends nothing, or stops mid-request, does not hold a server thread for good."""
+    monkeypatch.setattr(chdb_http, "IDLE_TIMEOUT_S", 0.5)
     with open_store(embedded_settings):
-        idle = socket.create_connection(("127.0.0.1", owner_port(embedded_settings)), timeout=10)
-        stalled = socket.create_connection(("127.0.0.1", owner_port(embedded_settings)), timeout=10)
-        token = json.loads((embedded_settings.data_dir / "clickhouse.owner.json").read_text())["token"]
-        stalled.sendall(f"POST /query HTTP/1.1\r\nX-Trainwire-Token: {token}\r\nContent-Length: 100\r\n\r\n{{".encode())
+        port = OwnerEndpoint.read(embedded_settings.data_dir).port
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stalled.sendall(b"POST / HTTP/1.1\r\nContent-Length: 100\r\n\r\nSELECT")
         assert idle.recv(100) == b""  # closed by the server (a timeout here would raise instead)
         assert stalled.recv(100) == b""
         idle.close()
         stalled.close()
 
 
-def test_owner_query_endpoint_refuses_writes_and_ddl(embedded_settings: Settings) -> None:
+def test_a_wrong_owner_password_is_a_refused_login_then_the_owner_file_is_read_again(
+    embedded_settings: Settings,
+) -> None:
     with open_store(embedded_settings) as store:
-        store.migrate()
-        store.command("CREATE TABLE t (x Int8) ENGINE = Memory")
-        remote = RemoteStore.connect(embedded_settings.data_dir)
-        for sql in ("DROP TABLE train_steps", "CREATE TABLE u (x Int8) ENGINE = Memory", "INSERT INTO t VALUES (1)"):
-            with pytest.raises(StoreError, match="READONLY"):
-                remote.query_arrow(sql)
-        assert remote.query_rows("SELECT count() AS n FROM train_steps") == [{"n": 0}]
-        assert remote.query_rows("SELECT count() AS n FROM t") == [{"n": 0}]
-        remote.command("INSERT INTO t VALUES (1)")  # statements go through /command, and still can write
-        store.insert_events([Event("r", TrainStep(step=1))])
-        assert store.query_rows("SELECT x FROM t") == [{"x": 1}]
-
-
-def test_a_wrong_owner_token_is_a_refused_login(embedded_settings: Settings) -> None:
-    with open_store(embedded_settings) as store:
-        owner_file = embedded_settings.data_dir / "clickhouse.owner.json"
-        owner = json.loads(owner_file.read_text())
-        remote = RemoteStore(embedded_settings.data_dir, owner["port"], "not-the-token", owner["pid"])
+        endpoint = OwnerEndpoint.read(embedded_settings.data_dir)
+        wrong = dataclasses.replace(endpoint, user=HttpUser(endpoint.user.name, "not-the-password"))
+        remote = OwnerClientStore(embedded_settings.data_dir, wrong)
         with pytest.raises(StoreError, match="refused the login") as info:
             remote.query_rows("SELECT 1")
-        assert "unreachable" not in str(info.value)
-        assert remote.query_rows("SELECT 1 AS x") == [{"x": 1}]  # the owner file's token is read again
+        assert info.value.retriable and "unreachable" not in str(info.value)
+        assert remote.query_rows("SELECT 1 AS x") == [{"x": 1}]  # the owner file's password is read again
         assert isinstance(store, EmbeddedStore)
+        remote.close()
 
 
 class ClickHouseRefusingLogins(BaseHTTPRequestHandler):

@@ -19,7 +19,7 @@ from test_dataset_crash import publish
 
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction
-from trainwire.store.clickhouse import RemoteStore, open_store
+from trainwire.store.clickhouse import OwnerClientStore, open_store
 
 NOTEBOOK = """
 import sys
@@ -81,7 +81,7 @@ def test_worker_stores_through_an_owner_that_keeps_chdb_then_owns_it(tmp_path: P
             env={**os.environ},
         )
     remote = open_store(settings)
-    assert isinstance(remote, RemoteStore) and remote.owner_pid == notebook.pid
+    assert isinstance(remote, OwnerClientStore) and remote.owner_pid == notebook.pid
     wait_for(lambda: len(stored_ids(remote)) == len(before), "the events stored through the notebook", worker)
     remote.close()
     text = log.read_text()
@@ -92,7 +92,7 @@ def test_worker_stores_through_an_owner_that_keeps_chdb_then_owns_it(tmp_path: P
     publish(settings, after)
     wait_for(lambda: owner_pid(settings) == worker.pid, "the worker to own chdb", worker)
     with open_store(settings) as store:
-        assert isinstance(store, RemoteStore)
+        assert isinstance(store, OwnerClientStore)
         wait_for(lambda: len(stored_ids(store)) == len(before + after), "the later events stored", worker)
         assert stored_ids(store) == sorted(e.event_id for e in before + after)
     worker.send_signal(signal.SIGTERM)

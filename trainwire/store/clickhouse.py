@@ -5,11 +5,13 @@
 - ``clickhouse`` set (``http(s)://user:password@host:port/database``): a server;
 - otherwise chdb on ``{data_dir}/clickhouse``. chdb lets one process own a data directory, so
   the first process to open it becomes the *owner*: it holds ``{data_dir}/clickhouse.lock`` and
-  serves queries for other processes on a loopback port (written, with a secret token, to
-  ``{data_dir}/clickhouse.owner.json``). A second process on the same data directory (``trainwire
-  sql`` while a worker runs) gets a :class:`RemoteStore` that sends its statements to the owner.
-  A long-running process gets a :class:`SharedStore` instead, which owns chdb whenever the owner
-  goes away: a worker (``own_within_s``) when the owner keeps the data directory, a reader
+  serves ClickHouse's own HTTP interface on a loopback port (:mod:`trainwire.store.chdb_http`),
+  written with its users' random passwords to ``{data_dir}/clickhouse.owner.json``
+  (:class:`OwnerEndpoint`). A second process on the same data directory (``trainwire sql`` while a
+  worker runs) gets an :class:`OwnerClientStore`: clickhouse-connect's HTTP client on that
+  endpoint, as for a server; any other ClickHouse client (curl, JDBC, Grafana) can use it too
+  (``trainwire db endpoint``). A long-running process gets a :class:`SharedStore` instead, which
+  owns chdb whenever the owner goes away: a worker (``own_within_s``) when the owner keeps the data directory, a reader
   (:func:`open_reader`) always.
 
 All modes offer the same methods. Query results come back as Arrow tables; inserts go in as
@@ -18,13 +20,13 @@ Arrow tables (``insert_arrow``), one per event type per batch, never row by row.
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import http.client
 import json
 import logging
 import os
 import re
-import secrets
 import threading
 import time
 import urllib.error
@@ -32,7 +34,7 @@ import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import unquote, urlsplit
@@ -43,6 +45,7 @@ from trainwire.config import Settings, mask_secrets
 from trainwire.errors import StoreError
 from trainwire.events import Event
 from trainwire.private_files import open_private, private_dir, replace_private
+from trainwire.store.chdb_http import HAND_OVER_PATH, ChdbHttpServer, HttpUser
 from trainwire.store.schema import events_to_arrow
 
 logger = logging.getLogger("trainwire.store")
@@ -110,28 +113,29 @@ class ClientStore(Store):
         self.database = database
         self.description = description
         self._lock = threading.RLock()
-        self._call(client.command, f"CREATE DATABASE IF NOT EXISTS `{database}`")
-        self._call(setattr, client, "database", database)
+        self._call("command", f"CREATE DATABASE IF NOT EXISTS `{database}`")
+        client.database = database
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the client's ``method``, its failures as :class:`StoreError`."""
         from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
         with self._lock:
             try:
-                return fn(*args, **kwargs)
+                return getattr(self._client, method)(*args, **kwargs)
             except OperationalError as exc:
                 raise StoreError(f"{self.description}: {_first_line(exc)}", retriable=True) from exc
             except ClickHouseError as exc:
                 raise StoreError(f"{self.description}: {_first_line(exc)}") from exc
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
-        return self._call(self._client.query_arrow, sql, parameters=parameters)
+        return self._call("query_arrow", sql, parameters=parameters)
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        return self._call(self._client.command, sql, parameters=parameters)
+        return self._call("command", sql, parameters=parameters)
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
-        self._call(self._client.insert_arrow, table, data)
+        self._call("insert_arrow", table, data)
 
     def close(self) -> None:
         with self._lock:
@@ -163,30 +167,35 @@ def open_store(settings: Settings | None = None, *, own_within_s: float | None =
 
 
 def _open_server(url: str) -> Store:
-    import clickhouse_connect
-    from clickhouse_connect.driver.exceptions import ClickHouseError
-
     parts = urlsplit(url)
     database = parts.path.strip("/") or DEFAULT_DATABASE
     secure = parts.scheme == "https"
+    user = HttpUser(unquote(parts.username or "default"), unquote(parts.password or ""))
+    port = parts.port or (8443 if secure else 8123)
+    client = _http_client(parts.hostname or "localhost", port, user, secure=secure, compress="lz4")
+    return ClientStore(client, database, f"ClickHouse {parts.hostname}:{parts.port}/{database}")
+
+
+def _http_client(host: str, port: int, user: HttpUser, *, secure: bool, compress: bool | str) -> Any:
+    """clickhouse-connect's HTTP client on a ClickHouse server (or a chdb owner's endpoint).
+
+    A refused login or an unreachable server is a :class:`StoreError` that says which (the second
+    retriable).
+    """
+    import clickhouse_connect
+    from clickhouse_connect.driver.exceptions import ClickHouseError
+
     try:
-        client = clickhouse_connect.get_client(
-            host=parts.hostname or "localhost",
-            port=parts.port or (8443 if secure else 8123),
-            username=unquote(parts.username or "default"),
-            password=unquote(parts.password or ""),
-            secure=secure,
-            compress="lz4",
+        return clickhouse_connect.get_client(
+            host=host, port=port, username=user.name, password=user.password, secure=secure, compress=compress
         )
     except (ClickHouseError, OSError) as exc:
-        where = f"{parts.hostname}:{parts.port}"
         if _is_login_refused(exc):
             raise StoreError(
-                f"ClickHouse at {where} refused the login of user {unquote(parts.username or 'default')!r}: "
+                f"ClickHouse at {host}:{port} refused the login of user {user.name!r}: "
                 f"{_first_line(exc)} (check the user and password in TRAINWIRE_CLICKHOUSE or --clickhouse)"
             ) from exc
-        raise StoreError(f"ClickHouse at {where} is unreachable: {_first_line(exc)}") from exc
-    return ClientStore(client, database, f"ClickHouse {parts.hostname}:{parts.port}/{database}")
+        raise StoreError(f"ClickHouse at {host}:{port} is unreachable: {_first_line(exc)}", retriable=True) from exc
 
 
 _LOGIN_REFUSED = re.compile(r"\bcode:? (?:516|192|193|194)\b|AUTHENTICATION_FAILED|REQUIRED_PASSWORD", re.IGNORECASE)
@@ -201,7 +210,55 @@ def _is_login_refused(exc: BaseException) -> bool:
 
 _LOCK_FILE = "clickhouse.lock"
 _OWNER_FILE = "clickhouse.owner.json"
-_TOKEN_HEADER = "X-Trainwire-Token"
+_INSERTS_DIR = "clickhouse.inserts"
+"""Where the owner's endpoint keeps an insert's data while chdb reads it (private, emptied after each)."""
+
+READ_WRITE_USER = "trainwire"
+READ_ONLY_USER = "trainwire_ro"
+
+
+@dataclass(frozen=True)
+class OwnerEndpoint:
+    """Where and how to reach the owner of an embedded data directory: its owner file.
+
+    The owner serves ClickHouse's HTTP interface (:mod:`trainwire.store.chdb_http`) on
+    ``127.0.0.1:port`` to two users with random passwords: ``trainwire`` (reads and writes) and
+    ``trainwire_ro`` (``readonly=1``, for dashboards). The file is ``0600``: only the data
+    directory's owner can read the passwords.
+    """
+
+    pid: int
+    port: int
+    user: HttpUser
+    read_only_user: HttpUser
+
+    @property
+    def url(self) -> str:
+        """The endpoint's base URL (no credentials)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @classmethod
+    def read(cls, data_dir: Path) -> OwnerEndpoint:
+        """The owner file of ``data_dir``; OSError, ValueError or KeyError if there is none readable."""
+        owner = json.loads((data_dir / _OWNER_FILE).read_text())
+        return cls(
+            pid=int(owner["pid"]),
+            port=int(owner["port"]),
+            user=HttpUser(str(owner["user"]), str(owner["password"])),
+            read_only_user=HttpUser(str(owner["read_only_user"]), str(owner["read_only_password"]), read_only=True),
+        )
+
+    def write(self, data_dir: Path) -> None:
+        """Write the owner file (``0600``), replacing any left by an owner that died."""
+        owner = {
+            "pid": self.pid,
+            "port": self.port,
+            "user": self.user.name,
+            "password": self.user.password,
+            "read_only_user": self.read_only_user.name,
+            "read_only_password": self.read_only_user.password,
+        }
+        replace_private(data_dir / _OWNER_FILE, json.dumps(owner).encode(), fsync=False)
 
 
 def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Callable[[], None] | None = None) -> Store:
@@ -216,7 +273,7 @@ def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Cal
         except BlockingIOError:
             if own_within_s is None:
                 lock.close()
-                return RemoteStore.connect(data_dir)
+                return OwnerClientStore.connect(data_dir)
             if hands_over is None:
                 hands_over = _ask_owner_to_hand_over(data_dir)
             if hands_over is False or time.monotonic() >= deadline:
@@ -236,9 +293,10 @@ def _ask_owner_to_hand_over(data_dir: Path) -> bool | None:
     True: it agreed; False: it keeps the data directory; None: no owner could be asked yet.
     """
     try:
-        port, token, _pid = RemoteStore._read_owner(data_dir / _OWNER_FILE)
+        endpoint = OwnerEndpoint.read(data_dir)
+        login = base64.b64encode(f"{endpoint.user.name}:{endpoint.user.password}".encode()).decode()
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/hand-over", data=b"{}", method="POST", headers={_TOKEN_HEADER: token}
+            endpoint.url + HAND_OVER_PATH, data=b"", method="POST", headers={"Authorization": f"Basic {login}"}
         )
         with urllib.request.urlopen(request, timeout=5):
             pass
@@ -252,7 +310,7 @@ def _ask_owner_to_hand_over(data_dir: Path) -> bool | None:
 def _borrow(data_dir: Path) -> SharedStore:
     """A worker's store while another process keeps ``data_dir``'s chdb: through it, then its own."""
     try:
-        holder = _describe_process(RemoteStore._read_owner(data_dir / _OWNER_FILE)[2])
+        holder = _describe_process(OwnerEndpoint.read(data_dir).pid)
     except (OSError, ValueError, KeyError):
         holder = "another process"
     logger.warning(
@@ -274,15 +332,14 @@ def _describe_process(pid: int) -> str:
 
 
 class EmbeddedStore(ClientStore):
-    """chdb owned by this process, also serving other processes' statements on loopback.
+    """chdb owned by this process, also serving ClickHouse's HTTP interface to other processes.
 
-    chdb keeps session state (the current database) per thread, so every call runs on one
-    dedicated thread, whichever thread makes it.
+    chdb keeps session state (the current database) per thread, so this process's own calls run
+    on one dedicated thread, whichever thread makes them; the endpoint's requests run on handles
+    of their own (see :mod:`trainwire.store.chdb_http`).
     """
 
     def __init__(self, data_dir: Path, lock: IO[bytes], on_hand_over: Callable[[], None] | None = None):
-        self._on_hand_over = on_hand_over
-        """Called (on a thread of its own) when a process waiting to own chdb asks for it; None: refuse."""
         self._chdb_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trainwire-chdb")
         path = data_dir / "clickhouse"
         try:
@@ -291,220 +348,128 @@ class EmbeddedStore(ClientStore):
             self._chdb_thread.shutdown()
             raise StoreError(f"cannot open chdb at {path}: {_first_line(exc)}") from exc
         super().__init__(client, DEFAULT_DATABASE, f"chdb {path}")
-        self._read_only_client = self._call(_chdb_client, path, read_only=True)
-        """A second chdb session, in ClickHouse's ``readonly=2`` mode, for the owner's ``/query``."""
         self.data_dir = data_dir
         self._lock_file = lock
-        self._token = secrets.token_hex(16)
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, name="trainwire-chdb-owner", daemon=True).start()
-        owner = {"pid": os.getpid(), "port": self._server.server_address[1], "token": self._token}
-        replace_private(data_dir / _OWNER_FILE, json.dumps(owner).encode(), fsync=False)
+        self._server = ChdbHttpServer(
+            path,
+            [HttpUser.new(READ_WRITE_USER), HttpUser.new(READ_ONLY_USER, read_only=True)],
+            database=DEFAULT_DATABASE,
+            temp_dir=private_dir(data_dir / _INSERTS_DIR),
+            on_hand_over=on_hand_over,
+        )
+        users = self._server.users
+        self.endpoint = OwnerEndpoint(os.getpid(), self._server.port, users[READ_WRITE_USER], users[READ_ONLY_USER])
+        """Where other processes and tools reach this owner (also in the owner file)."""
+        self.endpoint.write(data_dir)
 
-    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return self._chdb_thread.submit(super()._call, fn, *args, **kwargs).result()
-
-    def query_arrow_read_only(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
-        """:meth:`query_arrow` for a query that may neither write nor change the schema.
-
-        It runs in a chdb session of its own in ClickHouse's ``readonly=2`` mode (reads and
-        settings only), which refuses anything else naming READONLY, and cannot be left.
-        """
-        return self._call(self._read_only_client.query_arrow, sql, parameters=parameters)
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._chdb_thread.submit(super()._call, method, *args, **kwargs).result()
 
     def close(self) -> None:
         if self._lock_file.closed:
             return
-        self._server.shutdown()
-        self._server.server_close()
+        self._server.close()
         (self.data_dir / _OWNER_FILE).unlink(missing_ok=True)
-        self._chdb_thread.submit(self._read_only_client.close).result()
         self._chdb_thread.submit(self._client.close).result()
         self._chdb_thread.shutdown()
         fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._lock_file.close()
 
 
-def _chdb_client(path: Path, read_only: bool = False) -> Any:
-    """A chdb session on ``path``; with ``read_only``, in ``readonly=2`` mode on trainwire's database."""
+def _chdb_client(path: Path) -> Any:
+    """A chdb session on ``path``."""
     import clickhouse_connect
 
-    client = clickhouse_connect.get_client(interface="chdb", path=str(path))
-    if read_only:
-        client.database = DEFAULT_DATABASE
-        client.command("SET readonly = 2")
-    return client
+    return clickhouse_connect.get_client(interface="chdb", path=str(path))
 
 
-OWNER_IDLE_TIMEOUT_S = 30.0
-"""How long the owner's endpoint waits for a client that sends nothing before closing its connection."""
+class OwnerClientStore(Store):
+    """A second process's store: clickhouse-connect's HTTP client on the chdb owner's endpoint.
 
-
-def _handler_for(store: EmbeddedStore) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        timeout = OWNER_IDLE_TIMEOUT_S  # an idle or stalled connection gives its thread back
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def do_POST(self) -> None:
-            token = self.headers.get(_TOKEN_HEADER, "").encode("utf-8", "surrogatepass")
-            if not secrets.compare_digest(token, store._token.encode()):
-                self._reply(403, b'{"error": "bad token"}', "application/json")
-                return
-            try:
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            except ValueError:
-                self._reply(400, b'{"error": "bad Content-Length"}', "application/json")
-                return
-            except OSError:  # the client stalled past the timeout or went away mid-request
-                self.close_connection = True
-                return
-            if self.path == "/hand-over":
-                if store._on_hand_over is None:
-                    self._reply(409, b'{"error": "this owner keeps the data directory"}', "application/json")
-                else:
-                    self._reply(202, b"{}", "application/json")
-                    threading.Thread(target=store._on_hand_over, name="trainwire-chdb-hand-over").start()
-                return
-            try:
-                if self.path == "/insert":
-                    table = self.headers["X-Trainwire-Table"]
-                    store.insert_arrow(table, pa.ipc.open_stream(body).read_all())
-                    self._reply(200, b"{}", "application/json")
-                    return
-                request = json.loads(body)
-                if self.path == "/query":
-                    result = store.query_arrow_read_only(request["sql"], request.get("parameters"))
-                    sink = pa.BufferOutputStream()
-                    with pa.ipc.new_stream(sink, result.schema) as writer:
-                        writer.write_table(result)
-                    self._reply(200, sink.getvalue().to_pybytes(), "application/vnd.apache.arrow.stream")
-                elif self.path == "/command":
-                    result = store.command(request["sql"], request.get("parameters"))
-                    self._reply(200, json.dumps({"result": _jsonable(result)}).encode(), "application/json")
-                else:
-                    self._reply(404, b'{"error": "no such endpoint"}', "application/json")
-            except StoreError as exc:  # 503: chdb failed for now, the caller retries; 400: refused for good
-                self._reply(503 if exc.retriable else 400, json.dumps({"error": str(exc)}).encode(), "application/json")
-            except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
-                self._reply(400, json.dumps({"error": str(exc)}).encode(), "application/json")
-
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-    return Handler
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return str(value)
-
-
-class RemoteStore(Store):
-    """Sends statements to the process that owns an embedded chdb data directory.
-
-    The owner's port and token come from its owner file. After a connection failure (the owner
-    died, or another process now answers at that port), the next call reads the owner file
-    again, so a new owner of the same data directory is found without reconnecting by hand.
+    The endpoint and its password come from the owner file. After a connection failure or a
+    refused login (the owner died, or a new owner answers at that port), the next call reads the
+    owner file again, so a new owner of the same data directory is found without reconnecting by
+    hand.
     """
 
-    def __init__(self, data_dir: Path, port: int, token: str, owner_pid: int):
+    def __init__(self, data_dir: Path, endpoint: OwnerEndpoint):
         self.data_dir = data_dir
         self.database = DEFAULT_DATABASE
-        self._use_owner(port, token, owner_pid)
+        self.endpoint = endpoint
+        self._lock = threading.RLock()
+        self._store: ClientStore | None = None
+        """The client of the current owner; None until the first call and after a failure."""
         self._stale = False
-        """True after a connection failure: read the owner file again before the next call."""
+        """True after a failure: read the owner file again before the next call."""
 
-    def _use_owner(self, port: int, token: str, owner_pid: int) -> None:
-        self.owner_pid = owner_pid
-        self._url = f"http://127.0.0.1:{port}"
-        self._token = token
-
-    @staticmethod
-    def _read_owner(path: Path) -> tuple[int, str, int]:
-        """(port, token, pid) from an owner file; OSError, ValueError or KeyError if unreadable."""
-        owner = json.loads(path.read_text())
-        return int(owner["port"]), str(owner["token"]), int(owner["pid"])
+    @property
+    def owner_pid(self) -> int:
+        """The pid of the owner this store talks to (or last talked to)."""
+        return self.endpoint.pid
 
     @classmethod
-    def connect(cls, data_dir: Path, wait_s: float = 10.0) -> RemoteStore:
+    def connect(cls, data_dir: Path, wait_s: float = 10.0) -> OwnerClientStore:
         """Find the owner of ``data_dir``'s chdb (waiting for it to finish starting)."""
-        path = data_dir / _OWNER_FILE
         deadline = time.monotonic() + wait_s
         while True:
             try:
-                return cls(data_dir, *cls._read_owner(path))
+                return cls(data_dir, OwnerEndpoint.read(data_dir))
             except (OSError, ValueError, KeyError):
                 if time.monotonic() >= deadline:
                     raise StoreError(
                         f"chdb at {data_dir / 'clickhouse'} is owned by another process that does not answer "
-                        f"(no readable {path}); stop that process or use another data directory"
+                        f"(no readable {data_dir / _OWNER_FILE}); stop that process or use another data directory"
                     ) from None
                 time.sleep(0.1)
 
-    def _refresh_owner(self) -> None:
-        """Read the owner file again (after a connection failure: the owner may have been replaced)."""
-        path = self.data_dir / _OWNER_FILE
-        try:
-            self._use_owner(*self._read_owner(path))
-        except (OSError, ValueError, KeyError):
-            raise StoreError(
-                f"no process answers for chdb at {self.data_dir / 'clickhouse'} (the owner, pid {self.owner_pid}, "
-                f"is gone and {path} is not readable)",
-                retriable=True,
-            ) from None
-        self._stale = False
-
-    def _post(self, endpoint: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
+    def _client_store(self) -> ClientStore:
+        if self._store is not None:
+            return self._store
         if self._stale:
-            self._refresh_owner()
-        request = urllib.request.Request(
-            self._url + endpoint, data=body, method="POST", headers={_TOKEN_HEADER: self._token, **(headers or {})}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=300) as response:
-                return response.read()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 403:  # the token is not the one this process answers to: a new owner, say
-                self._stale = True
+            try:
+                self.endpoint = OwnerEndpoint.read(self.data_dir)
+            except (OSError, ValueError, KeyError):
                 raise StoreError(
-                    f"the process at {self._url} refused the login (the token of {self.data_dir / _OWNER_FILE}, "
-                    f"pid {self.owner_pid}): it is not, or no longer, the owner of chdb",
+                    f"no process answers for chdb at {self.data_dir / 'clickhouse'} (the owner, pid {self.owner_pid}, "
+                    f"is gone and {self.data_dir / _OWNER_FILE} is not readable)",
                     retriable=True,
                 ) from None
+            self._stale = False
+        client = _http_client("127.0.0.1", self.endpoint.port, self.endpoint.user, secure=False, compress=False)
+        self._store = ClientStore(client, DEFAULT_DATABASE, f"chdb owner {self.endpoint.url}")
+        return self._store
+
+    def _call(self, method: str, *args: Any) -> Any:
+        with self._lock:
             try:
-                message = json.loads(exc.read()).get("error", str(exc))
-            except ValueError:
-                message = str(exc)
-            raise StoreError(message, retriable=exc.code == 503) from None
-        except (OSError, http.client.HTTPException) as exc:  # refused, reset, or cut off mid-reply
-            self._stale = True
-            raise StoreError(
-                f"the process owning chdb (pid {self.owner_pid}) did not answer: {exc}", retriable=True
-            ) from exc
+                return getattr(self._client_store(), method)(*args)
+            except StoreError as exc:
+                refused = _is_login_refused(exc)
+                if not (exc.retriable or refused):
+                    raise
+                self._stale = True
+                store, self._store = self._store, None
+                if store is not None:
+                    store.close()
+                what = "refused the login" if refused else "did not answer"
+                raise StoreError(
+                    f"the process owning chdb (pid {self.owner_pid}) {what}: {exc}", retriable=True
+                ) from exc.__cause__
 
     def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
-        body = self._post("/query", json.dumps({"sql": sql, "parameters": parameters}, default=str).encode())
-        return pa.ipc.open_stream(body).read_all()
+        return self._call("query_arrow", sql, parameters)
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        body = self._post("/command", json.dumps({"sql": sql, "parameters": parameters}, default=str).encode())
-        return json.loads(body)["result"]
+        return self._call("command", sql, parameters)
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, data.schema) as writer:
-            writer.write_table(data)
-        self._post("/insert", sink.getvalue().to_pybytes(), {"X-Trainwire-Table": table})
+        self._call("insert_arrow", table, data)
+
+    def close(self) -> None:
+        with self._lock:
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
 
 
 # --------------------------------------------------------------------------- readers
@@ -552,7 +517,7 @@ class SharedStore(Store):
             if self._current is None:
                 if self._handed_over:  # wait for the process that asked, instead of taking it back
                     self._handed_over = False
-                    self._current = RemoteStore.connect(self.data_dir, wait_s=self._NEW_OWNER_WAIT_S)
+                    self._current = OwnerClientStore.connect(self.data_dir, wait_s=self._NEW_OWNER_WAIT_S)
                 else:
                     self._current = _open_embedded(self.data_dir, None, self._hand_over if self.hands_over else None)
             return self._current
@@ -571,7 +536,7 @@ class SharedStore(Store):
         except (StoreError, RuntimeError) as exc:  # RuntimeError: chdb closed by a hand-over midway
             with self._lock:
                 replaced = self._current is not store
-                gone = isinstance(store, RemoteStore) and isinstance(exc, StoreError) and exc.retriable
+                gone = isinstance(store, OwnerClientStore) and isinstance(exc, StoreError) and exc.retriable
                 if gone and not replaced:  # the owner went away: own it, or find the next owner
                     self._current = None
             if not (replaced or gone):

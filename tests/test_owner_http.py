@@ -1,0 +1,248 @@
+"""The chdb owner speaks ClickHouse's HTTP interface: clients nobody here wrote use it as a server.
+
+clickhouse-connect's ordinary HTTP client (as a user or Grafana would use it, not trainwire's
+wrapper) runs queries in the formats it reads, inserts, server-side parameters, compression both
+ways, errors, the read-only user and concurrent clients against a real owner (chdb in this
+process, serving on loopback).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import http.client
+import io
+import json
+import threading
+from collections.abc import Iterator
+
+import clickhouse_connect
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError, ProgrammingError
+
+from trainwire.config import Settings
+from trainwire.store.chdb_http import CODECS
+from trainwire.store.clickhouse import EmbeddedStore, OwnerEndpoint, open_store
+
+ROWS = [(1, "one", 0.5), (2, "two", 1.5), (3, "three", None)]
+
+
+@pytest.fixture(scope="module")
+def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnerEndpoint]:
+    """An owner of a data directory holding ``t`` (id, name, score) with ROWS, and a second database."""
+    data_dir = tmp_path_factory.mktemp("owner-http")
+    with open_store(Settings(data_dir=data_dir)) as store:
+        assert isinstance(store, EmbeddedStore)
+        store.command("CREATE TABLE t (id UInt32, name String, score Nullable(Float64)) ENGINE = MergeTree ORDER BY id")
+        store.command("INSERT INTO t VALUES " + ", ".join(f"({i}, '{n}', {s or 'NULL'})" for i, n, s in ROWS))
+        store.command("CREATE DATABASE other")
+        store.command("CREATE TABLE other.t (id UInt32) ENGINE = MergeTree ORDER BY id")
+        store.command("INSERT INTO other.t VALUES (7)")
+        yield OwnerEndpoint.read(data_dir)
+
+
+def client(owner: OwnerEndpoint, *, read_only: bool = False, **kwargs: object):
+    """clickhouse-connect's HTTP client, logged in as the owner file says."""
+    user = owner.read_only_user if read_only else owner.user
+    kwargs.setdefault("database", "trainwire")
+    return clickhouse_connect.get_client(
+        host="127.0.0.1", port=owner.port, username=user.name, password=user.password, **kwargs
+    )
+
+
+def request(
+    owner: OwnerEndpoint, method: str, target: str, body: bytes | None = None, read_only: bool = False, **headers: str
+):
+    """One raw HTTP request as the read-write (or read-only) user: (status, headers, body)."""
+    user = owner.read_only_user if read_only else owner.user
+    login = base64.b64encode(f"{user.name}:{user.password}".encode()).decode()
+    connection = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=30)
+    connection.request(method, target, body=body, headers={"Authorization": f"Basic {login}", **headers})
+    response = connection.getresponse()
+    answer = (response.status, dict(response.getheaders()), response.read())
+    connection.close()
+    return answer
+
+
+def test_queries_in_the_formats_clickhouse_connect_reads(owner: OwnerEndpoint) -> None:
+    ch = client(owner)
+    assert ch.server_version and ch.query("SELECT currentDatabase()").result_rows == [("trainwire",)]
+    assert ch.query("SELECT id, name, score FROM t ORDER BY id").result_rows == ROWS  # Native
+    table = ch.query_arrow("SELECT id, name, score FROM t ORDER BY id")  # Arrow
+    assert table.column("name").to_pylist() == ["one", "two", "three"]
+    frame = ch.query_df("SELECT id, score FROM t ORDER BY id")  # pandas, through Native
+    assert frame["id"].tolist() == [1, 2, 3] and frame["score"].isna().tolist() == [False, False, True]
+    assert ch.raw_query("SELECT id, name FROM t ORDER BY id FORMAT CSV") == b'1,"one"\n2,"two"\n3,"three"\n'
+    lines = ch.raw_query("SELECT id, score FROM t ORDER BY id", fmt="JSONEachRow").splitlines()
+    assert [json.loads(line) for line in lines] == [{"id": i, "score": s} for i, _, s in ROWS]
+    assert ch.command("SELECT count() FROM t") == 3
+    ch.close()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "read"),
+    [
+        ("Parquet", lambda body: pq.read_table(io.BytesIO(body)).column("name").to_pylist()),
+        ("Arrow", lambda body: pa.ipc.open_file(body).read_all().column("name").to_pylist()),
+        ("ArrowStream", lambda body: pa.ipc.open_stream(body).read_all().column("name").to_pylist()),
+        ("JSON", lambda body: [row["name"] for row in json.loads(body)["data"]]),
+        ("JSONCompact", lambda body: [row[1] for row in json.loads(body)["data"]]),
+        ("CSVWithNames", lambda body: [line.split(",")[1].strip('"') for line in body.decode().splitlines()[1:]]),
+        ("TSVWithNames", lambda body: [line.split("\t")[1] for line in body.decode().splitlines()[1:]]),
+    ],
+)
+def test_other_output_formats_by_default_format(owner: OwnerEndpoint, fmt: str, read) -> None:
+    status, headers, body = request(
+        owner, "POST", f"/?database=trainwire&default_format={fmt}", b"SELECT id, name FROM t ORDER BY id"
+    )
+    assert status == 200, body
+    assert headers["X-ClickHouse-Format"] == fmt
+    assert read(body) == ["one", "two", "three"]
+
+
+def test_server_side_parameters(owner: OwnerEndpoint) -> None:
+    ch = client(owner)
+    sql = "SELECT name FROM t WHERE id > {low:UInt32} AND name != {skip:String} ORDER BY id"
+    assert ch.query(sql, parameters={"low": 1, "skip": "three"}).result_rows == [("two",)]
+    status, _, body = request(owner, "GET", "/?query=SELECT+%7Bx%3AUInt32%7D+%2B+1&param_x=41")
+    assert (status, body) == (200, b"42\n")
+    ch.close()
+
+
+@pytest.mark.parametrize("compress", [False, True, "lz4", "zstd", "gzip"])
+def test_inserts_and_queries_with_and_without_compression(owner: OwnerEndpoint, compress: bool | str) -> None:
+    table = f"ins_{str(compress).lower()}"
+    ch = client(owner, compress=compress)
+    ch.command(f"CREATE TABLE {table} (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+    summary = ch.insert(table, [[1, "a"], [2, "b"]], column_names=["id", "name"])  # Native
+    assert summary.written_rows == 2
+    ch.insert_arrow(table, pa.table({"id": pa.array([3], pa.uint32()), "name": ["c"]}))  # Arrow
+    ch.raw_insert(table, ["id", "name"], b'{"id": 4, "name": "d"}\n', fmt="JSONEachRow")
+    ch.raw_insert(table, ["id", "name"], "5,e\n", fmt="CSV")
+    expected = [(1, "a"), (2, "b"), (3, "c"), (4, "d"), (5, "e")]
+    assert ch.query(f"SELECT id, name FROM {table} ORDER BY id").result_rows == expected
+    assert ch.query_arrow(f"SELECT name FROM {table} ORDER BY id").column("name").to_pylist() == list("abcde")
+    ch.close()
+
+
+@pytest.mark.parametrize("encoding", sorted(CODECS))
+def test_a_response_is_compressed_as_the_client_accepts(owner: OwnerEndpoint, encoding: str) -> None:
+    query = b"SELECT name FROM t ORDER BY id FORMAT CSV"
+    status, headers, body = request(
+        owner, "POST", "/?enable_http_compression=1", query, **{"Accept-Encoding": f"{encoding}, identity"}
+    )
+    assert (status, headers["Content-Encoding"]) == (200, encoding)
+    assert CODECS[encoding][1](body) == b'"one"\n"two"\n"three"\n'
+    status, headers, body = request(owner, "POST", "/", query, **{"Accept-Encoding": encoding})
+    assert "Content-Encoding" not in headers and body == b'"one"\n"two"\n"three"\n'  # not asked for
+
+
+def test_an_insert_in_other_formats_with_a_compressed_body(owner: OwnerEndpoint) -> None:
+    request(owner, "POST", "/", b"CREATE TABLE fmt_in (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"id": pa.array([1], pa.uint32()), "name": ["parquet"]}), sink)
+    bodies = {
+        "Parquet": sink.getvalue(),
+        "TabSeparated": b"2\ttsv\n",
+        "RowBinary": (3).to_bytes(4, "little") + bytes([9]) + b"rowbinary",
+        "Native": None,
+    }
+    for fmt, data in bodies.items():
+        if data is None:  # Native as ClickHouse writes it: from a query of the same columns
+            _, _, data = request(
+                owner, "POST", "/?default_format=Native", b"SELECT toUInt32(4) AS id, 'native' AS name"
+            )
+        status, headers, body = request(
+            owner,
+            "POST",
+            f"/?query=INSERT+INTO+fmt_in+FORMAT+{fmt}",
+            gzip.compress(data),
+            **{"Content-Encoding": "gzip"},
+        )
+        assert status == 200, body
+        assert json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "1"
+    _, _, body = request(owner, "POST", "/", b"SELECT name FROM fmt_in ORDER BY id FORMAT CSV")
+    assert body == b'"parquet"\n"tsv"\n"rowbinary"\n"native"\n'
+
+
+def test_errors_as_clickhouse_sends_them(owner: OwnerEndpoint) -> None:
+    ch = client(owner)
+    with pytest.raises(DatabaseError) as syntax:
+        ch.query("SELEC 1")
+    assert syntax.value.code == 62 and "SYNTAX_ERROR" in str(syntax.value)
+    with pytest.raises(DatabaseError) as unknown:
+        ch.query("SELECT * FROM no_such_table")
+    assert unknown.value.code == 60
+    status, headers, body = request(owner, "POST", "/?query_id=q-1", b"SELECT * FROM no_such_table")
+    assert (status, headers["X-ClickHouse-Exception-Code"], headers["X-ClickHouse-Query-Id"]) == (404, "60", "q-1")
+    assert body.startswith(b"Code: 60. DB::Exception: ") and b"(UNKNOWN_TABLE) (version " in body
+    ch.close()
+
+
+def test_the_read_only_user_reads_and_is_refused_ddl_inserts_and_settings(owner: OwnerEndpoint) -> None:
+    ro = client(owner, read_only=True)
+    assert ro.query("SELECT count() FROM t").result_rows == [(3,)]
+    for statement in ("DROP TABLE t", "CREATE TABLE u (x Int8) ENGINE = Memory", "INSERT INTO t (id) VALUES (9)"):
+        with pytest.raises(DatabaseError) as refused:
+            ro.command(statement)
+        assert refused.value.code == 164 and "READONLY" in str(refused.value)
+    with pytest.raises(DatabaseError) as refused:
+        ro.insert("t", [[9, "nine", None]])
+    assert refused.value.code == 164
+    with pytest.raises(ProgrammingError, match="Setting max_threads is readonly"):  # system.settings says so
+        ro.query("SELECT 1", settings={"max_threads": 1})
+    status, headers, body = request(owner, "POST", "/?max_threads=1", b"SELECT 1", read_only=True)
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
+    assert b"Cannot modify 'max_threads' setting in readonly mode" in body
+    ro.close()
+    assert client(owner).query("SELECT count() FROM t").result_rows == [(3,)]  # nothing changed
+
+
+def test_a_get_may_not_write(owner: OwnerEndpoint) -> None:
+    status, headers, _ = request(owner, "GET", "/?query=CREATE+TABLE+by_get+(x+Int8)+ENGINE+%3D+Memory")
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
+
+
+def test_a_wrong_password_or_none_is_refused(owner: OwnerEndpoint) -> None:
+    with pytest.raises(DatabaseError) as refused:
+        clickhouse_connect.get_client(host="127.0.0.1", port=owner.port, username="trainwire", password="wrong")
+    assert refused.value.code == 516 and "AUTHENTICATION_FAILED" in str(refused.value)
+    connection = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=30)
+    connection.request("POST", "/", body=b"SELECT 1")
+    response = connection.getresponse()
+    assert (response.status, response.getheader("X-ClickHouse-Exception-Code")) == (401, "194")
+    assert response.read().startswith(b"Code: 194. DB::Exception: default: Authentication failed")
+
+
+def test_ping_and_root_answer_ok_without_login(owner: OwnerEndpoint) -> None:
+    for target in ("/ping", "/"):
+        connection = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=30)
+        connection.request("GET", target)
+        response = connection.getresponse()
+        assert (response.status, response.read()) == (200, b"Ok.\n")
+
+
+def test_concurrent_clients_with_different_settings_and_databases_keep_their_own(owner: OwnerEndpoint) -> None:
+    """Each request runs on a chdb handle of its own: a setting or database never leaks into another's."""
+    failures: list[str] = []
+    start = threading.Barrier(6)
+
+    def work(index: int) -> None:
+        database = "other" if index % 2 else "trainwire"
+        ch = client(owner, database=database, settings={"max_block_size": 1000 + index})
+        expected = (database, 1000 + index, 1 if database == "other" else 3)
+        start.wait()
+        for _ in range(25):
+            row = ch.query("SELECT currentDatabase(), getSetting('max_block_size'), (SELECT count() FROM t)")
+            if row.result_rows[0] != expected:
+                failures.append(f"client {index}: {row.result_rows[0]} != {expected}")
+        ch.close()
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []

@@ -1,0 +1,570 @@
+"""ClickHouse's HTTP interface, answered by chdb: how other processes and tools reach the chdb owner.
+
+The process that owns an embedded data directory (see :mod:`trainwire.store.clickhouse`) serves
+this on loopback, so anything that speaks to a ClickHouse server over HTTP works against it:
+clickhouse-connect (what trainwire's own second processes use), the JDBC driver (DBeaver),
+Grafana's ClickHouse plugin, ``curl``. It is the subset of the interface those clients use:
+
+- ``GET``/``POST /`` with the query in the ``query`` parameter, the body, or both (the parameter
+  first, the body then holds an ``INSERT``'s data: ``INSERT INTO t FORMAT CSV`` + rows); a
+  ``multipart/form-data`` body with ``query`` and ``param_*`` fields; ``/ping`` and ``/`` with no
+  query answer ``Ok.``;
+- ``database``, ``default_format`` (or ``X-ClickHouse-Database``/``X-ClickHouse-Format``),
+  ``param_<name>`` for ``{name:Type}`` placeholders, ``query_id``; any other parameter is a setting;
+- every format chdb reads and writes (Native, RowBinary, Arrow, Parquet, JSON..., CSV, TSV);
+- request ``Content-Encoding`` gzip, deflate, zstd, lz4 (frames, as clickhouse-connect sends them),
+  br when brotli is installed; the response compressed the same ways with
+  ``enable_http_compression=1`` and an ``Accept-Encoding`` naming one;
+- users by basic auth, ``X-ClickHouse-User``/``X-ClickHouse-Key`` or ``user``/``password``
+  parameters; a read-only user runs with ``readonly=1`` (no DDL, no insert, no setting changed:
+  refused with ``Code: 164 ... (READONLY)``), and ``GET`` runs with ``readonly=2`` as ClickHouse does;
+- errors as ClickHouse sends them: the HTTP status of the error code, ``X-ClickHouse-Exception-Code``
+  and a ``Code: N. DB::Exception: ...`` body; ``X-ClickHouse-Summary``, ``-Query-Id``, ``-Format``,
+  ``-Timezone`` and ``-Server-Display-Name`` on success.
+
+Concurrency: chdb keeps session state (``USE``, ``SET``, ``readonly``) per connection handle, and
+opening a handle on the process's engine costs about a millisecond. So every request runs on a
+handle of its own, opened for it and closed after it: its user's ``readonly``, database and settings
+are set on that handle only, requests run in parallel (chdb releases the GIL) and cannot see each
+other's state, and nothing has to be reset. (One shared handle serialized with a reset after each
+request would make every client wait for the slowest query, and a reset that misses a setting
+would leak it into the next request.) The price: ``session_id`` is accepted but keeps no state
+between requests, so a ``SET`` or ``USE`` sent alone is gone by the next request; clients pass
+settings and the database with each request, as clickhouse-connect and the JDBC driver do.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import logging
+import os
+import re
+import secrets
+import socket
+import tempfile
+import threading
+import uuid
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+logger = logging.getLogger("trainwire.store")
+
+IDLE_TIMEOUT_S = 30.0
+"""How long the endpoint waits for a client that sends nothing before closing its connection."""
+
+HAND_OVER_PATH = "/trainwire/hand-over"
+"""trainwire's one path of its own: a process waiting to own chdb asks the owner to hand it over."""
+
+
+@dataclass(frozen=True)
+class HttpUser:
+    """A user of the endpoint: its name, its password, and whether it may only read."""
+
+    name: str
+    password: str = field(repr=False)
+    read_only: bool = False
+
+    @classmethod
+    def new(cls, name: str, *, read_only: bool = False) -> HttpUser:
+        """A user with a fresh random password."""
+        return cls(name, secrets.token_urlsafe(24), read_only)
+
+
+class ClickHouseHttpError(Exception):
+    """An error to answer as ClickHouse does: its code, its name and the message."""
+
+    def __init__(self, code: int, name: str, message: str):
+        self.code = code
+        self.name = name
+        self.message = message
+        super().__init__(f"Code: {code}. DB::Exception: {message}. ({name})")
+
+
+_HTTP_STATUS_OF_CODE = {
+    **dict.fromkeys((194,), 401),  # REQUIRED_PASSWORD
+    **dict.fromkeys((164, 192, 193, 497, 516), 403),  # READONLY, UNKNOWN_USER, WRONG_PASSWORD, ACCESS_DENIED, AUTH..
+    **dict.fromkeys((60, 81, 46), 404),  # UNKNOWN_TABLE, UNKNOWN_DATABASE, UNKNOWN_FUNCTION
+    **dict.fromkeys((48,), 501),  # NOT_IMPLEMENTED
+    **dict.fromkeys((243,), 503),  # NOT_ENOUGH_SPACE: the client may try again later
+    **dict.fromkeys((6, 26, 27, 36, 38, 41, 47, 53, 62, 72, 73, 115, 117, 373, 456, 457), 400),  # parse/bad input
+}
+"""The HTTP status ClickHouse answers an error code with (HTTPHandler's exceptionCodeToHTTPStatus); else 500."""
+
+_ERROR = re.compile(r"Code: (?P<code>\d+)\. DB::Exception: (?:Code: \d+\. DB::Exception: )*(?P<message>.*)", re.S)
+_ERROR_TAIL = re.compile(r"(?:\.? \(version [^)]*\))?\.? \((?P<name>[A-Z0-9_]+)\)\s*$")
+
+
+def _engine_error(exc: BaseException) -> ClickHouseHttpError:
+    """chdb's exception as ClickHouse's ``Code: N. DB::Exception: message. (NAME)``."""
+    text = str(exc).strip()
+    match = _ERROR.search(text)
+    if not match:
+        return ClickHouseHttpError(1001, "STD_EXCEPTION", text or type(exc).__name__)
+    message = match["message"].strip()
+    name = "UNKNOWN_EXCEPTION"
+    while tail := _ERROR_TAIL.search(message):  # chdb repeats the name after its own version tail
+        name = tail["name"]
+        message = message[: tail.start()].rstrip()
+    return ClickHouseHttpError(int(match["code"]), name, message)
+
+
+# --------------------------------------------------------------------------- compression
+
+
+def _lz4_frames_decompress(data: bytes) -> bytes:
+    import lz4.frame
+
+    out = []
+    while data:  # clickhouse-connect sends one frame per block, back to back
+        decompressor = lz4.frame.LZ4FrameDecompressor()
+        out.append(decompressor.decompress(data))
+        data = decompressor.unused_data
+    return b"".join(out)
+
+
+def _codecs() -> dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]]:
+    """``Content-Encoding`` name -> (compress, decompress), for each codec installed here."""
+    codecs: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {
+        "gzip": (gzip.compress, gzip.decompress),
+        "deflate": (zlib.compress, zlib.decompress),
+    }
+    try:
+        import lz4.frame
+
+        codecs["lz4"] = (lz4.frame.compress, _lz4_frames_decompress)
+    except ImportError:
+        pass
+    try:
+        from backports import zstd
+    except ImportError:
+        try:
+            from compression import zstd  # type: ignore[no-redef]  # Python 3.14+
+        except ImportError:
+            zstd = None  # type: ignore[assignment]
+    if zstd is not None:
+        codecs["zstd"] = (zstd.compress, zstd.decompress)
+    try:
+        import brotli
+
+        codecs["br"] = (brotli.compress, brotli.decompress)
+    except ImportError:
+        pass
+    return codecs
+
+
+CODECS = _codecs()
+"""The compression methods the endpoint reads and writes, by ``Content-Encoding`` name."""
+
+
+def _decompress(body: bytes, encoding: str) -> bytes:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding not in CODECS:
+        raise ClickHouseHttpError(36, "BAD_ARGUMENTS", f"Unknown HTTP Content-Encoding: {encoding}")
+    try:
+        return CODECS[encoding][1](body)
+    except Exception as exc:
+        raise ClickHouseHttpError(
+            36, "BAD_ARGUMENTS", f"Cannot decompress the request body as {encoding}: {exc}"
+        ) from exc
+
+
+def _response_encoding(accept_encoding: str) -> str | None:
+    """The first method of the client's ``Accept-Encoding`` that the endpoint can write."""
+    for item in accept_encoding.split(","):
+        name = item.split(";")[0].strip().lower()
+        if name in CODECS:
+            return name
+    return None
+
+
+# --------------------------------------------------------------------------- requests
+
+_TRANSPORT_PARAMETERS = frozenset(
+    {
+        "query",
+        "database",
+        "default_format",
+        "query_id",
+        "session_id",
+        "session_timeout",
+        "session_check",
+        "user",
+        "password",
+        "quota_key",
+        "compress",
+        "decompress",
+        "buffer_size",
+        "wait_end_of_query",
+        "client_protocol_version",
+        "role",
+        "stacktrace",
+    }
+)
+"""URL parameters that steer the HTTP interface itself; every other one (bar ``param_*``) is a setting."""
+
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_LEADING_COMMENTS = rb"(?:\s+|--[^\n]*\n|/\*.*?\*/)*"
+_INSERT_WITH_FORMAT = re.compile(
+    rb"\A" + _LEADING_COMMENTS + rb"INSERT\s+INTO\s+(?P<target>.*?)"
+    rb"(?:\s+SETTINGS\s+(?P<settings>.*?))?\s+FORMAT\s+(?P<format>\w+)",
+    re.I | re.S,
+)
+"""``INSERT INTO target [SETTINGS ...] FORMAT name``, the data after it (the first FORMAT word ends it)."""
+
+_OUTPUT_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.I)
+
+_CONTENT_TYPES = {
+    "JSON": "application/json; charset=UTF-8",
+    "JSONCompact": "application/json; charset=UTF-8",
+    "JSONEachRow": "application/x-ndjson; charset=UTF-8",
+    "CSV": "text/csv; charset=UTF-8; header=absent",
+    "CSVWithNames": "text/csv; charset=UTF-8; header=present",
+    "TabSeparated": "text/tab-separated-values; charset=UTF-8",
+    "TSV": "text/tab-separated-values; charset=UTF-8",
+    "TabSeparatedWithNames": "text/tab-separated-values; charset=UTF-8",
+    "TSVWithNames": "text/tab-separated-values; charset=UTF-8",
+    "Pretty": "text/plain; charset=UTF-8",
+}
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@dataclass
+class _Request:
+    """One query request, parsed: who sends what, with which settings."""
+
+    user: HttpUser
+    method: str
+    text: bytes
+    """The query, with an INSERT's data after it (the ``query`` parameter, a newline, the body)."""
+    database: str
+    default_format: str
+    query_id: str
+    parameters: dict[str, str]
+    settings: dict[str, str]
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str]
+
+
+class ChdbHttpServer:
+    """ClickHouse's HTTP interface on a loopback port, answered by this process's chdb engine.
+
+    ``chdb_path`` is the engine's data path (this process must already have chdb open on it);
+    ``users`` may log in; ``database`` is their default database; ``temp_dir`` (private) holds an
+    insert's data while chdb reads it; ``on_hand_over`` is called on a thread of its own when a
+    process waiting to own chdb asks for it (None: refuse, the owner keeps it).
+    """
+
+    def __init__(
+        self,
+        chdb_path: Path,
+        users: Sequence[HttpUser],
+        *,
+        database: str,
+        temp_dir: Path,
+        on_hand_over: Callable[[], None] | None = None,
+    ):
+        import chdb
+
+        self._connect = lambda: chdb.connect(str(chdb_path))
+        self.users = {user.name: user for user in users}
+        self.database = database
+        self.temp_dir = temp_dir
+        self.on_hand_over = on_hand_over
+        probe = self._connect()
+        try:
+            version, self.timezone = probe.query("SELECT version(), timezone()", "TSV").bytes().decode().split()
+        finally:
+            probe.close()
+        self.version = version
+        self.display_name = socket.gethostname()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.endpoint = self  # type: ignore[attr-defined]
+        threading.Thread(target=self._server.serve_forever, name="trainwire-chdb-http", daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        """The loopback port it answers on."""
+        return self._server.server_address[1]
+
+    def close(self) -> None:
+        """Stop answering (requests running finish on their own handles)."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    # ----------------------------------------------------------------- authentication
+
+    def authenticate(self, name: str, password: bytes) -> HttpUser:
+        """The user ``name`` if ``password`` is its password; ClickHouse's 516 or 194 otherwise."""
+        user = self.users.get(name)
+        expected = user.password.encode() if user else secrets.token_bytes(16)
+        if user is None or not secrets.compare_digest(password, expected):
+            if not password and name == "default":
+                raise ClickHouseHttpError(194, "REQUIRED_PASSWORD", "default: Authentication failed: password required")
+            raise ClickHouseHttpError(
+                516,
+                "AUTHENTICATION_FAILED",
+                f"{name}: Authentication failed: password is incorrect, or there is no user with such name",
+            )
+        return user
+
+    # ----------------------------------------------------------------- execution
+
+    def execute(self, request: _Request) -> _Reply:
+        """Run one request on a chdb handle of its own; ClickHouseHttpError if chdb refuses it."""
+        insert = _INSERT_WITH_FORMAT.match(request.text)
+        handle = self._connect()
+        try:
+            if request.user.read_only:
+                self._run(handle, "SET readonly = 1")
+            elif request.method == "GET":  # ClickHouse: a GET may read and change settings, nothing else
+                self._run(handle, "SET readonly = 2")
+            self._run(handle, f"USE `{request.database.replace('`', '``')}`")
+            for name, value in request.settings.items():
+                if not _SETTING_NAME.fullmatch(name):
+                    raise ClickHouseHttpError(115, "UNKNOWN_SETTING", f"Unknown setting '{name}'")
+                self._run(handle, f"SET {name} = {_sql_string(value)}")
+            if insert:
+                result, fmt = self._insert(handle, request, insert), None
+            else:
+                sql = self._text(request.text)
+                if not sql.strip():
+                    raise ClickHouseHttpError(62, "SYNTAX_ERROR", "Empty query")
+                stated = _OUTPUT_FORMAT.search(sql)
+                fmt = stated.group(1) if stated else request.default_format
+                result = self._run(handle, sql, fmt, request.parameters)
+        finally:
+            handle.close()
+        body = result.bytes() or b""
+        summary = {
+            "read_rows": str(result.rows_read()),
+            "read_bytes": str(result.bytes_read()),
+            "written_rows": str(result.rows_written() or (result.rows_read() if insert else 0)),
+            "written_bytes": str(result.bytes_written() or (result.bytes_read() if insert else 0)),
+            "total_rows_to_read": str(result.rows_read()),
+            "result_rows": "0" if insert else str(result.rows_read()),
+            "result_bytes": str(len(body)),
+            "elapsed_ns": str(int(result.elapsed() * 1e9)),
+        }
+        headers = {"X-ClickHouse-Summary": json.dumps(summary, separators=(",", ":"))}
+        if fmt:
+            headers["X-ClickHouse-Format"] = fmt
+            headers["Content-Type"] = _CONTENT_TYPES.get(fmt, "application/octet-stream")
+        else:
+            headers["Content-Type"] = "text/plain; charset=UTF-8"
+        return _Reply(200, body, headers)
+
+    def _insert(self, handle: Any, request: _Request, insert: re.Match[bytes]) -> Any:
+        """``INSERT ... FORMAT f`` + data: the data goes to chdb through a private temporary file."""
+        data = request.text[insert.end() :]
+        data = data.lstrip(b" \t\f")  # where ClickHouse's parser starts an INSERT's data
+        data = data[1:] if data.startswith(b"\r") else data
+        data = data[1:] if data.startswith(b"\n") else data
+        descriptor, name = tempfile.mkstemp(prefix="insert-", dir=self.temp_dir)  # mkstemp: 0600
+        try:
+            try:
+                with os.fdopen(descriptor, "wb") as out:
+                    out.write(data)
+            except OSError as exc:
+                raise ClickHouseHttpError(243, "NOT_ENOUGH_SPACE", f"Cannot buffer the INSERT's data: {exc}") from exc
+            settings = f" SETTINGS {self._text(insert['settings'])}" if insert["settings"] else ""
+            sql = (
+                f"INSERT INTO {self._text(insert['target'])} FROM INFILE {_sql_string(name)}{settings}"
+                f" FORMAT {self._text(insert['format'])}"
+            )
+            return self._run(handle, sql, "TabSeparated", request.parameters)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+    @staticmethod
+    def _text(sql: bytes) -> str:
+        try:
+            return sql.decode()
+        except UnicodeDecodeError as exc:
+            raise ClickHouseHttpError(62, "SYNTAX_ERROR", f"The query is not valid UTF-8: {exc}") from exc
+
+    @staticmethod
+    def _run(handle: Any, sql: str, fmt: str = "TabSeparated", parameters: dict[str, str] | None = None) -> Any:
+        try:
+            return handle.query(sql, fmt, params=parameters or {})
+        except Exception as exc:  # chdb raises its own errors with ClickHouse's code in the text
+            raise _engine_error(exc) from exc
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as ClickHouse's clients expect
+    server_version = "trainwire-chdb"
+
+    @property
+    def endpoint(self) -> ChdbHttpServer:
+        return self.server.endpoint  # type: ignore[attr-defined]
+
+    def setup(self) -> None:
+        self.timeout = IDLE_TIMEOUT_S  # an idle or stalled connection gives its thread back
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_HEAD(self) -> None:
+        self.do_GET()
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        url = urlsplit(self.path)
+        parameters = dict(parse_qsl(url.query, keep_blank_values=True))
+        query_id = parameters.get("query_id") or str(uuid.uuid4())
+        try:
+            body = self._read_body()
+        except OSError:  # the client stalled past the timeout or went away mid-request
+            self.close_connection = True
+            return
+        except ClickHouseHttpError as exc:
+            self._reply_error(exc, query_id)
+            return
+        if url.path == "/ping" or (url.path == "/" and self.command in ("GET", "HEAD") and "query" not in parameters):
+            self._reply(_Reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"}))
+            return
+        try:
+            if url.path not in ("/", HAND_OVER_PATH):
+                raise ClickHouseHttpError(48, "NOT_IMPLEMENTED", f"There is no handle {url.path}: use / or /ping")
+            body = _decompress(body, self.headers.get("Content-Encoding", ""))
+            body = self._form_fields(body, parameters)
+            user = self.endpoint.authenticate(*self._credentials(parameters))
+            if url.path == HAND_OVER_PATH:
+                self._hand_over(user)
+                return
+            reply = self.endpoint.execute(self._request(user, parameters, body, query_id))
+        except ClickHouseHttpError as exc:
+            self._reply_error(exc, query_id)
+            return
+        reply.headers["X-ClickHouse-Query-Id"] = query_id
+        accept = self.headers.get("Accept-Encoding", "")
+        encoding = _response_encoding(accept) if parameters.get("enable_http_compression") == "1" else None
+        if encoding and reply.body:
+            reply.body = CODECS[encoding][0](reply.body)
+            reply.headers["Content-Encoding"] = encoding
+        self._reply(reply)
+
+    def _request(self, user: HttpUser, parameters: dict[str, str], body: bytes, query_id: str) -> _Request:
+        query = parameters.get("query", "").encode()
+        text = query + b"\n" + body if query and body else query or body
+        return _Request(
+            user=user,
+            method=self.command,
+            text=text,
+            database=parameters.get("database") or self.headers.get("X-ClickHouse-Database", self.endpoint.database),
+            default_format=parameters.get("default_format") or self.headers.get("X-ClickHouse-Format", "TabSeparated"),
+            query_id=query_id,
+            parameters={k[len("param_") :]: v for k, v in parameters.items() if k.startswith("param_")},
+            settings={
+                k: v for k, v in parameters.items() if k not in _TRANSPORT_PARAMETERS and not k.startswith("param_")
+            },
+        )
+
+    def _credentials(self, parameters: dict[str, str]) -> tuple[str, bytes]:
+        authorization = self.headers.get("Authorization", "")
+        if authorization.lower().startswith("basic "):
+            try:
+                name, _, password = base64.b64decode(authorization[6:].strip(), validate=True).partition(b":")
+            except ValueError:
+                raise ClickHouseHttpError(516, "AUTHENTICATION_FAILED", "Malformed basic authorization") from None
+            return name.decode(errors="replace"), password
+        if "X-ClickHouse-User" in self.headers:  # header values arrive latin-1 decoded: back to their bytes
+            password = self.headers.get("X-ClickHouse-Key", "").encode("latin-1", errors="replace")
+            return self.headers["X-ClickHouse-User"], password
+        return parameters.get("user", "default"), parameters.get("password", "").encode()
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size_line = self.rfile.readline(65537)
+                try:
+                    size = int(size_line.split(b";")[0].strip(), 16)
+                except ValueError:
+                    raise ClickHouseHttpError(27, "CANNOT_PARSE_INPUT", "Malformed chunked request body") from None
+                if size == 0:
+                    while self.rfile.readline(65537).strip():  # trailers, up to the blank line
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline(3)  # the CRLF after the chunk
+        try:
+            length = int(self.headers.get("Content-Length", 0))
+        except ValueError:
+            raise ClickHouseHttpError(27, "CANNOT_PARSE_INPUT", "Malformed Content-Length") from None
+        body = self.rfile.read(length) if length > 0 else b""
+        if len(body) < length:
+            raise OSError("the client went away mid-request")
+        return body
+
+    def _form_fields(self, body: bytes, parameters: dict[str, str]) -> bytes:
+        """A ``multipart/form-data`` body's ``query`` and ``param_*`` fields moved to ``parameters``."""
+        content_type = self.headers.get("Content-Type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
+            return body
+        message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if part.get_filename() is not None:
+                raise ClickHouseHttpError(48, "NOT_IMPLEMENTED", f"External data ({name}) is not supported here")
+            parameters[str(name)] = part.get_payload(decode=True).decode()
+        return b""
+
+    def _hand_over(self, user: HttpUser) -> None:
+        if user.read_only:
+            raise ClickHouseHttpError(164, "READONLY", f"{user.name}: Cannot hand over chdb in readonly mode")
+        if self.endpoint.on_hand_over is None:
+            self._reply(_Reply(409, b"this owner keeps the data directory\n", {"Content-Type": "text/plain"}))
+            return
+        self._reply(_Reply(202, b"Ok.\n", {"Content-Type": "text/plain"}))
+        threading.Thread(target=self.endpoint.on_hand_over, name="trainwire-chdb-hand-over").start()
+
+    def _reply_error(self, error: ClickHouseHttpError, query_id: str) -> None:
+        body = f"Code: {error.code}. DB::Exception: {error.message}. ({error.name}) (version {self.endpoint.version})\n"
+        headers = {
+            "Content-Type": "text/plain; charset=UTF-8",
+            "X-ClickHouse-Exception-Code": str(error.code),
+            "X-ClickHouse-Query-Id": query_id,
+        }
+        self._reply(_Reply(_HTTP_STATUS_OF_CODE.get(error.code, 500), body.encode(), headers))
+
+    def _reply(self, reply: _Reply) -> None:
+        self.send_response(reply.status)
+        headers = {
+            "X-ClickHouse-Server-Display-Name": self.endpoint.display_name,
+            "X-ClickHouse-Timezone": self.endpoint.timezone,
+            **reply.headers,
+            "Content-Length": str(len(reply.body)),
+        }
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(reply.body)
