@@ -356,15 +356,17 @@ class ChdbHttpServer:
         finally:
             handle.close()
         body = result.bytes() or b""
+        read_rows, read_bytes = _statistic(result, "rows_read"), _statistic(result, "bytes_read")
         summary = {
-            "read_rows": str(result.rows_read()),
-            "read_bytes": str(result.bytes_read()),
-            "written_rows": str(result.rows_written() or (result.rows_read() if insert else 0)),
-            "written_bytes": str(result.bytes_written() or (result.bytes_read() if insert else 0)),
-            "total_rows_to_read": str(result.rows_read()),
-            "result_rows": "0" if insert else str(result.rows_read()),
+            "read_rows": str(read_rows),
+            "read_bytes": str(read_bytes),
+            # chdb counts an INSERT FROM INFILE's rows as read (and older chdb has no written counts)
+            "written_rows": str(_statistic(result, "rows_written") or (read_rows if insert else 0)),
+            "written_bytes": str(_statistic(result, "bytes_written") or (read_bytes if insert else 0)),
+            "total_rows_to_read": str(read_rows),
+            "result_rows": "0" if insert else str(read_rows),
             "result_bytes": str(len(body)),
-            "elapsed_ns": str(int(result.elapsed() * 1e9)),
+            "elapsed_ns": str(int(_statistic(result, "elapsed") * 1e9)),
         }
         headers = {"X-ClickHouse-Summary": json.dumps(summary, separators=(",", ":"))}
         if fmt:
@@ -409,6 +411,12 @@ class ChdbHttpServer:
             return handle.query(sql, fmt, params=parameters or {})
         except Exception as exc:  # chdb raises its own errors with ClickHouse's code in the text
             raise _engine_error(exc) from exc
+
+
+def _statistic(result: Any, name: str) -> float:
+    """One of a chdb result's statistics (``rows_read``, ``elapsed``...); 0 where this chdb has none."""
+    method = getattr(result, name, None)
+    return method() if method is not None else 0
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -462,6 +470,10 @@ class _Handler(BaseHTTPRequestHandler):
             reply = self.endpoint.execute(self._request(user, parameters, body, query_id))
         except ClickHouseHttpError as exc:
             self._reply_error(exc, query_id)
+            return
+        except Exception as exc:  # a bug here: answered as ClickHouse answers its own, and logged
+            logger.exception("trainwire: the chdb owner's endpoint failed on a request")
+            self._reply_error(ClickHouseHttpError(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {exc}"), query_id)
             return
         reply.headers["X-ClickHouse-Query-Id"] = query_id
         accept = self.headers.get("Accept-Encoding", "")
