@@ -278,7 +278,7 @@ def config_from_options(options: dict[str, Any]) -> JudgeConfig:
 
 
 def group_mode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The click options of the judge's mode and of when a GRPO group is complete (``judge run``, ``judge rescore``)."""
+    """The click options of the judge's mode and of when a GRPO group is complete (``judge run``)."""
     options = [
         click.option(
             "--mode",
@@ -437,3 +437,63 @@ def judge_log(settings: Settings, run_id: str, tracking_uri: str | None, experim
     uri = resolve_tracking_uri(tracking_uri, settings.data_dir)
     mlflow_run = log_run_from_store(settings, run_id, tracking_uri=uri, experiment=experiment, run_name=run_name)
     click.echo(f"logged the judgements of {run_id} as MLflow run {mlflow_run} at {uri}")
+
+
+@judge_command.command("rescore")
+@judge_options
+@click.option("--runs", "runs", multiple=True, required=True, help="Runs to rescore: an id or a glob (repeatable).")
+@click.option(
+    "--mode",
+    type=click.Choice(["single", "group"]),
+    default=None,
+    help="single: one request per completion (default); group: one request per GRPO group.",
+)
+@click.option(
+    "--source",
+    type=click.Choice(["store", "bus"]),
+    default="store",
+    show_default=True,
+    help="Read the interactions from ClickHouse, or replay the interactions topic from its earliest offset.",
+)
+@click.option("--idle", type=float, default=3.0, show_default=True, help="--source bus: stop after this idle time.")
+@click.pass_obj
+def judge_rescore(settings: Settings, runs: tuple[str, ...], source: str, idle: float, **options: Any) -> None:
+    """Judge the interactions of RUNS again with another configuration (--template, --model, --mode, ...).
+
+    The new scores are published beside the old ones (`trainwire worker` stores them), told apart
+    by their provenance (judge_scores.config_id, template_name, mode, ...). Rescoring again with the
+    same configuration adds no row and, through the judge cache, makes no call.
+    """
+    from trainwire.judge.client import Judge
+    from trainwire.judge.rescore import BusReplay, RescoreResult, interactions_from_store, rescore
+    from trainwire.store.clickhouse import open_store
+
+    config = config_from_options(options)
+    judge = Judge(config, cache_dir=Path(settings.data_dir) / "judge")
+    trigger = JudgeTrigger(TriggerConfig(runs=runs, whole_groups=config.mode == "group"))
+    replay = BusReplay(settings, idle_s=idle) if source == "bus" else None
+
+    async def main() -> RescoreResult:
+        emitter = Emitter(settings)
+        try:
+            if replay is not None:
+                return await rescore(judge, replay, trigger, emitter)
+            with open_store(settings) as store:
+                return await rescore(judge, interactions_from_store(store, runs), trigger, emitter)
+        finally:
+            await judge.aclose()
+            await asyncio.to_thread(emitter.close)
+
+    result = asyncio.run(main())
+    stats = judge.stats
+    click.echo(
+        f"rescored {result.interactions} interactions of {', '.join(runs)} from the {source} with {config.model}, "
+        f"template {judge.template_version}, mode {config.mode} (config {judge.provenance['config_id']}): "
+        f"{result.requests} requests, {result.scores} scores ({result.failed} failed), {stats.calls} calls, "
+        f"{stats.cache_hits} from cache"
+    )
+    if replay is not None and replay.undecodable:
+        click.echo(
+            f"skipped {len(replay.undecodable)} records that do not decode, first: {replay.undecodable[0]}", err=True
+        )
+    click.echo("`trainwire worker` stores the new scores beside the old ones")
