@@ -3,7 +3,8 @@
 clickhouse-connect's ordinary HTTP client (as a user or Grafana would use it, not trainwire's
 wrapper) runs queries in the formats it reads, inserts, server-side parameters, compression both
 ways, errors, the read-only user and concurrent clients against a real owner (chdb in this
-process, serving on loopback).
+process, serving on loopback). ClickHouse's official JDBC driver (fetched from Maven Central into
+~/.cache/trainwire/jdbc) and curl use it too.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ import gzip
 import http.client
 import io
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import clickhouse_connect
 import pyarrow as pa
@@ -246,3 +249,63 @@ def test_concurrent_clients_with_different_settings_and_databases_keep_their_own
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+# --------------------------------------------------------------------------- clients nobody here wrote
+
+JDBC_POM = Path(__file__).parent / "jdbc" / "pom.xml"
+JDBC_PROGRAM = Path(__file__).parent / "jdbc" / "QueryOwner.java"
+JDBC_CACHE = Path.home() / ".cache" / "trainwire" / "jdbc"
+
+
+def jdbc_driver() -> Path:
+    """ClickHouse's official JDBC driver and its dependencies from Maven Central, fetched once into the cache."""
+    libs = JDBC_CACHE / "libs"
+    marker = libs / ".complete"
+    if not marker.exists():
+        libs.mkdir(parents=True, exist_ok=True)
+        fetch = ["mvn", "-q", "-B", "-f", str(JDBC_POM), "dependency:copy-dependencies", f"-DoutputDirectory={libs}"]
+        subprocess.run([*fetch, "-DincludeScope=runtime"], check=True, timeout=600)
+        marker.write_text("ok\n")
+    return libs
+
+
+def test_the_official_jdbc_driver_reads_rows(owner: OwnerEndpoint) -> None:
+    """What DBeaver and other JDBC tools use. compress=0: the driver's default is ClickHouse's own
+    block compression (compress=1), which the endpoint does not write."""
+    url = f"jdbc:clickhouse://127.0.0.1:{owner.port}/trainwire?compress=0"
+    user = owner.read_only_user
+    query = "SELECT id, name, score FROM t ORDER BY id"
+    result = subprocess.run(
+        ["java", "-cp", f"{jdbc_driver()}/*", str(JDBC_PROGRAM), url, user.name, user.password, query],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["1\tone\t0.5", "2\ttwo\t1.5", "3\tthree\t\\N"]
+
+
+def curl(owner: OwnerEndpoint, *args: str, read_only: bool = False) -> subprocess.CompletedProcess[str]:
+    user = owner.read_only_user if read_only else owner.user
+    return subprocess.run(
+        ["curl", "-sS", "--fail-with-body", "-u", f"{user.name}:{user.password}", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_curl_pings_queries_and_inserts(owner: OwnerEndpoint) -> None:
+    assert curl(owner, f"{owner.url}/ping").stdout == "Ok.\n"
+    query = curl(
+        owner, f"{owner.url}/?default_format=JSONEachRow", "--data-binary", "SELECT id, name FROM t ORDER BY id"
+    )
+    assert [json.loads(line) for line in query.stdout.splitlines()] == [{"id": i, "name": n} for i, n, _ in ROWS]
+    curl(owner, owner.url, "--data-binary", "CREATE TABLE by_curl (id UInt32, name String) ENGINE = Memory")
+    inserted = curl(owner, f"{owner.url}/?query=INSERT%20INTO%20by_curl%20FORMAT%20CSV", "--data-binary", "1,a\n2,b\n")
+    assert inserted.returncode == 0, inserted.stdout + inserted.stderr
+    count = curl(owner, f"{owner.url}/?query=SELECT%20count()%20FROM%20by_curl", read_only=True)
+    assert count.stdout == "2\n"
+    refused = curl(owner, owner.url, "--data-binary", "DROP TABLE by_curl", read_only=True)
+    assert refused.returncode == 22 and refused.stdout.startswith("Code: 164. DB::Exception:")  # 22: HTTP error

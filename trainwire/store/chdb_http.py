@@ -43,6 +43,7 @@ import os
 import re
 import secrets
 import socket
+import sys
 import tempfile
 import threading
 import uuid
@@ -297,9 +298,8 @@ class ChdbHttpServer:
             probe.close()
         self.version = version
         self.display_name = socket.gethostname()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._server.daemon_threads = True
-        self._server.endpoint = self  # type: ignore[attr-defined]
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.endpoint = self
         threading.Thread(target=self._server.serve_forever, name="trainwire-chdb-http", daemon=True).start()
 
     @property
@@ -413,6 +413,16 @@ class ChdbHttpServer:
             raise _engine_error(exc) from exc
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    endpoint: ChdbHttpServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away: nothing to answer
+            return
+        logger.exception("trainwire: the chdb owner's endpoint failed on a connection from %s", client_address)
+
+
 def _statistic(result: Any, name: str) -> float:
     """One of a chdb result's statistics (``rows_read``, ``elapsed``...); 0 where this chdb has none."""
     method = getattr(result, name, None)
@@ -423,9 +433,11 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as ClickHouse's clients expect
     server_version = "trainwire-chdb"
 
+    server: _Server
+
     @property
     def endpoint(self) -> ChdbHttpServer:
-        return self.server.endpoint  # type: ignore[attr-defined]
+        return self.server.endpoint
 
     def setup(self) -> None:
         self.timeout = IDLE_TIMEOUT_S  # an idle or stalled connection gives its thread back
