@@ -3,6 +3,7 @@
 One file: the plotly.js bundle of the installed ``plotly`` package is inlined, the chart data is
 embedded as JSON, so it opens from disk with no server and no network. Series longer than
 :data:`MAX_POINTS` are thinned to every k-th point (the full rows are in ``analysis_results.json``).
+Below the charts: the summary tables and the sample completions of ``samples.json``.
 
 For automated checks the page records ``console.error`` calls and uncaught errors in
 ``<pre id="tw-errors">`` and, once every chart rendered, sets ``data-rendered`` on
@@ -12,13 +13,14 @@ For automated checks the page records ``console.error`` calls and uncaught error
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from trainwire.analysis.report import AnalysisResults, position_curves, to_jsonable
+from trainwire.analysis.report import AnalysisResults, integer_bins, position_curves, to_jsonable, token_label
 from trainwire.errors import MissingExtraError
 
 __all__ = ["MAX_POINTS", "build_charts", "build_logits_charts", "render_dashboard", "write_dashboard"]
@@ -56,10 +58,13 @@ def _per_run(rows: list[dict[str, Any]], x: str, y: str, name: str = "{run}", **
 
 
 def _layout(title: str, xaxis: str = "", yaxis: str = "", **extra: Any) -> dict[str, Any]:
+    """A chart's layout; a right axis (``yaxis2``) gets the margin its tick labels and title need."""
+    if "yaxis2" in extra:
+        extra["yaxis2"] = {"automargin": True, **extra["yaxis2"]}
     return {
         "title": {"text": title},
         "xaxis": {"title": {"text": xaxis}},
-        "yaxis": {"title": {"text": yaxis}},
+        "yaxis": {"title": {"text": yaxis}, "automargin": True},
         "margin": {"t": 50, "l": 60, "r": 20, "b": 60},
         "height": 380,
         **extra,
@@ -72,12 +77,22 @@ def _heat(rows: list[dict[str, Any]], row_key: str) -> dict[str, Any]:
     cell = {(r[row_key], r["target_token"]): r["mean_probability"] for r in rows}
     return {
         "type": "heatmap",
-        "x": ckeys,
+        "x": [token_label(k) for k in ckeys],
         "y": [str(k) for k in rkeys],
         "z": [[cell.get((a, b)) for b in ckeys] for a in rkeys],
+        "texttemplate": "%{z:.3g}",  # three significant digits: 0.00213, not 0.002 in every cell
+        "hovertemplate": "%{y} · %{x}: %{z:.3g}<extra></extra>",
         "colorscale": "Viridis",
         "colorbar": {"title": {"text": "mean p"}},
     }
+
+
+def _whole_number_step(traces: list[dict[str, Any]]) -> int:
+    """A tick step for an axis of whole numbers (lengths): 1, 2, 5, 10, 20, ... for at most about 10 ticks."""
+    xs = [x for trace in traces for x in trace["x"]]
+    span = max(xs) - min(xs) if xs else 0
+    steps = (m * 10**e for e in itertools.count() for m in (1, 2, 5))
+    return next(step for step in steps if span / step <= 10)
 
 
 def _add(charts: list[dict[str, Any]], title: str, data: list[dict[str, Any]], layout: dict[str, Any]) -> None:
@@ -157,7 +172,7 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
     )
     length_traces = []
     for name, label in (("prompt_length_histogram", "prompt"), ("completion_length_histogram", "completion")):
-        rows = results.rows(name)
+        rows = integer_bins(results.rows(name))
         if rows:
             length_traces.append(
                 {
@@ -168,12 +183,9 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
                     "y": [r["count"] for r in rows],
                 }
             )
-    _add(
-        charts,
-        "Lengths",
-        length_traces,
-        _layout("Prompt and completion length (characters)", "characters", "interactions", barmode="overlay"),
-    )
+    lengths = _layout("Prompt and completion length (characters)", "characters", "interactions", barmode="overlay")
+    lengths["xaxis"].update(tickformat="d", dtick=_whole_number_step(length_traces))  # whole characters
+    _add(charts, "Lengths", length_traces, lengths)
     buckets = [r for r in results.rows("length_vs_reward") if r["mean_reward"] is not None]
     _add(
         charts,
@@ -224,7 +236,7 @@ def build_logits_charts(results: AnalysisResults) -> list[dict[str, Any]]:
                 {
                     "type": "bar",
                     "name": model,
-                    "x": [r["target_token"] for r in by_model if r["model"] == model],
+                    "x": [token_label(r["target_token"]) for r in by_model if r["model"] == model],
                     "y": [r["mean_probability"] for r in by_model if r["model"] == model],
                 }
                 for model in sorted({r["model"] for r in by_model})
@@ -250,7 +262,7 @@ def build_logits_charts(results: AnalysisResults) -> list[dict[str, Any]]:
                         {
                             "type": "bar",
                             "name": f"{model} {label}",
-                            "x": [r["target_token"] for r in mine],
+                            "x": [token_label(r["target_token"]) for r in mine],
                             "y": [r["mean_probability"] for r in mine],
                         }
                     )
@@ -331,6 +343,7 @@ td:first-child, th:first-child { text-align: left; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(640px, 1fr)); gap: 12px; }
 .tw-chart { border: 1px solid #e4e4e4; border-radius: 4px; min-height: 380px; }
 #tw-errors { color: #b00; white-space: pre-wrap; } .meta { color: #666; font-size: 12px; }
+.samples td { text-align: left; white-space: pre-wrap; vertical-align: top; max-width: 560px; }
 """
 
 
@@ -349,6 +362,20 @@ def _html_table(rows: list[dict[str, Any]], limit: int = 30) -> str:
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = f"<p class='meta'>{len(rows) - limit} more rows in analysis_results.json</p>" if len(rows) > limit else ""
     return f"<table><tr>{head}</tr>{''.join(body)}</table>{more}"
+
+
+SAMPLE_COLUMNS = ("run_id", "step", "reward", "prompt", "completion")
+"""What the dashboard shows of each sample (``samples.json`` has every column)."""
+
+
+def _samples_html(samples: dict[str, list[dict[str, Any]]]) -> str:
+    """The sample completions, as ``samples.json`` has them: a table per kind (best, worst, random)."""
+    tables = "".join(
+        f"<h3>{html.escape(order)}</h3>{_html_table([{c: row.get(c) for c in SAMPLE_COLUMNS} for row in rows])}"
+        for order, rows in samples.items()
+        if rows
+    )
+    return f'<h2>Sample completions</h2><div class="samples" id="tw-samples">{tables}</div>' if tables else ""
 
 
 def _script_json(value: Any) -> str:
@@ -376,6 +403,8 @@ def render_dashboard(
         for name, heading in _TABLES
         if tables and results.rows(name)
     )
+    if tables:
+        summary += _samples_html(results.samples)
     divs = "".join(f'<div class="tw-chart" id="tw-chart-{i}"></div>' for i in range(len(charts)))
     generated = to_jsonable(results.generated_at)
     return f"""<!DOCTYPE html>

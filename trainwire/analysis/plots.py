@@ -1,20 +1,27 @@
 """PNG plots of an :class:`~trainwire.analysis.report.AnalysisResults` (matplotlib, Agg backend).
 
-Each plot is drawn only when its data exists; :func:`write_plots` returns the files written.
-Series per run are capped at :data:`MAX_SERIES` runs (the first by run id), the rest noted.
+Each ``plot_*`` function returns a matplotlib figure, or None when its data does not exist;
+:func:`write_plots` saves them and returns the files written. Series per run are capped at
+:data:`MAX_SERIES` runs (the first by run id), the rest noted. Every series of a figure has its own
+colour and a figure has one legend; tokens are shown with visible spaces (:func:`token_label`).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from trainwire.analysis.report import AnalysisResults, position_curves
+from trainwire.analysis.report import AnalysisResults, integer_bins, position_curves, token_label
 from trainwire.errors import MissingExtraError
 
 __all__ = ["MAX_SERIES", "PLOTS", "write_plots"]
+
+Figure = Any
+"""A ``matplotlib.figure.Figure`` (matplotlib is imported only when a plot is drawn)."""
 
 MAX_SERIES = 10
 
@@ -43,11 +50,27 @@ def _capped(series: dict[Any, Any]) -> tuple[list[Any], int]:
     return keys[:MAX_SERIES], max(0, len(keys) - MAX_SERIES)
 
 
-def _lines(ax: Any, rows: list[dict[str, Any]], x: str, y: str, label_prefix: str = "", **style: Any) -> int:
+def _colours() -> Iterator[str]:
+    """The colours of matplotlib's cycle, endlessly: one per series, across the axes of a figure."""
+    return itertools.cycle(_plt().rcParams["axes.prop_cycle"].by_key()["color"])
+
+
+def _lines(
+    ax: Any,
+    rows: list[dict[str, Any]],
+    x: str,
+    y: str,
+    label_prefix: str = "",
+    colours: Iterator[str] | None = None,
+    **style: Any,
+) -> int:
+    """One line per run; with ``colours``, each takes the next (so two axes never repeat one)."""
     series = _by((r for r in rows if r.get(y) is not None), "run_id")
     keys, hidden = _capped(series)
     for key in keys:
         points = series[key]
+        if colours is not None:
+            style["color"] = next(colours)
         ax.plot([p[x] for p in points], [p[y] for p in points], label=f"{label_prefix}{key}", **style)
     return hidden
 
@@ -59,11 +82,12 @@ def _bars(ax: Any, bins: list[dict[str, Any]], **style: Any) -> None:
 
 
 def _grouped_bars(ax: Any, categories: list[str], series: list[tuple[str, list[float]]]) -> None:
-    """One group of bars per category, one bar per series in each, the category labels centred."""
+    """One group of bars per category (target words), one bar per series in each, the labels centred."""
     width = 0.8 / len(series)
     for i, (label, values) in enumerate(series):
         ax.bar([j + i * width for j in range(len(categories))], values, width, label=label)
-    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(categories))], categories, rotation=45, ha="right")
+    labels = [token_label(c) for c in categories]
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(categories))], labels, rotation=45, ha="right")
     ax.legend()
 
 
@@ -75,16 +99,47 @@ def _model_panels(rows: list[dict[str, Any]]) -> tuple[Any, list[tuple[Any, str,
     return fig, [(ax, model, by_model[model]) for ax, model in zip(axes[0], models, strict=True)]
 
 
-def _finish(fig: Any, path: Path, hidden: int = 0) -> Path:
+def _finish(fig: Figure, hidden: int = 0) -> Figure:
     if hidden:
         fig.text(0.01, 0.01, f"{hidden} more runs not drawn", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    _plt().close(fig)
-    return path
+    return fig
 
 
-def plot_reward_distribution(results: AnalysisResults, path: Path) -> Path | None:
+def _integer_ticks(*axes: Any) -> None:
+    """Ticks at whole numbers only on these x axes (lengths: there is no half a character)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _time_axis(ax: Any, times: list[Any], bucket_s: int) -> None:
+    """Readable time ticks (``07:55``, ``07:55:30``, ``Dec 06``; never fractions of a second).
+
+    The axis spans at least 10 seconds and a bucket on each side, so a run of a few seconds (or
+    one bucket) is not drawn on a scale of microseconds or years.
+    """
+    import matplotlib.dates as mdates
+
+    locator = mdates.AutoDateLocator(minticks=3, maxticks=8)
+    formatter = mdates.ConciseDateFormatter(
+        locator,
+        formats=["%Y", "%b", "%b %d", "%H:%M", "%H:%M", "%H:%M:%S"],
+        zero_formats=["", "%Y", "%b", "%b %d", "%H:%M", "%H:%M"],
+        offset_formats=["", "%Y", "%Y-%m", "%Y-%m-%d", "%Y-%m-%d", "%Y-%m-%d %H:%M"],
+    )
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(formatter)
+    pad = timedelta(seconds=max(bucket_s, 1))
+    low, high = min(times) - pad, max(times) + pad
+    if high - low < timedelta(seconds=10):
+        middle = low + (high - low) / 2
+        low, high = middle - timedelta(seconds=5), middle + timedelta(seconds=5)
+    ax.set_xlim(low, high)
+
+
+def plot_reward_distribution(results: AnalysisResults) -> Figure | None:
     """Histogram of rewards over the selected runs, with the per-run mean and median noted."""
     rows = [r for r in results.rows("reward_histogram") if r["run_id"] == "*"]
     if not rows or not sum(r["count"] for r in rows):
@@ -98,29 +153,30 @@ def plot_reward_distribution(results: AnalysisResults, path: Path) -> Path | Non
         ax.axvline(total[0]["median"], color="green", linestyle=":", label=f"median {total[0]['median']:.3g}")
         ax.legend()
     ax.set(title="Reward distribution", xlabel="reward", ylabel="interactions")
-    return _finish(fig, path)
+    return _finish(fig)
 
 
-def plot_reward_by_step(results: AnalysisResults, path: Path) -> Path | None:
+def plot_reward_by_step(results: AnalysisResults) -> Figure | None:
     """Mean reward per step per run, and the mean judge score per step where there is one."""
     rows = results.rows("reward_by_step")
     if not any(r["mean"] is not None for r in rows):
         return None
     plt = _plt()
     fig, ax = plt.subplots(figsize=(10, 5))
-    hidden = _lines(ax, rows, "step", "mean", "reward ")
+    colours = _colours()
+    hidden = _lines(ax, rows, "step", "mean", "reward ", colours)
     judge = results.rows("judge_by_step")
     if judge:
         ax2 = ax.twinx()
-        _lines(ax2, judge, "step", "mean_score_normalized", "judge ", linestyle="--")
+        _lines(ax2, judge, "step", "mean_score_normalized", "judge ", colours, linestyle="--")
         ax2.set_ylabel("mean judge score (normalized 0-1)")
-        ax2.legend(loc="lower right", fontsize=8)
     ax.set(title="Reward over training steps", xlabel="step", ylabel="mean reward")
-    ax.legend(loc="upper left", fontsize=8)
-    return _finish(fig, path, hidden)
+    lines = [line for axes in fig.axes for line in axes.lines]  # one legend for both axes, on top of both
+    fig.axes[-1].legend(lines, [line.get_label() for line in lines], loc="best", fontsize=8)
+    return _finish(fig, hidden)
 
 
-def plot_reward_by_time(results: AnalysisResults, path: Path) -> Path | None:
+def plot_reward_by_time(results: AnalysisResults) -> Figure | None:
     """Mean reward per time bucket per run."""
     rows = results.rows("reward_by_time")
     if not any(r["mean"] is not None for r in rows):
@@ -130,14 +186,15 @@ def plot_reward_by_time(results: AnalysisResults, path: Path) -> Path | None:
     hidden = _lines(ax, rows, "bucket_start", "mean", marker=".")
     ax.set(title="Reward over time", xlabel="time (UTC)", ylabel="mean reward")
     ax.legend(fontsize=8)
-    fig.autofmt_xdate()
-    return _finish(fig, path, hidden)
+    bucket_s = results.params.get("reward_by_time", {}).get("params", {}).get("bucket_s", 1)
+    _time_axis(ax, [r["bucket_start"] for r in rows if r["mean"] is not None], bucket_s)
+    return _finish(fig, hidden)
 
 
-def plot_lengths(results: AnalysisResults, path: Path) -> Path | None:
+def plot_lengths(results: AnalysisResults) -> Figure | None:
     """Prompt and completion length histograms, and mean reward by completion length."""
-    prompt = results.rows("prompt_length_histogram")
-    completion = results.rows("completion_length_histogram")
+    prompt = integer_bins(results.rows("prompt_length_histogram"))
+    completion = integer_bins(results.rows("completion_length_histogram"))
     if not prompt and not completion:
         return None
     plt = _plt()
@@ -152,10 +209,11 @@ def plot_lengths(results: AnalysisResults, path: Path) -> Path | None:
             [(r["bucket_start"] + r["bucket_end"]) / 2 for r in buckets], [r["mean_reward"] for r in buckets], "o-"
         )
     axes[2].set(title="Reward by completion length", xlabel="completion characters", ylabel="mean reward")
-    return _finish(fig, path)
+    _integer_ticks(*axes)
+    return _finish(fig)
 
 
-def plot_train_metrics(results: AnalysisResults, path: Path) -> Path | None:
+def plot_train_metrics(results: AnalysisResults) -> Figure | None:
     """Loss, learning rate and grad norm over steps, per run, with the mean reward."""
     rows = results.rows("train_metrics")
     if not rows:
@@ -168,10 +226,10 @@ def plot_train_metrics(results: AnalysisResults, path: Path) -> Path | None:
         ax.set(title=column, xlabel="step")
         if ax.lines:
             ax.legend(fontsize=7)
-    return _finish(fig, path, hidden)
+    return _finish(fig, hidden)
 
 
-def plot_group_stats(results: AnalysisResults, path: Path) -> Path | None:
+def plot_group_stats(results: AnalysisResults) -> Figure | None:
     """GRPO zero-variance group share and mean within-group std over steps."""
     rows = results.rows("group_stats")
     if not any(r["zero_variance_share"] is not None for r in rows):
@@ -183,7 +241,7 @@ def plot_group_stats(results: AnalysisResults, path: Path) -> Path | None:
     axes[0].set(title="Share of zero-variance groups", xlabel="step")
     axes[1].set(title="Mean within-group reward std", xlabel="step")
     axes[0].legend(fontsize=7)
-    return _finish(fig, path, hidden)
+    return _finish(fig, hidden)
 
 
 def _matrix(rows: list[dict[str, Any]], row_key: str, col_key: str) -> tuple[list[Any], list[Any], list[list[float]]]:
@@ -197,18 +255,19 @@ def _matrix(rows: list[dict[str, Any]], row_key: str, col_key: str) -> tuple[lis
 def _heatmap(ax: Any, fig: Any, rows: list[dict[str, Any]], row_key: str, title: str) -> None:
     rkeys, ckeys, values = _matrix(rows, row_key, "target_token")
     image = ax.imshow(values, aspect="auto", cmap="viridis")
-    ax.set_xticks(range(len(ckeys)), ckeys, rotation=45, ha="right")
+    ax.set_xticks(range(len(ckeys)), [token_label(k) for k in ckeys], rotation=45, ha="right")
     ax.set_yticks(range(len(rkeys)), [str(k) for k in rkeys])
     ax.set_title(title)
     if len(rkeys) * len(ckeys) <= 120:
         for i, line in enumerate(values):
             for j, v in enumerate(line):
-                if v == v:
-                    ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="white", fontsize=7)
+                if v == v:  # three significant digits: 0.00213, not 0.002 in every cell
+                    colour = "black" if image.norm(v) > 0.6 else "white"  # readable on viridis' yellow end
+                    ax.text(j, i, f"{v:.3g}", ha="center", va="center", color=colour, fontsize=7)
     fig.colorbar(image, ax=ax, label="mean probability")
 
 
-def plot_logits_heatmap(results: AnalysisResults, path: Path) -> Path | None:
+def plot_logits_heatmap(results: AnalysisResults) -> Figure | None:
     """Heatmaps of mean target-word probability: model x word, and level x word per model."""
     by_model = results.rows("logits_by_model")
     if not by_model:
@@ -220,10 +279,10 @@ def plot_logits_heatmap(results: AnalysisResults, path: Path) -> Path | None:
     _heatmap(axes[0][0], fig, by_model, "model", "Mean probability: model x word")
     for ax, model in zip(axes[1:, 0], models, strict=True):
         _heatmap(ax, fig, levels[model], "level", f"Mean probability: level x word ({model})")
-    return _finish(fig, path)
+    return _finish(fig)
 
 
-def plot_logits_models(results: AnalysisResults, path: Path) -> Path | None:
+def plot_logits_models(results: AnalysisResults) -> Figure | None:
     """Grouped bars: mean target-word probability per word, one bar per model."""
     rows = results.rows("logits_by_model")
     if not rows:
@@ -234,10 +293,10 @@ def plot_logits_models(results: AnalysisResults, path: Path) -> Path | None:
     models = sorted({r["model"] for r in rows})
     _grouped_bars(ax, words, [(model, [cell.get((model, w), 0.0) for w in words]) for model in models])
     ax.set(title="Target-word probability by model", ylabel="mean probability")
-    return _finish(fig, path)
+    return _finish(fig)
 
 
-def plot_logits_levels(results: AnalysisResults, path: Path) -> Path | None:
+def plot_logits_levels(results: AnalysisResults) -> Figure | None:
     """Mean probability over difficulty levels, one line per model and word (a panel per model)."""
     rows = results.rows("logits_by_level")
     if not rows:
@@ -245,13 +304,15 @@ def plot_logits_levels(results: AnalysisResults, path: Path) -> Path | None:
     fig, panels = _model_panels(rows)
     for ax, model, mine in panels:
         for word, points in sorted(_by(mine, "target_token").items()):
-            ax.plot([p["level"] for p in points], [p["mean_probability"] for p in points], "o-", label=word)
+            ax.plot(
+                [p["level"] for p in points], [p["mean_probability"] for p in points], "o-", label=token_label(word)
+            )
         ax.set(title=f"{model}: probability by level", xlabel="level", ylabel="mean probability")
         ax.legend(fontsize=7)
-    return _finish(fig, path)
+    return _finish(fig)
 
 
-def plot_logits_correctness(results: AnalysisResults, path: Path) -> Path | None:
+def plot_logits_correctness(results: AnalysisResults) -> Figure | None:
     """Right vs wrong answers: mean probability per word, a panel per model."""
     rows = results.rows("logits_by_correctness")
     if not rows:
@@ -263,10 +324,10 @@ def plot_logits_correctness(results: AnalysisResults, path: Path) -> Path | None
         verdicts = ((True, "right"), (False, "wrong"))
         _grouped_bars(ax, words, [(label, [cell.get((verdict, w), 0.0) for w in words]) for verdict, label in verdicts])
         ax.set(title=f"{model}: right vs wrong answers", ylabel="mean probability")
-    return _finish(fig, path)
+    return _finish(fig)
 
 
-def plot_logits_position(results: AnalysisResults, path: Path) -> Path | None:
+def plot_logits_position(results: AnalysisResults) -> Figure | None:
     """Mean probability along the answer (all target words), one line per model."""
     rows = results.rows("logits_by_position")
     if not rows:
@@ -277,10 +338,10 @@ def plot_logits_position(results: AnalysisResults, path: Path) -> Path | None:
         ax.plot(xs, ys, label=model)
     ax.set(title="Target-word probability by position", xlabel="answer position", ylabel="mean probability")
     ax.legend()
-    return _finish(fig, path)
+    return _finish(fig)
 
 
-PLOTS: dict[str, Callable[[AnalysisResults, Path], Path | None]] = {
+PLOTS: dict[str, Callable[[AnalysisResults], Figure | None]] = {
     "reward_distribution.png": plot_reward_distribution,
     "reward_by_step.png": plot_reward_by_step,
     "reward_by_time.png": plot_reward_by_time,
@@ -300,7 +361,9 @@ def write_plots(results: AnalysisResults, output_dir: Path) -> list[Path]:
     """Draw every plot whose data exists into ``output_dir``; returns the files written."""
     written = []
     for name, draw in PLOTS.items():
-        path = draw(results, output_dir / name)
-        if path is not None:
-            written.append(path)
+        fig = draw(results)
+        if fig is not None:
+            fig.savefig(output_dir / name, dpi=100)
+            _plt().close(fig)
+            written.append(output_dir / name)
     return written

@@ -31,9 +31,11 @@ __all__ = [
     "AnalysisResults",
     "analyze",
     "collect",
+    "integer_bins",
     "position_curves",
     "print_summary",
     "to_jsonable",
+    "token_label",
     "write_results",
     "write_samples",
 ]
@@ -205,6 +207,34 @@ def position_curves(rows: list[dict[str, Any]]) -> dict[str, tuple[list[int], li
         xs = sorted(by_position)
         curves[model] = (xs, [by_position[x][0] / by_position[x][1] for x in xs])
     return curves
+
+
+_VISIBLE_WHITESPACE = str.maketrans({" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5"})
+
+
+def token_label(token: str) -> str:
+    """A token as a chart label, its whitespace visible: ``' Actually'`` -> ``'␣Actually'``, newline ``↵``, tab ``⇥``.
+
+    Tokenizers tell ``' Actually'`` and ``'Actually'`` apart; so must the labels.
+    """
+    return str(token).translate(_VISIBLE_WHITESPACE)
+
+
+def integer_bins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Histogram rows of a whole-number measure (a length) with bins that hold whole numbers.
+
+    Bins narrower than 1 (few distinct lengths) each hold one whole number ``k`` at most: each
+    non-empty one becomes the bin ``[k - 0.5, k + 0.5]``, the empty ones are left out. Rows of
+    wider bins are returned as they are.
+    """
+    if not any(r["bin_end"] - r["bin_start"] < 1 for r in rows):
+        return rows
+    out = []
+    for row in rows:
+        if row["count"]:
+            k = math.ceil(row["bin_start"] - 1e-9)
+            out.append({**row, "bin_start": k - 0.5, "bin_end": k + 0.5})
+    return out
 
 
 def write_results(results: AnalysisResults, output_dir: Path) -> Path:
