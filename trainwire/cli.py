@@ -341,6 +341,7 @@ def topics_create(settings: Settings, partitions: int, replication: int) -> None
 
 def _register_parts() -> None:
     """Add the subcommands that live next to the code they run."""
+    from trainwire.analysis.audit import audit_command
     from trainwire.analysis.commands import analyze_command, query_command
     from trainwire.demo import demo_command
     from trainwire.judge.worker import judge_command
@@ -350,7 +351,7 @@ def _register_parts() -> None:
     from trainwire.ui.command import ui_command
 
     commands = (demo_command, import_command, export_command, probe_command, judge_command, query_command, ui_command)
-    for command in (*commands, analyze_command):
+    for command in (*commands, analyze_command, audit_command):
         main.add_command(command)
 
 

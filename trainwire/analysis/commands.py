@@ -19,11 +19,11 @@ from trainwire.config import Settings
 from trainwire.errors import TrainwireError
 from trainwire.store.clickhouse import Store
 
-__all__ = ["analyze_command", "query_command"]
+__all__ = ["analyze_command", "open_migrated", "query_command"]
 
 
-def _open(settings: Settings) -> Store:
-    """The store, migrated, with the analysis views."""
+def open_migrated(settings: Settings) -> Store:
+    """The store, migrated, with the analysis views (close it after use: a context manager)."""
     from trainwire.store.clickhouse import open_store
 
     store = open_store(settings)
@@ -86,7 +86,7 @@ def _query(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: st
     query = get_query(name)  # unknown names fail before opening the store
     params = _parse_params(pairs)
     bound = query.bind(params)  # unknown, missing or malformed parameters fail before opening the store too
-    with _open(settings) as store:
+    with open_migrated(settings) as store:
         if "reward_fn" in params:  # a reward function the runs do not have is named, not answered with nothing
             check_reward_fn(store, name, bound.get("runs", []), bound["reward_fn"])
         table = run_query(store, name, **params)
@@ -136,7 +136,7 @@ def analyze_command(
     started = time.monotonic()
     queries = 0
     try:
-        with _open(settings) as store, Progress("analyze") as progress:
+        with open_migrated(settings) as store, Progress("analyze") as progress:
 
             def ran(done: int, total: int) -> None:
                 nonlocal queries
