@@ -160,7 +160,7 @@ def _length_hacking(store: Store, run: str, config: AuditConfig, correctness: st
     if not rows:
         return []
     trend = rows[0]
-    with_steps, with_reward, change = trend["length_step_pearson"], trend["length_reward_pearson"], None
+    with_steps, with_reward = trend["length_step_pearson"], trend["length_reward_pearson"]
     change = trend["correctness_change"]
     if (
         trend["steps"] < config.min_steps
@@ -297,8 +297,21 @@ def _fmt(value: Any) -> str:
     help="The reward function that says whether a completion is correct "
     "(default: the one named like correct/accuracy/exact/match).",
 )
-@click.option("--last-steps", type=click.IntRange(min=1), default=10, show_default=True, help="Saturation: steps.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option(
+    "--last-steps",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Saturation: how many of the run's last steps to look at.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="json: for a script.",
+)
 @click.pass_obj
 def audit_command(
     settings: Settings, run: str, fail_on: str | None, correctness: str | None, last_steps: int, fmt: str
