@@ -14,7 +14,9 @@ import gzip
 import http.client
 import io
 import json
+import os
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,15 +28,15 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, ProgrammingError
 
 from trainwire.config import Settings
-from trainwire.store.chdb_http import CODECS
+from trainwire.store.chdb_http import CODECS, HttpUser
 from trainwire.store.clickhouse import EmbeddedStore, OwnerEndpoint, open_store
 
 ROWS = [(1, "one", 0.5), (2, "two", 1.5), (3, "three", None)]
 
 
 @pytest.fixture(scope="module")
-def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnerEndpoint]:
-    """An owner of a data directory holding ``t`` (id, name, score) with ROWS, and a second database."""
+def owned_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A data directory this process owns, holding ``t`` (id, name, score) with ROWS, and a second database."""
     data_dir = tmp_path_factory.mktemp("owner-http")
     with open_store(Settings(data_dir=data_dir)) as store:
         assert isinstance(store, EmbeddedStore)
@@ -43,7 +45,13 @@ def owner(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnerEndpoint]:
         store.command("CREATE DATABASE other")
         store.command("CREATE TABLE other.t (id UInt32) ENGINE = MergeTree ORDER BY id")
         store.command("INSERT INTO other.t VALUES (7)")
-        yield OwnerEndpoint.read(data_dir)
+        yield data_dir
+
+
+@pytest.fixture(scope="module")
+def owner(owned_dir: Path) -> OwnerEndpoint:
+    """The endpoint of ``owned_dir``'s owner, from its owner file."""
+    return OwnerEndpoint.read(owned_dir)
 
 
 def client(owner: OwnerEndpoint, *, read_only: bool = False, **kwargs: object):
@@ -309,3 +317,30 @@ def test_curl_pings_queries_and_inserts(owner: OwnerEndpoint) -> None:
     assert count.stdout == "2\n"
     refused = curl(owner, owner.url, "--data-binary", "DROP TABLE by_curl", read_only=True)
     assert refused.returncode == 22 and refused.stdout.startswith("Code: 164. DB::Exception:")  # 22: HTTP error
+
+
+def trainwire_db_endpoint(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "trainwire", "--data-dir", str(data_dir), "db", "endpoint"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+
+def test_db_endpoint_prints_the_url_users_and_examples(owned_dir: Path, owner: OwnerEndpoint) -> None:
+    result = trainwire_db_endpoint(owned_dir)
+    assert result.returncode == 0, result.stderr
+    assert f"pid {os.getpid()}" in result.stdout and f"URL        {owner.url}" in result.stdout
+    assert f"read-write user trainwire  password {owner.user.password}" in result.stdout
+    assert f"read-only  user trainwire_ro  password {owner.read_only_user.password}" in result.stdout
+    assert f"jdbc:clickhouse://127.0.0.1:{owner.port}/trainwire?compress=0" in result.stdout  # as the JDBC test uses
+    assert f"curl -u 'trainwire_ro:{owner.read_only_user.password}' '{owner.url}/" in result.stdout
+
+
+def test_db_endpoint_without_an_owner_says_so(tmp_path: Path) -> None:
+    result = trainwire_db_endpoint(tmp_path / "nobody")
+    assert result.returncode == 1 and "no process owns the chdb data in" in result.stderr
+    assert "Traceback" not in result.stderr
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])  # an owner file left by a process that died
+    dead.wait()
+    stale = OwnerEndpoint(dead.pid, 9, HttpUser("trainwire", "pw"), HttpUser("trainwire_ro", "pw", read_only=True))
+    stale.write(tmp_path)
+    result = trainwire_db_endpoint(tmp_path)
+    assert result.returncode == 1 and "no process owns the chdb data in" in result.stderr

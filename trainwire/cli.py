@@ -301,7 +301,7 @@ def _options_given(ctx: click.Context, names: tuple[str, ...]) -> list[str]:
 
 @main.group()
 def db() -> None:
-    """Manage the ClickHouse schema."""
+    """Manage the ClickHouse schema; reach the embedded store from other clients."""
 
 
 @db.command()
@@ -313,6 +313,27 @@ def migrate(settings: Settings) -> None:
     with open_store(settings) as store:
         applied = store.migrate()
     click.echo(f"applied: {', '.join(applied)}" if applied else "schema up to date")
+
+
+@db.command()
+@click.pass_obj
+def endpoint(settings: Settings) -> None:
+    """Print how other ClickHouse clients reach the embedded store while a process owns it.
+
+    The URL, the read-write and read-only users with their passwords, and examples for curl,
+    clickhouse-connect and JDBC (DBeaver). Fails if no process owns the data directory.
+    """
+    from trainwire.store.clickhouse import endpoint_instructions, running_owner
+
+    if settings.clickhouse:
+        raise click.ClickException("--clickhouse/TRAINWIRE_CLICKHOUSE is a ClickHouse server: connect to it directly")
+    owner = running_owner(settings.data_dir)
+    if owner is None:
+        raise click.ClickException(
+            f"no process owns the chdb data in {settings.data_dir}: start one that keeps it open "
+            "(trainwire worker, trainwire ui) and run this again"
+        )
+    click.echo(endpoint_instructions(owner))
 
 
 # --------------------------------------------------------------------------- topics

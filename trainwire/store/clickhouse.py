@@ -261,6 +261,45 @@ class OwnerEndpoint:
         replace_private(data_dir / _OWNER_FILE, json.dumps(owner).encode(), fsync=False)
 
 
+def running_owner(data_dir: Path) -> OwnerEndpoint | None:
+    """The endpoint of the process that owns ``data_dir``'s chdb now; None if no process does.
+
+    An owner file left by an owner that was killed is not one: its process is gone, or its port
+    does not answer ``/ping``.
+    """
+    try:
+        endpoint = OwnerEndpoint.read(data_dir)
+        os.kill(endpoint.pid, 0)  # raises if that process is gone
+        with urllib.request.urlopen(endpoint.url + "/ping", timeout=5) as response:
+            answered = response.read() == b"Ok.\n"
+    except (OSError, ValueError, KeyError, http.client.HTTPException):
+        return None
+    return endpoint if answered else None
+
+
+def endpoint_instructions(endpoint: OwnerEndpoint) -> str:
+    """How to reach ``endpoint`` from other ClickHouse clients: URL, users, and examples to paste."""
+    user, read_only = endpoint.user, endpoint.read_only_user
+    host, port, database = "127.0.0.1", endpoint.port, DEFAULT_DATABASE
+    return f"""ClickHouse HTTP interface of the process owning chdb (pid {endpoint.pid}):
+  URL        {endpoint.url}   database {database}
+  read-write user {user.name}  password {user.password}
+  read-only  user {read_only.name}  password {read_only.password}   (dashboards: no DDL, no inserts)
+
+curl:
+  curl -u '{read_only.name}:{read_only.password}' '{endpoint.url}/?default_format=PrettyCompact' \\
+    --data-binary 'SELECT run_id, count() FROM interactions FINAL GROUP BY run_id'
+
+clickhouse-connect (Python):
+  clickhouse_connect.get_client(host="{host}", port={port}, username="{read_only.name}",
+                                password="{read_only.password}", database="{database}")
+
+JDBC (DBeaver, ClickHouse driver 0.9+; compress=0: the driver's block compression is not served):
+  jdbc:clickhouse://{host}:{port}/{database}?compress=0   user {read_only.name}, password {read_only.password}
+
+The port and passwords change when another process becomes the owner: run this again then."""
+
+
 def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Callable[[], None] | None = None) -> Store:
     private_dir(data_dir / "clickhouse")  # chdb's own files are out of other users' reach in it
     lock = open_private(data_dir / _LOCK_FILE, "a+b")  # held while this process owns chdb
