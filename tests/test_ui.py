@@ -36,7 +36,7 @@ from trainwire.events import Event, Interaction, JudgeScore, Logits, TrainStep
 from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_pipeline
-from trainwire.store.clickhouse import open_store
+from trainwire.store.clickhouse import OwnerEndpoint, open_store
 from trainwire.ui.auth import AUTH_ENV, Credentials
 from trainwire.ui.views import VIEWS
 
@@ -158,12 +158,14 @@ def get(url: str, auth: str | None = None) -> tuple[int, Any]:
 class UiProcess:
     """``trainwire ui`` in a subprocess of its own."""
 
-    def __init__(self, data_dir: Path, *args: str):
+    def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"ui-{self.port}.log"
         command = [sys.executable, "-m", "trainwire", "--data-dir", str(data_dir), "ui", "--port", str(self.port)]
-        self.process = subprocess.Popen([*command, *args], stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        output = self.log.open("wb")
+        self.process = subprocess.Popen([*command, *args], stdout=output, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -328,6 +330,30 @@ def test_judge_alerts_and_logits_views(ui: UiProcess, page: Page) -> None:
     assert page.console.errors == []  # type: ignore[attr-defined]
 
 
+def test_a_right_axis_title_clears_its_tick_labels(ui: UiProcess, page: Page) -> None:
+    """The twin-axis charts leave their right axis room: its title neither covers its tick labels nor is cut off."""
+    for view, charts in (
+        (f"run?run={RUN}", ("chart-groups", "chart-judge")),
+        (f"judge?run={RUN}", ("chart-judge-steps",)),
+    ):
+        page.goto(f"{ui.url}/{view}")
+        for chart in charts:
+            page.wait_for_selector(f"#{chart} .g-y2title text")
+            boxes = page.evaluate(
+                """(id) => {
+                  const chart = document.getElementById(id), box = (e) => e.getBoundingClientRect();
+                  const ticks = [...chart.querySelectorAll('.y2tick text')].map((t) => box(t).right);
+                  const title = box(chart.querySelector('.g-y2title text'));
+                  return {ticks, title, svg: box(chart.querySelector('.main-svg'))};
+                }""",
+                chart,
+            )
+            assert boxes["ticks"], (chart, boxes)
+            assert boxes["title"]["left"] >= max(boxes["ticks"]), (chart, boxes)  # was: over the tick labels
+            assert boxes["title"]["right"] <= boxes["svg"]["right"], (chart, boxes)
+    assert page.console.errors == []  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- the data behind them
 
 
@@ -404,6 +430,26 @@ def test_the_json_of_every_route_is_the_sql_librarys_answer(ui: UiProcess, data_
             assert body == {"query": route.query, "rows": expected}, (view_name, route_name)
             if route_name not in ("status", "alerts", "feed", "summary", "by_step"):
                 assert expected, (view_name, route_name)  # the crafted data gives every route rows
+
+
+def test_against_a_clickhouse_server_every_route_answers_as_on_the_embedded_store(
+    ui: UiProcess, tmp_path: Path
+) -> None:
+    """``trainwire --clickhouse URL ui`` (issue #14) against a real ClickHouse HTTP interface: the one the
+    module's UI process serves, as the owner of the crafted data directory, answered by chdb."""
+    assert get(f"{ui.url}/api/runs/overview")[0] == 200  # the UI owns the data directory (it reads on demand)
+    owner = OwnerEndpoint.read(ui.data_dir)
+    url = f"http://{owner.user.name}:{owner.user.password}@127.0.0.1:{owner.port}/trainwire"
+    server = UiProcess(tmp_path / "unused", env={**os.environ, "TRAINWIRE_CLICKHOUSE": url})
+    try:
+        for view_name, route_name, params in ROUTE_CASES:
+            target = f"/api/{view_name}/{route_name}?{_query_string(params)}"
+            status, body = get(server.url + target)
+            assert status == 200, (view_name, route_name, body)
+            assert (status, body) == get(ui.url + target), (view_name, route_name)
+    finally:
+        assert server.stop() == 0, server.log.read_text()
+    assert url.split("@")[0] not in server.log.read_text()  # the password is not printed
 
 
 def test_a_route_refuses_parameters_it_does_not_take(ui: UiProcess) -> None:

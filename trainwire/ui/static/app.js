@@ -127,9 +127,14 @@ const plotlyLoaded = new Promise((resolve) => {
   else document.getElementById("plotly").addEventListener("load", resolve);
 });
 
-/** Draw or update a chart in place: Plotly.react, with a uirevision so the user's zoom survives updates. */
+/** Draw or update a chart in place: Plotly.react, with a uirevision so the user's zoom survives updates.
+ *  A right axis (yaxis2) gets the margin its tick labels and title need (automargin). */
 export async function chart(node, traces, layout = {}) {
   await plotlyLoaded;
+  if (layout.yaxis2) {
+    const { title = {} } = layout.yaxis2;
+    layout = { ...layout, yaxis2: { automargin: true, ...layout.yaxis2, title: { standoff: 10, ...title } } };
+  }
   const base = {
     margin: { l: 52, r: 16, t: 34, b: 38 },
     legend: { orientation: "h", y: -0.18 },
