@@ -938,8 +938,8 @@ def test_analyze_only_some_runs_and_plots_only_what_exists(embedded_settings, tm
 def test_analyze_an_empty_store_says_so(embedded_settings, tmp_path: Path):
     out = tmp_path / "empty"
     result = CliRunner().invoke(analyze_command, ["--output", str(out)], obj=embedded_settings)
-    assert result.exit_code == 0, result.output
-    assert result.exception is None
-    assert "nothing to analyze" in result.output
+    assert result.exit_code == 1, result.output  # as export
+    assert result.stderr.startswith("Error: No events for any run in the store: nothing to analyze.")
+    assert "nothing to analyze" not in result.stdout  # said once
     assert json.loads((out / "analysis_results.json").read_text())["empty"] is True
     assert not list(out.glob("*.png")) and not (out / "dashboard.html").exists()

@@ -11,6 +11,8 @@ import contextlib
 import csv
 import io
 import json
+import logging
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +47,21 @@ class _Group(click.Group):
             raise click.ClickException(str(exc)) from None
 
 
+def quiet_libraries() -> None:
+    """Show trainwire's own warnings and only the errors of the libraries it uses (MLflow, httpx,
+    transformers, aiokafka, ...), so their chatter never comes before trainwire's own lines.
+
+    MLflow and transformers set their loggers up from their environment variables when imported;
+    those are set here unless the user set them.
+    """
+    logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("trainwire").setLevel(logging.WARNING)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trainwire", prog_name="trainwire", message="%(prog)s %(version)s")
 @click.option("--kafka", envvar="TRAINWIRE_KAFKA", help="Kafka bootstrap servers (unset: the embedded bus).")
 @click.option("--clickhouse", envvar="TRAINWIRE_CLICKHOUSE", help="ClickHouse URL http(s)://user:pw@host:port/db.")
 @click.option(
@@ -66,6 +82,7 @@ def main(
     ClickHouse's engine in-process (chdb), both under --data-dir.
     """
     make_process_private()
+    quiet_libraries()
     try:
         ctx.obj = Settings.from_env(kafka=kafka, clickhouse=clickhouse, data_dir=data_dir, topic_prefix=topic_prefix)
     except TrainwireError as exc:

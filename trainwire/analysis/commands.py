@@ -148,9 +148,10 @@ def analyze_command(
             )
     except TrainwireError as exc:
         raise click.ClickException(str(exc)) from exc
-    if report.results.empty:
-        click.echo(f"wrote {output / 'analysis_results.json'} (empty)")
-        return
+    if report.results.empty:  # as export: an error, exit status 1
+        from trainwire.analysis.report import nothing_to_analyze
+
+        raise click.ClickException(nothing_to_analyze(runs))
     click.echo(f"wrote {len(report.files)} files to {output}:")
     for path in report.files:
         click.echo(f"  {path.name}")

@@ -18,7 +18,7 @@ import itertools
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ __all__ = [
     "analyze",
     "collect",
     "integer_bins",
+    "nothing_to_analyze",
     "position_curves",
     "print_summary",
     "to_jsonable",
@@ -289,17 +290,22 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def nothing_to_analyze(runs: Sequence[str]) -> str:
+    """What to say when ``runs`` (empty: every run) have no events in the store."""
+    from trainwire.store.clickhouse import NOT_STORED_HINT
+
+    which = ", ".join(runs) if runs else "any run"
+    return f"No events for {which} in the store: nothing to analyze. {NOT_STORED_HINT}, then analyze again."
+
+
 def print_summary(results: AnalysisResults, console: Any = None, max_rows: int = 50) -> None:
     """Print the statistics as rich tables (sections without rows are left out)."""
     from rich.console import Console
     from rich.table import Table
 
-    from trainwire.store.clickhouse import NOT_STORED_HINT
-
     console = console or Console()
     if results.empty:
-        which = ", ".join(results.runs) if results.runs else "any run"
-        console.print(f"No events for {which} in the store: nothing to analyze. {NOT_STORED_HINT}, then analyze again.")
+        console.print(nothing_to_analyze(results.runs))
         return
     for name, title, _ in _CONSOLE_TABLES:
         rows = results.rows(name)
@@ -343,7 +349,8 @@ def analyze(
 ) -> Report:
     """Collect, print, plot and write the whole report into ``output_dir``.
 
-    An empty selection prints a message and writes only ``analysis_results.json`` (``empty: true``).
+    An empty selection writes only ``analysis_results.json`` (``empty: true``) and prints nothing:
+    the caller says so (:func:`nothing_to_analyze`).
     ``on_query`` is :func:`collect`'s.
     """
     from trainwire.analysis.dashboard import write_dashboard
@@ -351,7 +358,8 @@ def analyze(
 
     output_dir.mkdir(parents=True, exist_ok=True)
     results = collect(store, runs, threshold=threshold, bins=bins, samples=samples, seed=seed, on_query=on_query)
-    print_summary(results, console)
+    if not results.empty:
+        print_summary(results, console)
     files = [write_results(results, output_dir)]
     if not results.empty:
         if results.samples:

@@ -33,7 +33,6 @@ import contextlib
 import dataclasses
 import os
 import random
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -651,8 +650,7 @@ def export_command(
         message = f"No interactions for {which} in the store: nothing to export. {NOT_STORED_HINT}, then export again."
         if run:
             message += ' The runs stored: trainwire sql "SELECT DISTINCT run_id FROM interactions"'
-        click.echo(message, err=True)
-        sys.exit(1)
+        raise click.ClickException(message)
     if not given:
         click.echo(f"output (no --output given): {output}")
     for line in summary.lines():
