@@ -380,7 +380,7 @@ def test_connection_refused_is_a_failed_judgement():
         url = server.base_url
     judge = Judge(JudgeConfig(base_url=url, max_retries=1, backoff_s=(0.01, 0.02)))
     score = grade(judge, "q", "a")
-    assert not score.success and score.error.startswith("APIConnectionError")
+    assert not score.success and score.error.startswith(f"connection refused: nothing listens at {url}")
 
 
 def test_cache_hit_on_replay_costs_no_second_call(tmp_path: Path):
@@ -548,7 +548,7 @@ def test_a_model_without_chat_template_is_judged_through_completions(tmp_path: P
         assert server.paths[1:] == ["/v1/completions"] * 4
         assert all(body["prompt"].endswith("\n") for body in server.requests[1:])
     assert not chat.success and chat.score is None and chat.raw_output == ""
-    assert chat.error.startswith("BadRequestError: HTTP 400") and "has no chat template" in chat.error
+    assert chat.error.startswith("HTTP 400: BadRequestError") and "has no chat template" in chat.error
     assert "TRAINWIRE_JUDGE_API=completions" in chat.error
     for score in scores:
         assert score.success and score.score in {1.0, 2.0, 3.0, 4.0, 5.0}

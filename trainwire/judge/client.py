@@ -11,7 +11,8 @@ What it does around each call:
 - at most ``concurrency`` calls in flight (a semaphore per event loop);
 - each attempt bounded by ``timeout_s``;
 - retries with exponential backoff and full jitter on 429 (honouring ``Retry-After``), 5xx,
-  connection errors and timeouts, up to ``max_retries``; a 4xx other than 429 is not retried;
+  connection errors and timeouts, up to ``max_retries``; a 4xx other than 429 is not retried, nor
+  a refused connection (nothing listens at the URL: retrying only delays saying so);
 - a cache keyed by (prompt, completion, reference, judge model, template version, scale,
   sampling settings, API) in SQLite under the data directory, so a replay does not pay twice. Only
   answers the judge actually gave are cached (a failed parse included: the same question gets
@@ -23,7 +24,10 @@ The judge speaks one of two OpenAI APIs (``JudgeConfig.api``): ``chat`` (``POST
 that has no chat template, which vLLM refuses to serve through the chat API.
 
 Nothing raises: a call that fails after its retries, or an answer that cannot be parsed, is a
-``JudgeScore`` with ``success=False``, the ``error`` and whatever raw text came back.
+``JudgeScore`` with ``success=False``, the ``error`` and whatever raw text came back. The error
+starts with the kind of failure (``connection refused``, ``connection failed``, ``HTTP 500``,
+``timeout``, ``unparseable``, ...) and a colon; :func:`failure_kind` reads it back and
+:func:`describe_failures` says the counts in one line.
 """
 
 from __future__ import annotations
@@ -59,7 +63,17 @@ from trainwire.events import JudgeRequest, JudgeScore, Prompt
 from trainwire.judge.parser import PARSER_VERSION, Judgement, ScoreScale, parse_group_judgement, parse_judgement
 from trainwire.judge.prompts import JudgePrompt, load_template
 
-__all__ = ["APIS", "BlockingJudge", "Judge", "JudgeCache", "JudgeConfig", "JudgeStats", "completion_prompt"]
+__all__ = [
+    "APIS",
+    "BlockingJudge",
+    "Judge",
+    "JudgeCache",
+    "JudgeConfig",
+    "JudgeStats",
+    "completion_prompt",
+    "describe_failures",
+    "failure_kind",
+]
 
 T = TypeVar("T")
 
@@ -179,7 +193,7 @@ class JudgeStats:
     retries: int = 0
     cache_hits: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    """Failed judgements by kind (``timeout``, ``RateLimitError``, ``unparseable``, ...)."""
+    """Failed judgements by kind (``connection refused``, ``HTTP 500``, ``timeout``, ``unparseable``, ...)."""
 
 
 class JudgeCache:
@@ -226,9 +240,23 @@ class _LoopState:
 
 
 class _CallFailed(Exception):
-    def __init__(self, kind: str, message: str):
+    """A judgement's call failed; the message is ``"{kind}: {detail}"`` (see :func:`failure_kind`)."""
+
+    def __init__(self, kind: str, detail: str, *, retriable: bool = True):
         self.kind = kind
-        super().__init__(message)
+        self.detail = detail
+        self.retriable = retriable
+        super().__init__(f"{kind}: {detail}")
+
+
+def failure_kind(error: str) -> str:
+    """The kind of a failed judgement from its ``error`` (the text before the first colon)."""
+    return error.partition(":")[0].strip() or "unknown"
+
+
+def describe_failures(kinds: Mapping[str, int]) -> str:
+    """Failed judgements by kind in one line, most frequent first: ``connection refused: 5, HTTP 500: 1``."""
+    return ", ".join(f"{kind}: {count}" for kind, count in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 class Judge:
@@ -370,6 +398,25 @@ class Judge:
         return hashlib.sha256(
             orjson.dumps(["group", prompt, list(completions), reference, *self._judge_material()])
         ).hexdigest()
+
+    async def check_listening(self) -> None:
+        """Raise :class:`ConfigError` naming the URL when no server can be reached at ``base_url``.
+
+        One ``GET /models``: any answer (an HTTP error included) or a timeout means something is
+        there; a refused or failed connection is said at once, before any judgement is tried.
+        """
+        url = self.config.base_url
+        try:
+            await self._state().client.get("/models", cast_to=object)
+        except openai.APITimeoutError:
+            return
+        except openai.APIConnectionError as exc:
+            what = "connection refused: nothing listens at" if _refused(exc) else f"connection failed ({exc}):"
+            raise ConfigError(
+                "judge URL", f"{what} {url} (start the judge server, or pass --url / TRAINWIRE_JUDGE_URL)"
+            ) from exc
+        except openai.APIError:
+            return
 
     def cache_key(self, prompt: Prompt, completion: str, reference: str | None) -> str:
         """The cache key of one judgement: the inputs and everything about the judge that shapes its answer."""
@@ -552,25 +599,28 @@ class Judge:
                         # messages (~2 ms of CPU per call, a quarter of the budget at 32 in flight)
                         response = await state.client.post(path, body=body, cast_to=cast_to)
                     if not response.choices:
-                        raise _CallFailed("empty", "the judge returned no choices")
+                        raise _CallFailed("no choices", "the judge returned no choices")
                     return _answer_text(response)
                 except (TimeoutError, openai.APITimeoutError):
-                    failure = _CallFailed("timeout", f"timeout: no answer within {c.timeout_s:g}s")
-                except openai.RateLimitError as exc:
-                    failure = _CallFailed("RateLimitError", f"RateLimitError: HTTP 429: {_brief(exc)}")
-                    retry_after = _retry_after(exc.response.headers)
+                    failure = _CallFailed("timeout", f"no answer within {c.timeout_s:g}s")
                 except openai.APIStatusError as exc:
                     failure = _CallFailed(
-                        type(exc).__name__,
-                        f"{type(exc).__name__}: HTTP {exc.status_code}: {_brief(exc)}{self._hint(exc)}",
+                        f"HTTP {exc.status_code}",
+                        f"{type(exc).__name__}: {_brief(exc)}{self._hint(exc)}",
+                        retriable=exc.status_code == 429 or exc.status_code >= 500,
                     )
-                    if exc.status_code < 500:
-                        raise failure from exc
+                    if exc.status_code == 429:
+                        retry_after = _retry_after(exc.response.headers)
                 except openai.APIConnectionError as exc:
-                    failure = _CallFailed("APIConnectionError", f"APIConnectionError: {exc}")
+                    if _refused(exc):
+                        failure = _CallFailed("connection refused", f"nothing listens at {c.base_url}", retriable=False)
+                    else:
+                        failure = _CallFailed("connection failed", f"{c.base_url}: {exc}")
+            if not failure.retriable:
+                raise failure
             if attempt >= c.max_retries:
                 if attempt:
-                    raise _CallFailed(failure.kind, f"{failure} (after {attempt} retries)")
+                    raise _CallFailed(failure.kind, f"{failure.detail} (after {attempt} retries)")
                 raise failure
             attempt += 1
             self.stats.retries += 1
@@ -624,6 +674,16 @@ def _answer_text(response: ChatCompletion | Completion) -> str:
     if isinstance(response, Completion):
         return response.choices[0].text
     return response.choices[0].message.content or ""
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether a connection error was a refused connection (nothing listening), anywhere in its chain."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _brief(exc: openai.APIStatusError) -> str:

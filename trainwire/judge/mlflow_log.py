@@ -57,7 +57,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from trainwire.config import Settings
 from trainwire.events import JudgeScore
-from trainwire.judge.client import BlockingJudge, Judge, JudgeConfig
+from trainwire.judge.client import BlockingJudge, Judge, JudgeConfig, failure_kind
 from trainwire.judge.prompts import prompt_text
 
 __all__ = [
@@ -280,35 +280,9 @@ def examples_from_store(store: Any, run_id: str) -> list[JudgedExample]:
     return examples
 
 
-def log_run_from_store(
-    settings: Settings,
-    run_id: str,
-    *,
-    tracking_uri: str | None = None,
-    experiment: str = DEFAULT_EXPERIMENT,
-    run_name: str | None = None,
-) -> str:
-    """Log trainwire run ``run_id``'s judgements (from ClickHouse) to MLflow; returns the MLflow run id."""
-    from trainwire.store.clickhouse import open_store
-
-    with open_store(settings) as store:
-        examples = examples_from_store(store, run_id)
-    return log_judgements(
-        examples,
-        tracking_uri=tracking_uri,
-        data_dir=settings.data_dir,
-        experiment=experiment,
-        run_name=run_name or run_id,
-        tags={"trainwire.run_id": run_id},
-    )
-
-
-# --------------------------------------------------------------------------- judge eval
-
-
 @dataclass
 class EvalResult:
-    """What :func:`evaluate_csv` did."""
+    """What :func:`evaluate_csv` or :func:`log_run_from_store` logged as MLflow run ``run_id``."""
 
     run_id: str
     tracking_uri: str
@@ -316,6 +290,59 @@ class EvalResult:
     succeeded: int
     mean_score: float | None
     examples: list[JudgedExample] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, run_id: str, tracking_uri: str, examples: list[JudgedExample]) -> EvalResult:
+        """The result of logging ``examples`` as MLflow run ``run_id``."""
+        scores = _scores(examples)
+        mean = sum(scores) / len(scores) if scores else None
+        return cls(run_id, tracking_uri, len(examples), len(scores), mean, examples)
+
+    @property
+    def failures(self) -> dict[str, int]:
+        """The failed judgements by kind (:func:`~trainwire.judge.client.failure_kind` of their error)."""
+        kinds: dict[str, int] = {}
+        for example in self.examples:
+            if not example.success:
+                kind = failure_kind(example.error or "")
+                kinds[kind] = kinds.get(kind, 0) + 1
+        return kinds
+
+
+def log_run_from_store(
+    settings: Settings,
+    run_id: str,
+    *,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str | None = None,
+) -> EvalResult:
+    """Log trainwire run ``run_id``'s judgements (from ClickHouse) to MLflow.
+
+    Raises :class:`ConfigError` (logging nothing) when the store has no judge scores for the run.
+    """
+    from trainwire.store.clickhouse import open_store
+
+    with open_store(settings) as store:
+        examples = examples_from_store(store, run_id)
+    if not examples:
+        raise ConfigError(
+            "run_id",
+            f"{run_id!r} has no judge scores in the store (trainwire judge run grades a run's interactions, "
+            "trainwire worker stores the scores)",
+        )
+    uri = resolve_tracking_uri(tracking_uri, settings.data_dir)
+    mlflow_run = log_judgements(
+        examples,
+        tracking_uri=uri,
+        experiment=experiment,
+        run_name=run_name or run_id,
+        tags={"trainwire.run_id": run_id},
+    )
+    return EvalResult.of(mlflow_run, uri, examples)
+
+
+# --------------------------------------------------------------------------- judge eval
 
 
 def read_eval_csv(path: str | Path) -> list[dict[str, str | None]]:
@@ -437,12 +464,4 @@ def evaluate_csv(
             }
         )
         mlflow.log_table(data=_table(examples), artifact_file=RESULTS_TABLE)
-    succeeded = _scores(examples)
-    return EvalResult(
-        run_id=run.info.run_id,
-        tracking_uri=uri,
-        rows=len(rows),
-        succeeded=len(succeeded),
-        mean_score=sum(succeeded) / len(succeeded) if succeeded else None,
-        examples=examples,
-    )
+    return EvalResult.of(run.info.run_id, uri, examples)

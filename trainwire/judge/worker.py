@@ -30,11 +30,14 @@ group still open, so a crash replays the open groups.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
+import os
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -277,6 +280,34 @@ def config_from_options(options: dict[str, Any]) -> JudgeConfig:
     return JudgeConfig.from_env(**values)
 
 
+async def _check_listening(judge: Judge) -> None:
+    """:meth:`Judge.check_listening`, then close the judge's client."""
+    try:
+        await judge.check_listening()
+    finally:
+        await judge.aclose()
+
+
+def report_failures(judged: int, failures: Mapping[str, int], url: str | None = None) -> None:
+    """The judge commands' exit policy: say how many judgements failed, by kind, and at which URL.
+
+    None failed: nothing is said. Some failed and some scored: a ``warning:`` line on stderr and
+    exit status 0. Every judgement failed: an error (exit status 1), since a judge that scores
+    nothing is down or misconfigured.
+    """
+    from trainwire.judge.client import describe_failures
+
+    failed = sum(failures.values())
+    if not failed:
+        return
+    at = f" (judge at {url})" if url else ""
+    line = f"{failed} of {judged} judgements failed{at}: {describe_failures(failures)}"
+    if failed < judged:
+        click.echo(f"warning: {line}", err=True)
+    else:
+        raise click.ClickException(line)
+
+
 def group_mode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The click options of the judge's mode and of when a GRPO group is complete (``judge run``)."""
     options = [
@@ -308,7 +339,11 @@ def group_mode_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group("judge")
 def judge_command() -> None:
-    """LLM-as-a-judge: grade interactions with a model behind an OpenAI-compatible API (vLLM)."""
+    """LLM-as-a-judge: grade interactions with a model behind an OpenAI-compatible API (vLLM).
+
+    Every judge command says how many judgements failed and why (connection refused, HTTP
+    status, timeout, unparseable answer) and exits with status 1 when none got a score.
+    """
 
 
 @judge_command.command("run")
@@ -364,27 +399,30 @@ def judge_run(
             )
         )
     judge = Judge(config, cache_dir=Path(settings.data_dir) / "judge")
-    groups = GroupCollector(group_size, group_wait)
-    worker = JudgeWorker(settings, judge, trigger=trigger, group=group, groups=groups)
     click.echo(f"judge: {config.model} at {config.base_url}, template {judge.template_version}")
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+    async def main() -> JudgeWorker:
         try:
+            await judge.check_listening()
+            groups = GroupCollector(group_size, group_wait)
+            worker = JudgeWorker(settings, judge, trigger=trigger, group=group, groups=groups)
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
             await worker.run(stop, idle_exit_s=until_idle)
         finally:
             await judge.aclose()
+        return worker
 
-    asyncio.run(main())
+    worker = asyncio.run(main())
     stats = judge.stats
     click.echo(
         f"judge stopped: {worker.records_in} records, {worker.requests_out} requests, {worker.scores_out} scores "
         f"({worker.failed_scores} failed), {stats.cache_hits} from cache, {stats.retries} retries, "
         f"{worker.dead_letters.count} dead letters"
     )
+    report_failures(stats.judged, stats.errors, config.base_url)
 
 
 @judge_command.command("eval")
@@ -406,22 +444,28 @@ def judge_eval(
 
     Logs an MLflow run with each row's score and reasoning (a table) and the mean score.
     """
-    from trainwire.judge.mlflow_log import evaluate_csv
+    from trainwire.judge.client import Judge
 
     config = config_from_options(options)
-    result = evaluate_csv(
-        csv_path,
-        config,
-        tracking_uri=tracking_uri,
-        data_dir=settings.data_dir,
-        experiment=experiment,
-        run_name=run_name,
-    )
+    asyncio.run(_check_listening(Judge(config)))  # before MLflow starts: a judge that is not there is said at once
+    os.environ.setdefault("TQDM_DISABLE", "1")  # MLflow's progress bar (tqdm reads it when imported)
+    from trainwire.judge.mlflow_log import evaluate_csv
+
+    with contextlib.redirect_stdout(io.StringIO()):  # MLflow's "Evaluation completed" banner: the line below says it
+        result = evaluate_csv(
+            csv_path,
+            config,
+            tracking_uri=tracking_uri,
+            data_dir=settings.data_dir,
+            experiment=experiment,
+            run_name=run_name,
+        )
     mean = "n/a" if result.mean_score is None else f"{result.mean_score:.3f}"
     click.echo(
         f"judged {result.rows} rows: {result.succeeded} scored, {result.rows - result.succeeded} failed, "
         f"mean score {mean}; MLflow run {result.run_id} at {result.tracking_uri}"
     )
+    report_failures(result.rows, result.failures, config.base_url)
 
 
 @judge_command.command("log")
@@ -432,11 +476,14 @@ def judge_eval(
 @click.pass_obj
 def judge_log(settings: Settings, run_id: str, tracking_uri: str | None, experiment: str, run_name: str | None) -> None:
     """Log RUN_ID's judge scores (from ClickHouse) to MLflow: mean score per step and a table of examples."""
-    from trainwire.judge.mlflow_log import log_run_from_store, resolve_tracking_uri
+    from trainwire.judge.mlflow_log import log_run_from_store
 
-    uri = resolve_tracking_uri(tracking_uri, settings.data_dir)
-    mlflow_run = log_run_from_store(settings, run_id, tracking_uri=uri, experiment=experiment, run_name=run_name)
-    click.echo(f"logged the judgements of {run_id} as MLflow run {mlflow_run} at {uri}")
+    result = log_run_from_store(settings, run_id, tracking_uri=tracking_uri, experiment=experiment, run_name=run_name)
+    click.echo(
+        f"logged the {result.rows} judgements of {run_id} ({result.succeeded} scored) "
+        f"as MLflow run {result.run_id} at {result.tracking_uri}"
+    )
+    report_failures(result.rows, result.failures)
 
 
 @judge_command.command("rescore")
