@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 ALL = "$__all"
 
@@ -113,6 +113,11 @@ def _column_macro(name: str, render: Callable[[str], str]) -> Callable[[list[str
     return expand
 
 
+def _unix_ms(t: datetime) -> int:
+    """Milliseconds since the epoch, truncated as Go's ``Time.UnixMilli`` (no float rounding)."""
+    return (t - datetime.fromtimestamp(0, UTC)) // timedelta(milliseconds=1)
+
+
 def interpolate(sql: str, ctx: QueryContext) -> str:
     """``sql`` as the plugin sends it to ClickHouse for ``ctx``; raises :class:`UnknownMacro`."""
     sql = _replace_calls(sql, "conditionalAll", _conditional_all(ctx))
@@ -127,8 +132,8 @@ def interpolate(sql: str, ctx: QueryContext) -> str:
 
     sql = re.sub(r"\$\{(?P<name>\w+)(?::(?P<format>\w+))?\}", variable, sql)
 
-    start, end = int(ctx.time_from.timestamp()), int(ctx.time_to.timestamp())
-    start_ms, end_ms = int(ctx.time_from.timestamp() * 1000), int(ctx.time_to.timestamp() * 1000)
+    start_ms, end_ms = _unix_ms(ctx.time_from), _unix_ms(ctx.time_to)
+    start, end = start_ms // 1000, end_ms // 1000
     seconds, millis = max(int(ctx.interval_s), 1), max(int(ctx.interval_s * 1000), 1)
     calls: dict[str, Callable[[str], str]] = {
         "timeFilter_ms": lambda c: (
