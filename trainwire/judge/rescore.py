@@ -120,15 +120,19 @@ def _interaction_event(row: dict[str, Any]) -> Event:
 class BusReplay:
     """The interactions topic from its earliest offset, through a fresh consumer group, until idle for ``idle_s``.
 
+    Until the first record arrives it waits up to ``start_s`` (joining a Kafka group can take a few
+    seconds: the broker's initial rebalance delay), then stops once ``idle_s`` pass without one.
+
     An async iterator of pages of events. The group (``trainwire-rescore-<random>``) is new each
     time, so no other group's position moves, and it never commits. A record that does not decode
     is not judged; its location and reason are kept in :attr:`undecodable` (the store worker
     dead-letters such records too).
     """
 
-    def __init__(self, settings: Settings, idle_s: float = 3.0, page: int = PAGE):
+    def __init__(self, settings: Settings, idle_s: float = 3.0, page: int = PAGE, start_s: float = 30.0):
         self.settings = settings
         self.idle_s = idle_s
+        self.start_s = max(start_s, idle_s)
         self.page = page
         self.undecodable: list[str] = []
         """Why each record that did not decode did not, with its ``topic[partition]@offset``."""
@@ -138,11 +142,11 @@ class BusReplay:
         consumer = open_consumer(self.settings, [topic], f"trainwire-rescore-{uuid.uuid4().hex[:12]}")
         await consumer.start()
         try:
-            last = time.monotonic()
-            while time.monotonic() - last < self.idle_s:
+            last, wait = time.monotonic(), self.start_s
+            while time.monotonic() - last < wait:
                 records = await consumer.getmany(timeout_ms=500, max_records=self.page)
                 if records:
-                    last = time.monotonic()
+                    last, wait = time.monotonic(), self.idle_s
                     yield self._decode(records)
         finally:
             await consumer.stop()
