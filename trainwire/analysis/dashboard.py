@@ -59,8 +59,9 @@ def _per_run(rows: list[dict[str, Any]], x: str, y: str, name: str = "{run}", **
 
 def _layout(title: str, xaxis: str = "", yaxis: str = "", **extra: Any) -> dict[str, Any]:
     """A chart's layout; a right axis (``yaxis2``) gets the margin its tick labels and title need."""
-    if "yaxis2" in extra:
-        extra["yaxis2"] = {"automargin": True, **extra["yaxis2"]}
+    if "yaxis2" in extra:  # as the web UI's chart() does
+        right = extra["yaxis2"]
+        extra["yaxis2"] = {"automargin": True, **right, "title": {"standoff": 10, **right.get("title", {})}}
     return {
         "title": {"text": title},
         "xaxis": {"title": {"text": xaxis}},
