@@ -19,7 +19,7 @@ from trainwire.bus import Emitter, open_consumer
 from trainwire.bus.base import Record
 from trainwire.config import Settings
 from trainwire.errors import ConfigError
-from trainwire.events import Alert, Event, Interaction, JudgeRequest, JudgeScore
+from trainwire.events import Alert, Event, Interaction, JudgeRequest, JudgeScore, decode
 from trainwire.judge.client import Judge, JudgeConfig
 from trainwire.judge.grouping import GroupCollector
 from trainwire.judge.parser import PARSER_VERSION, parse_group_judgement
@@ -292,23 +292,24 @@ async def read_records(consumer: Any, n: int) -> list[Record]:
 
 @pytest.mark.parametrize("bus", ["embedded", "kafka"])
 def test_open_groups_are_held_at_the_commit_and_read_again(bus: str, request: pytest.FixtureRequest):
-    """A worker that stops without judging an open group (a crash) committed only up to it."""
+    """A worker stopped (or killed) with a group still open committed only up to that group's first record."""
     settings: Settings = request.getfixturevalue(f"{bus}_settings")
     sent = grpo_interactions("grpo-h", steps=1, groups=2, size=3)
-    emit_all(settings, [Event(run_id="grpo-h", payload=JudgeTrigger().process(e)[0].payload) for e in sent[:5]])
+    requests = [Event(run_id="grpo-h", payload=JudgeTrigger().process(e)[0].payload) for e in sent[:5]]
+    emit_all(settings, requests)  # the first group whole, the second two of three
     topic = event_topic(settings.topic_prefix, "judge_request")
 
-    async def first_worker(judge: Judge) -> list[Record]:
-        worker = JudgeWorker(settings, judge, groups=GroupCollector(group_size=3))
-        consumer = open_consumer(settings, [topic], "judge")
-        await consumer.start()
-        records = await read_records(consumer, 5)
-        await worker.process_batch(records)  # the first group complete and judged, the second open
-        await consumer.commit(worker.groups.held())
-        await consumer.stop()  # the process dies here, its open group unjudged
-        await worker._publisher.close()
-        worker.emitter.close()
-        return records
+    async def stopped_after_the_first_group(worker: JudgeWorker) -> None:
+        stop = asyncio.Event()
+
+        async def watch() -> None:
+            while worker.scores_out < 3:
+                await asyncio.sleep(0.05)
+            stop.set()
+
+        watcher = asyncio.create_task(watch())
+        await worker.run(stop)
+        await watcher
 
     async def reread() -> list[Record]:
         consumer = open_consumer(settings, [topic], "judge")
@@ -319,10 +320,11 @@ def test_open_groups_are_held_at_the_commit_and_read_again(bus: str, request: py
             await consumer.stop()
 
     with ScriptedJudgeServer(lambda body: group_reply(body, by_text)) as server:
-        records = asyncio.run(first_worker(Judge(group_config(server))))
-        assert len(records) == 5 and len(server.requests) == 1
+        worker = JudgeWorker(settings, Judge(group_config(server)), group="judge", groups=GroupCollector(group_size=3))
+        asyncio.run(stopped_after_the_first_group(worker))
+        assert len(server.requests) == 1 and worker.scores_out == 3
     again = asyncio.run(reread())
-    assert [r.offset for r in again] == [r.offset for r in records[3:]]  # the open group's two requests
+    assert [decode(r.value).event_id for r in again] == [e.event_id for e in requests[3:]]  # the open group, whole
 
 
 def test_judge_run_command_in_group_mode(embedded_settings: Settings):

@@ -11,7 +11,10 @@ complete at the first of:
 2. a request of the same run at a later step arrives (a trainer emits its steps in order);
 3. ``wait_s`` seconds passed since its last request arrived (``--group-wait``): a group the
    trigger's filters or sampling thinned out is judged with the completions it has;
-4. the worker stops, or exits idle: every open group is judged as it is.
+4. the worker exits idle (``--until-idle``): the stream is over, every open group is judged as it is.
+
+A worker stopped otherwise (Ctrl+C, SIGTERM) judges no open group: it leaves them uncommitted and
+the next start reads them again, whole.
 
 Until a group is complete its records are held: the worker commits its consumer's offsets only
 up to the first record of an open group (:meth:`GroupCollector.held`), so a crash replays the open
@@ -91,7 +94,7 @@ class GroupCollector:
         return any(now - group.last_seen >= self.wait_s for group in self._open.values())
 
     def drain(self) -> list[list[Member]]:
-        """Every open group, complete as it is (the worker stops)."""
+        """Every open group, complete as it is (the stream is over: the worker exits idle, a rescore ends)."""
         return [self._close(key) for key in list(self._open)]
 
     def held(self) -> dict[tuple[str, int], int]:

@@ -140,15 +140,16 @@ class JudgeWorker:
                     await self.process_batch(records)
                     last_record = time.monotonic()
                 elif idle_exit_s is not None and time.monotonic() - last_record >= idle_exit_s:
+                    if self.groups is not None and len(self.groups):
+                        await self.process_batch([], drain=True)  # the stream is over: judge open groups as they are
+                        await consumer.commit()
                     break
                 elif self.groups is not None and self.groups.has_due(time.monotonic()):
                     await self.process_batch([])  # groups that waited long enough
                 else:
                     continue
+                # stopped or not, an open group's records stay uncommitted: the next start reads them again
                 await consumer.commit(self.groups.held() if self.groups is not None else None)
-            if self.groups is not None and len(self.groups):
-                await self.process_batch([], drain=True)  # stopping: judge the open groups as they are
-                await consumer.commit()
         finally:
             await consumer.stop()
             await self._publisher.close()
