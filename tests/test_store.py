@@ -188,3 +188,19 @@ def test_a_server_refusing_the_password_is_a_refused_login_not_unreachable(tmp_p
             open_store(settings)
     finally:
         server.shutdown()
+
+
+def test_an_owner_that_closed_answers_no_more_even_on_a_connection_kept_alive(embedded_settings: Settings) -> None:
+    """Before: the closed owner's handler threads went on answering kept-alive connections on chdb,
+    so a client wrote through it while another process owned the data directory."""
+    store = open_store(embedded_settings)
+    endpoint = OwnerEndpoint.read(embedded_settings.data_dir)
+    login = {"X-ClickHouse-User": endpoint.user.name, "X-ClickHouse-Key": endpoint.user.password}
+    connection = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=10)
+    connection.request("POST", "/", body=b"SELECT 1", headers=login)
+    assert connection.getresponse().read() == b"1\n"
+    store.close()
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        connection.request("POST", "/", body=b"SELECT 2", headers=login)
+        connection.getresponse()
+    connection.close()

@@ -36,6 +36,7 @@ settings and the database with each request, as clickhouse-connect and the JDBC 
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import json
 import logging
@@ -48,7 +49,7 @@ import tempfile
 import threading
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -298,6 +299,13 @@ class ChdbHttpServer:
             probe.close()
         self.version = version
         self.display_name = socket.gethostname()
+        self._state = threading.Condition()
+        """Guards the three below; notified when a request leaves chdb."""
+        self._closed = False
+        self._running = 0
+        """Requests running on chdb now."""
+        self._connections: set[socket.socket] = set()
+        """Open client connections (kept alive between requests)."""
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.endpoint = self
         threading.Thread(target=self._server.serve_forever, name="trainwire-chdb-http", daemon=True).start()
@@ -308,9 +316,45 @@ class ChdbHttpServer:
         return self._server.server_address[1]
 
     def close(self) -> None:
-        """Stop answering (requests running finish on their own handles)."""
+        """Stop answering, and return once no request runs on chdb any more.
+
+        Connections kept alive are cut too: after this the process may give up chdb, and no
+        client may reach it through this process again.
+        """
         self._server.shutdown()
+        with self._state:
+            self._closed = True
+            for connection in self._connections:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            self._state.wait_for(lambda: self._running == 0)
         self._server.server_close()
+
+    def track(self, connection: socket.socket, *, opened: bool) -> None:
+        """Note a client connection opened or closed (cut by :meth:`close`)."""
+        with self._state:
+            if not opened:
+                self._connections.discard(connection)
+            elif self._closed:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+            else:
+                self._connections.add(connection)
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[bool]:
+        """Around a request's work on chdb: False once closed (then the request must not run)."""
+        with self._state:
+            if self._closed:
+                yield False
+                return
+            self._running += 1
+        try:
+            yield True
+        finally:
+            with self._state:
+                self._running -= 1
+                self._state.notify_all()
 
     # ----------------------------------------------------------------- authentication
 
@@ -442,6 +486,11 @@ class _Handler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         self.timeout = IDLE_TIMEOUT_S  # an idle or stalled connection gives its thread back
         super().setup()
+        self.endpoint.track(self.connection, opened=True)
+
+    def finish(self) -> None:
+        self.endpoint.track(self.connection, opened=False)
+        super().finish()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -479,7 +528,11 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path == HAND_OVER_PATH:
                 self._hand_over(user)
                 return
-            reply = self.endpoint.execute(self._request(user, parameters, body, query_id))
+            with self.endpoint.running() as open_:
+                if not open_:  # this process is giving chdb up: the client finds the next owner
+                    self.close_connection = True
+                    return
+                reply = self.endpoint.execute(self._request(user, parameters, body, query_id))
         except ClickHouseHttpError as exc:
             self._reply_error(exc, query_id)
             return
