@@ -3,10 +3,13 @@
 - :mod:`~trainwire.judge.trigger`: which interactions to grade (a processor: interactions in,
   ``judge_request`` events out; deterministic sampling, filters by run, reward and success);
 - :mod:`~trainwire.judge.prompts`: templates as files (``default``, ``ru``), few-shot examples;
-- :mod:`~trainwire.judge.parser`: ``Score: N`` / ``Оценка: N`` / JSON answers to scores;
+- :mod:`~trainwire.judge.parser`: ``Score: N`` / ``Оценка: N`` / JSON answers to scores, and a
+  group judge's JSON array of scores per answer id;
 - :mod:`~trainwire.judge.client`: the async judge (chat or text completions API, concurrency,
-  timeouts, retries, cache);
+  timeouts, retries, cache; one completion or a whole GRPO group per request; provenance);
+- :mod:`~trainwire.judge.grouping`: when a GRPO group is complete, for the group judge worker;
 - :mod:`~trainwire.judge.worker`: the worker and the ``trainwire judge`` command;
+- :mod:`~trainwire.judge.rescore`: stored interactions judged again with another configuration;
 - :mod:`~trainwire.judge.mlflow_log`: results in MLflow, ``trainwire judge eval``;
 - :mod:`~trainwire.judge.reward`: judge scores as a TRL reward;
 - :mod:`~trainwire.judge.servers`: OpenAI-compatible loopback servers (scripted, transformers).

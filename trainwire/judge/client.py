@@ -18,6 +18,12 @@ What it does around each call:
   answers the judge actually gave are cached (a failed parse included: the same question gets
   the same answer); transport failures are not.
 
+In ``mode="group"`` (:meth:`Judge.grade_group`) one request carries every completion of a GRPO
+group under the ids ``1``..``n`` and the judge scores each relative to the others; an answer that
+does not score each exactly once fails the whole group. Every score carries the judge's
+provenance (:attr:`Judge.provenance`: template name and hash, mode, parser version, sampling,
+``config_id``).
+
 The judge speaks one of two OpenAI APIs (``JudgeConfig.api``): ``chat`` (``POST
 /chat/completions`` with the rendered messages, the default) or ``completions`` (``POST
 /completions`` with the messages as one text, see :func:`completion_prompt`), for a base model
