@@ -7,6 +7,7 @@ lines may appear. Both end with a one-line summary on stdout.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -26,7 +27,11 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 def _trainwire(settings: Settings, *args: str, terminal: bool) -> tuple[int, str, str]:
     """Run ``trainwire ARGS``: exit status, stdout (piped) and stderr (a pseudo-terminal when ``terminal``)."""
-    command = [sys.executable, "-m", "trainwire.cli", "--data-dir", str(settings.data_dir), *args]
+    return _run([sys.executable, "-m", "trainwire.cli", "--data-dir", str(settings.data_dir), *args], terminal=terminal)
+
+
+def _run(command: list[str], terminal: bool) -> tuple[int, str, str]:
+    """Run ``command``: exit status, stdout (piped) and stderr (a pseudo-terminal when ``terminal``)."""
     env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160"}
     if not terminal:
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
@@ -101,3 +106,49 @@ def test_analyze_shows_queries_done_on_a_terminal_only(embedded_settings: Settin
     assert f"{queries}/{queries} queries" in text, text
     assert re.search(r"analyze .* 1/\d+ queries", text), text
     assert out.splitlines()[-1].startswith(f"analyzed 3 runs: {queries} queries")
+
+
+TRAINING = """
+import sys
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from trl import GRPOConfig, GRPOTrainer
+
+from trainwire.producers.tiny import build_tiny_model
+from trainwire.producers.training_log import show_training_progress
+
+work = Path(sys.argv[1])
+path = build_tiny_model(work / "model", seed=0)
+args = GRPOConfig(
+    output_dir=str(work / "out"), max_steps=3, per_device_train_batch_size=4, num_generations=2,
+    max_completion_length=6, use_cpu=True, report_to=[], bf16=False, logging_steps=1, save_strategy="no", seed=0,
+)
+trainer = GRPOTrainer(
+    model=AutoModelForCausalLM.from_pretrained(path),
+    processing_class=AutoTokenizer.from_pretrained(path),
+    reward_funcs=[lambda completions, **_: [float(len(c)) / 10 for c in completions]],
+    args=args,
+    train_dataset=Dataset.from_list([{"prompt": f"{i} + {i} ="} for i in range(16)]),
+)
+progress = show_training_progress(trainer, work / "logs" / "run.jsonl")
+trainer.train()
+print(f"training logs: {progress.path}")
+"""
+
+
+def test_training_shows_step_and_reward_on_a_terminal_and_keeps_the_logs_in_a_file(tmp_path: Path) -> None:
+    """TRL's log dicts are not printed: a progress line shows the step and reward, the logs go to a file."""
+    script = tmp_path / "train.py"
+    script.write_text(TRAINING)
+    status, out, screen = _run([sys.executable, str(script), str(tmp_path)], terminal=True)
+    assert status == 0, screen
+    text = ANSI.sub("", screen)
+    assert re.search(r"training .*step 3/3 · reward \d+\.\d{3} · loss -?\d+\.\d{3}", text), text
+    assert "{'loss'" not in text + out and "'reward'" not in text + out
+    log = tmp_path / "logs" / "run.jsonl"
+    assert out.splitlines() == [f"training logs: {log}"]
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["step"] for r in records if "reward" in r] == [1, 2, 3]
+    assert all(isinstance(r["loss"], float) for r in records if "reward" in r)

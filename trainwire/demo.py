@@ -142,6 +142,7 @@ def run_demo(
 
         from trainwire.producers.tiny import build_tiny_model
         from trainwire.producers.trainer import instrument_trainer
+        from trainwire.producers.training_log import show_training_progress
     except ImportError as exc:
         from trainwire.errors import MissingExtraError
 
@@ -194,7 +195,7 @@ def run_demo(
             logging_steps=1,
             save_strategy="no",
             seed=0,
-            disable_tqdm=False,
+            disable_tqdm=True,
         )
         trainer = GRPOTrainer(
             model=model,
@@ -204,6 +205,7 @@ def run_demo(
             train_dataset=Dataset.from_list(rows),
         )
         instrument_trainer(trainer, run_id=config.run_id, emitter=emitter)
+        training = show_training_progress(trainer, output / "training_logs" / f"{config.run_id}.jsonl")
         trainer.train()
         emitter.flush(60)
         produced = config.steps * config.prompts_per_step * config.num_generations
@@ -217,6 +219,8 @@ def run_demo(
             judge.stop()
         worker.stop()
     result = _report(store, config, output, echo)
+    echo(f"training logs: {training.path} ({training.logs_written} lines of TRL's metrics)")
+    result["training_log"] = str(training.path)
     if ui is not None:
         echo(f"web UI: {ui.url}run?run={config.run_id} (serving until Ctrl+C)")
         with contextlib.suppress(KeyboardInterrupt):
