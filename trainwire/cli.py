@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
-import io
-import json
 import logging
 import os
 import time
@@ -23,6 +20,7 @@ from click.core import ParameterSource
 
 from trainwire.config import Settings
 from trainwire.errors import TrainwireError
+from trainwire.output import echo_arrow, format_option
 from trainwire.private_files import make_process_private
 from trainwire.progress import Progress, RateMeter
 from trainwire.sinks.alert_webhook import Webhook
@@ -94,7 +92,7 @@ def main(
 
 @main.command()
 @click.argument("query")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@format_option
 @click.pass_obj
 def sql(settings: Settings, query: str, fmt: str) -> None:
     """Run a SQL QUERY against the store and print the result.
@@ -107,32 +105,7 @@ def sql(settings: Settings, query: str, fmt: str) -> None:
 
     with open_store(settings) as store:
         table = store.query_arrow(query)
-    rows = table.to_pylist()
-    columns = table.column_names
-    if fmt == "json":
-        click.echo(json.dumps(rows, default=str, ensure_ascii=False, indent=1))
-    elif fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        writer.writerows([row[c] for c in columns] for row in rows)
-        click.echo(out.getvalue(), nl=False)
-    else:
-        print_table(columns, [[row[c] for c in columns] for row in rows])
-
-
-def print_table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
-    """Print rows as a console table."""
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title, show_lines=False)
-    for column in columns:
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
-    Console(width=max(120, Console().width)).print(table)
-    click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+    echo_arrow(table, fmt)
 
 
 # --------------------------------------------------------------------------- worker

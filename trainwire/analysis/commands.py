@@ -7,8 +7,6 @@ the embedded chdb (the statements are routed through it).
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from pathlib import Path
@@ -17,6 +15,7 @@ import click
 
 from trainwire.config import Settings
 from trainwire.errors import TrainwireError
+from trainwire.output import echo_arrow, format_option
 from trainwire.store.clickhouse import Store
 
 __all__ = ["analyze_command", "open_migrated", "query_command"]
@@ -55,7 +54,7 @@ def _parse_params(pairs: tuple[str, ...]) -> dict[str, str]:
     metavar="KEY=VALUE",
     help="A query parameter (repeatable); lists are comma-separated.",
 )
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@format_option
 @click.option("--list", "list_", is_flag=True, help="List the named queries and their parameters.")
 @click.pass_obj
 def query_command(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: str, list_: bool) -> None:
@@ -71,7 +70,6 @@ def query_command(settings: Settings, name: str | None, pairs: tuple[str, ...], 
 
 def _query(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: str, list_: bool) -> None:
     from trainwire.analysis.queries import check_reward_fn, get_query, list_queries, run_query
-    from trainwire.cli import print_table
 
     if list_ or not name:
         if not list_:
@@ -90,20 +88,7 @@ def _query(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: st
         if "reward_fn" in params:  # a reward function the runs do not have is named, not answered with nothing
             check_reward_fn(store, name, bound.get("runs", []), bound["reward_fn"])
         table = run_query(store, name, **params)
-    from trainwire.analysis.report import to_jsonable
-
-    rows = to_jsonable(table.to_pylist())
-    columns = table.column_names
-    if fmt == "json":
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=1))
-    elif fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(columns)
-        writer.writerows([row[c] for c in columns] for row in rows)
-        click.echo(out.getvalue(), nl=False)
-    else:
-        print_table(columns, [[row[c] for c in columns] for row in rows], title=name)
+    echo_arrow(table, fmt)
 
 
 @click.command("analyze")

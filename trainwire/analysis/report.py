@@ -278,18 +278,6 @@ _CONSOLE_TABLES = (
 )
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return str(value)
-        return f"{value:.4g}"
-    if isinstance(value, datetime):
-        return value.strftime("%Y-%m-%d %H:%M:%S")
-    return str(value)
-
-
 def nothing_to_analyze(runs: Sequence[str]) -> str:
     """What to say when ``runs`` (empty: every run) have no events in the store."""
     from trainwire.store.clickhouse import NOT_STORED_HINT
@@ -299,9 +287,11 @@ def nothing_to_analyze(runs: Sequence[str]) -> str:
 
 
 def print_summary(results: AnalysisResults, console: Any = None, max_rows: int = 50) -> None:
-    """Print the statistics as rich tables (sections without rows are left out)."""
+    """Print the statistics as the CLI's tables (:func:`trainwire.output.render`; sections without rows
+    are left out) on ``console``, a rich console (default: stdout's)."""
     from rich.console import Console
-    from rich.table import Table
+
+    from trainwire.output import render
 
     console = console or Console()
     if results.empty:
@@ -313,13 +303,10 @@ def print_summary(results: AnalysisResults, console: Any = None, max_rows: int =
             continue
         if name == "high_quality":
             title = f"High-quality answers (reward >= {results.threshold:g})"
-        table = Table(title=title, title_justify="left")
         columns = [c for c in rows[0] if c != "threshold"]
-        for column in columns:
-            table.add_column(column, overflow="fold")
-        for row in rows[:max_rows]:
-            table.add_row(*(_cell(row[c]) for c in columns))
-        console.print(table)
+        cells = [[row[c] for c in columns] for row in rows[:max_rows]]
+        console.print(title, style="bold", highlight=False, markup=False)
+        console.out(render(columns, cells, "table", width=console.width), end="", highlight=False)
         if len(rows) > max_rows:
             console.print(f"({len(rows) - max_rows} more rows in analysis_results.json)")
 
