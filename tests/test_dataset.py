@@ -74,6 +74,8 @@ def test_filter_reasons_in_order():
         (ix(prompt="   "), "empty_prompt"),
         (ix(prompt=[{"role": "system", "content": "only a system message"}]), "empty_prompt"),
         (ix(completion=" \n"), "empty_completion"),
+        (ix(completion="4\ufffd2"), "replacement_character"),  # a tiny model's token decoded from half a character
+        (ix(prompt=[{"role": "user", "content": "q\ufffd"}]), "replacement_character"),
         (ix(reward=None), "no_reward"),
         (ix(reward=0.4), "low_reward"),
         (ix(completion="ab"), "too_short"),
@@ -93,6 +95,7 @@ def test_filter_reasons_in_order():
         "failed": 1,
         "empty_prompt": 2,
         "empty_completion": 1,
+        "replacement_character": 2,
         "no_reward": 1,
         "low_reward": 1,
         "too_short": 1,

@@ -9,6 +9,9 @@ reason                        dropped when
 ``failed``                    ``success`` is false
 ``empty_prompt``              the prompt is blank (a chat prompt: no user message with content)
 ``empty_completion``          the completion is blank
+``replacement_character``     the prompt or completion contains U+FFFD, the mark a decoder leaves
+                              for bytes that are not valid UTF-8 (a tiny model's partial
+                              characters): such text is never written into a dataset
 ``no_reward`` / ``low_reward``  ``min_reward`` is set and the reward is missing (or NaN) / below it
 ``too_short`` / ``too_long``  the completion has fewer than ``min_length`` / more than
                               ``max_length`` characters
@@ -98,6 +101,7 @@ DROP_REASONS = (
     "failed",
     "empty_prompt",
     "empty_completion",
+    "replacement_character",
     "no_reward",
     "low_reward",
     "too_short",
@@ -108,6 +112,8 @@ DROP_REASONS = (
     "limit",
 )
 SPLIT_NAMES = ("train", "val", "test")
+REPLACEMENT_CHARACTER = "\ufffd"
+"""U+FFFD, what a decoder writes for bytes that are not valid UTF-8: text with it is not kept."""
 
 
 def dedup_field_problem(name: str) -> str | None:
@@ -295,6 +301,8 @@ class DatasetFilter:
             return "empty_prompt"
         if not interaction.completion.strip():
             return "empty_completion"
+        if REPLACEMENT_CHARACTER in interaction.completion or REPLACEMENT_CHARACTER in _prompt_key(interaction.prompt):
+            return "replacement_character"
         if c.min_reward is not None:
             reward = interaction.reward
             if reward is None or math.isnan(reward):
