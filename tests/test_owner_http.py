@@ -28,6 +28,7 @@ import pytest
 from clickhouse_connect.driver.exceptions import DatabaseError, ProgrammingError
 
 from trainwire.config import Settings
+from trainwire.store import native_compression
 from trainwire.store.chdb_http import CODECS, HttpUser
 from trainwire.store.clickhouse import EmbeddedStore, OwnerEndpoint, open_store
 
@@ -148,6 +149,26 @@ def test_a_response_is_compressed_as_the_client_accepts(owner: OwnerEndpoint, en
     assert CODECS[encoding][1](body) == b'"one"\n"two"\n"three"\n'
     status, headers, body = request(owner, "POST", "/", query, **{"Accept-Encoding": encoding})
     assert "Content-Encoding" not in headers and body == b'"one"\n"two"\n"three"\n'  # not asked for
+
+
+def test_clickhouse_block_compression_both_ways(owner: OwnerEndpoint) -> None:
+    """compress=1: the response in ClickHouse's own compressed blocks; decompress=1: the body in them."""
+    status, _, body = request(owner, "POST", "/?compress=1", b"SELECT name FROM t ORDER BY id FORMAT CSV")
+    assert status == 200 and native_compression.decompress(body) == b'"one"\n"two"\n"three"\n'
+    request(owner, "POST", "/", b"CREATE TABLE blocks_in (x UInt64) ENGINE = MergeTree ORDER BY x")
+    rows = b"".join(b"%d\n" % i for i in range(300_000))  # more than one block
+    status, _, body = request(
+        owner, "POST", "/?query=INSERT+INTO+blocks_in+FORMAT+TSV&decompress=1", native_compression.compress(rows)
+    )
+    assert status == 200, body
+    _, _, body = request(owner, "POST", "/", b"SELECT count(), sum(x) FROM blocks_in")
+    assert body == b"300000\t44999850000\n"
+    corrupt = bytearray(native_compression.compress(b"1\n"))
+    corrupt[0] ^= 1
+    status, headers, body = request(
+        owner, "POST", "/?query=INSERT+INTO+blocks_in+FORMAT+TSV&decompress=1", bytes(corrupt)
+    )
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (500, "271") and b"checksum" in body
 
 
 def test_an_insert_in_other_formats_with_a_compressed_body(owner: OwnerEndpoint) -> None:
@@ -279,9 +300,9 @@ def jdbc_driver() -> Path:
 
 
 def test_the_official_jdbc_driver_reads_rows(owner: OwnerEndpoint) -> None:
-    """What DBeaver and other JDBC tools use. compress=0: the driver's default is ClickHouse's own
-    block compression (compress=1), which the endpoint does not write."""
-    url = f"jdbc:clickhouse://127.0.0.1:{owner.port}/trainwire?compress=0"
+    """What DBeaver and other JDBC tools use, with the driver's defaults (it asks for the response in
+    ClickHouse's own block compression, compress=1)."""
+    url = f"jdbc:clickhouse://127.0.0.1:{owner.port}/trainwire"
     user = owner.read_only_user
     query = "SELECT id, name, score FROM t ORDER BY id"
     result = subprocess.run(
@@ -330,7 +351,7 @@ def test_db_endpoint_prints_the_url_users_and_examples(owned_dir: Path, owner: O
     assert f"pid {os.getpid()}" in result.stdout and f"URL        {owner.url}" in result.stdout
     assert f"read-write user trainwire  password {owner.user.password}" in result.stdout
     assert f"read-only  user trainwire_ro  password {owner.read_only_user.password}" in result.stdout
-    assert f"jdbc:clickhouse://127.0.0.1:{owner.port}/trainwire?compress=0" in result.stdout  # as the JDBC test uses
+    assert f"jdbc:clickhouse://127.0.0.1:{owner.port}/trainwire " in result.stdout  # as the JDBC test uses
     assert f"curl -u 'trainwire_ro:{owner.read_only_user.password}' '{owner.url}/" in result.stdout
 
 

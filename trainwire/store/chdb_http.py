@@ -14,7 +14,9 @@ Grafana's ClickHouse plugin, ``curl``. It is the subset of the interface those c
 - every format chdb reads and writes (Native, RowBinary, Arrow, Parquet, JSON..., CSV, TSV);
 - request ``Content-Encoding`` gzip, deflate, zstd, lz4 (frames, as clickhouse-connect sends them),
   br when brotli is installed; the response compressed the same ways with
-  ``enable_http_compression=1`` and an ``Accept-Encoding`` naming one;
+  ``enable_http_compression=1`` and an ``Accept-Encoding`` naming one; ClickHouse's own block
+  compression with ``compress=1`` (the response, as the JDBC driver asks by default) and
+  ``decompress=1`` (the body), see :mod:`trainwire.store.native_compression`;
 - users by basic auth, ``X-ClickHouse-User``/``X-ClickHouse-Key`` or ``user``/``password``
   parameters; a read-only user runs with ``readonly=1`` (no DDL, no insert, no setting changed:
   refused with ``Code: 164 ... (READONLY)``), and ``GET`` runs with ``readonly=2`` as ClickHouse does;
@@ -57,6 +59,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from trainwire.store import native_compression
 
 logger = logging.getLogger("trainwire.store")
 
@@ -523,6 +527,11 @@ class _Handler(BaseHTTPRequestHandler):
             if url.path not in ("/", HAND_OVER_PATH):
                 raise ClickHouseHttpError(48, "NOT_IMPLEMENTED", f"There is no handle {url.path}: use / or /ping")
             body = _decompress(body, self.headers.get("Content-Encoding", ""))
+            if parameters.get("decompress") == "1":  # ClickHouse's own block compression
+                try:
+                    body = native_compression.decompress(body)
+                except (native_compression.NativeCompressionError, ValueError) as exc:
+                    raise ClickHouseHttpError(271, "CANNOT_DECOMPRESS", f"Cannot decompress the body: {exc}") from exc
             body = self._form_fields(body, parameters)
             user = self.endpoint.authenticate(*self._credentials(parameters))
             if url.path == HAND_OVER_PATH:
@@ -541,6 +550,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply_error(ClickHouseHttpError(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {exc}"), query_id)
             return
         reply.headers["X-ClickHouse-Query-Id"] = query_id
+        if parameters.get("compress") == "1" and reply.body:  # ClickHouse's own block compression
+            reply.body = native_compression.compress(reply.body)
         accept = self.headers.get("Accept-Encoding", "")
         encoding = _response_encoding(accept) if parameters.get("enable_http_compression") == "1" else None
         if encoding and reply.body:

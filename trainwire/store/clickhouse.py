@@ -294,8 +294,8 @@ clickhouse-connect (Python):
   clickhouse_connect.get_client(host="{host}", port={port}, username="{read_only.name}",
                                 password="{read_only.password}", database="{database}")
 
-JDBC (DBeaver, ClickHouse driver 0.9+; compress=0: the driver's block compression is not served):
-  jdbc:clickhouse://{host}:{port}/{database}?compress=0   user {read_only.name}, password {read_only.password}
+JDBC (DBeaver and other tools, ClickHouse's driver):
+  jdbc:clickhouse://{host}:{port}/{database}   user {read_only.name}, password {read_only.password}
 
 The port and passwords change when another process becomes the owner: run this again then."""
 
