@@ -18,6 +18,7 @@ from trainwire.processors.dataset import (
     DatasetProcessor,
     TrainingExample,
     parse_split_ratio,
+    split_sizes,
 )
 from trainwire.sinks.dataset import (
     DatasetSink,
@@ -465,6 +466,42 @@ def test_export_limit_with_and_without_shuffle(stored, tmp_path: Path):
         shuffled.append(lines(out))
     assert shuffled[0] == shuffled[1]
     assert len(shuffled[0]) == 2 and all(r in (ALPACA_1, ALPACA_5, ALPACA_6) for r in shuffled[0])
+
+
+def test_split_sizes_share_exactly_and_leave_no_split_empty_when_they_can():
+    assert split_sizes(31, (0.8, 0.1, 0.1)) == [25, 3, 3]  # the hash alone gave 30/0/1
+    assert split_sizes(3, (0.8, 0.1, 0.1)) == [1, 1, 1]
+    assert split_sizes(2, (0.8, 0.1, 0.1)) == [2, 0, 0]  # too few for three splits
+    assert split_sizes(10, (0.5, 0.5)) == [5, 5] and split_sizes(7, (1.0, 0.0)) == [7, 0]
+    assert split_sizes(0, (0.8, 0.2)) == [0, 0]
+
+
+def test_export_cuts_the_splits_exactly_and_warns_when_a_split_is_empty(embedded_settings, tmp_path: Path):
+    events = [event(ix(f"What is {i} + {i}?", str(2 * i)), f"i{i:02d}", t=i) for i in range(31)]
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.insert_events(events)
+    out = tmp_path / "data.jsonl"
+    result = export(embedded_settings, "--output", str(out), "--split-ratio", "0.8,0.1,0.1", "--seed", "42")
+    assert result.exit_code == 0, result.output
+    files = {name: tmp_path / f"data_{name}.jsonl" for name in ("train", "val", "test")}
+    assert {name: len(lines(path)) for name, path in files.items()} == {"train": 25, "val": 3, "test": 3}
+    for name, count in (("train", 25), ("val", 3), ("test", 3)):
+        assert f"  {name}: {count} -> {files[name]}" in result.stdout.splitlines()
+    assert result.stderr == ""
+    again = export(embedded_settings, "--output", str(out), "--split-ratio", "0.8,0.1,0.1", "--seed", "42")
+    assert again.exit_code == 0 and again.stdout == result.stdout  # the same files on every export
+
+    result = export(embedded_settings, "--output", str(out), "--split-ratio", "0.8,0.1,0.1", "--limit", "2")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        "warning: the train split got 2 of 2 examples (100%), far from its share 0.8: too few examples for "
+        "--split-ratio 0.8,0.1,0.1",
+        "warning: the val split is empty: 2 examples are too few for --split-ratio 0.8,0.1,0.1",
+        "warning: the test split is empty: 2 examples are too few for --split-ratio 0.8,0.1,0.1",
+    ]
+    result = export(embedded_settings, "--output", str(out), "--split-ratio", "0.8,0.1,0.1", "--limit", "3")
+    assert "warning: the train split got 1 of 3 examples (33%), far from its share 0.8" in result.stderr
 
 
 def test_export_rejects_a_bad_split_ratio(stored, tmp_path: Path):

@@ -48,8 +48,13 @@ data set, and hands them back on restart (:meth:`DatasetProcessor.load_keys`).
 The split (``train``/``val``/``test`` for 3 ratios, ``train``/``val`` for 2) is decided by a
 hash of the seed and the dedup-field content (the prompt when the dedup field is not a content
 field): the same example lands in the same split on every replay and in every export with the
-same seed, and copies of one prompt never straddle train and test, even with dedup off. Split
-sizes follow the ratios statistically, not exactly.
+same seed, and copies of one prompt never straddle train and test, even with dedup off. In the
+worker, which cannot know how many examples will come, split sizes follow the ratios
+statistically, not exactly. ``trainwire export`` sees every example at once and cuts exactly
+(:func:`split_sizes`): the examples ordered by the same hash, each split gets its ratio's share
+rounded by largest remainder, and every split with a share > 0 gets at least one example when
+there are as many examples as such splits (31 examples at 0.8,0.1,0.1: 25/3/3, where the hash
+alone gave 30/0/1).
 
 :class:`DatasetFilter` is the pure decision (used by the streaming processor and by ``trainwire
 export``); :class:`DatasetProcessor` adapts it to a stream, where judge scores arrive after
@@ -85,6 +90,7 @@ __all__ = [
     "content_text",
     "dedup_field_problem",
     "parse_split_ratio",
+    "split_sizes",
 ]
 
 DEDUP_FIELDS = ("prompt", "completion", "prompt+completion")
@@ -138,6 +144,25 @@ def parse_split_ratio(text: str) -> tuple[float, ...]:
         return tuple(float(part) for part in text.split(","))
     except ValueError:
         raise ConfigError("split_ratio", f"{text!r} is not comma-separated numbers like 0.8,0.1,0.1") from None
+
+
+def split_sizes(count: int, ratio: tuple[float, ...]) -> list[int]:
+    """``count`` examples shared by ``ratio`` exactly: ``floor(count * share)`` each, the rest one
+    at a time to the largest remainders (the earlier split on a tie); then a split with a share
+    > 0 that got none takes one from the largest, as long as there are as many examples as such splits.
+    """
+    exact = [count * share for share in ratio]
+    sizes = [math.floor(x) for x in exact]
+    by_remainder = sorted(range(len(ratio)), key=lambda i: (sizes[i] - exact[i], i))
+    for i in by_remainder[: count - sum(sizes)]:
+        sizes[i] += 1
+    wanted = [i for i, share in enumerate(ratio) if share > 0]
+    if count >= len(wanted):
+        for i in wanted:
+            if sizes[i] == 0:
+                sizes[max(range(len(sizes)), key=lambda j: sizes[j])] -= 1
+                sizes[i] += 1
+    return sizes
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,13 +303,21 @@ class DatasetFilter:
             value = value[part]
         return _value_text(value)
 
-    def split_of(self, key: str) -> str | None:
-        """The split of an example whose dedup key is ``key`` (stable for a given seed)."""
+    def split_key(self, key: str, prompt: Prompt) -> str:
+        """What the split hangs on: the dedup key ``key`` for a content dedup field, else the prompt's hash."""
+        return key if self.config.dedup_field in DEDUP_FIELDS else _hash(_prompt_key(prompt))
+
+    def split_point(self, split_key: str) -> float:
+        """Where the example with ``split_key`` falls in [0, 1): a hash salted with the seed."""
+        digest = hashlib.blake2b(f"{self.config.seed}\x00{split_key}".encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def split_of(self, split_key: str) -> str | None:
+        """The split of an example with ``split_key`` (stable for a given seed)."""
         ratio = self.config.split_ratio
         if not ratio:
             return None
-        digest = hashlib.blake2b(f"{self.config.seed}\x00{key}".encode(), digest_size=8).digest()
-        u = int.from_bytes(digest, "big") / 2**64
+        u = self.split_point(split_key)
         cumulative = 0.0
         for name, share in zip(SPLIT_NAMES, ratio, strict=False):
             cumulative += share
@@ -352,7 +385,7 @@ class DatasetFilter:
         elif c.deduplicate:
             self.no_dedup_value += 1
         self.kept += 1
-        split = self.split_of(key if c.dedup_field in DEDUP_FIELDS else _hash(_prompt_key(interaction.prompt)))
+        split = self.split_of(self.split_key(key, interaction.prompt))
         self.per_split[split or "all"] += 1
         return TrainingExample(
             prompt=interaction.prompt,

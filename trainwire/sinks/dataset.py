@@ -51,11 +51,13 @@ from trainwire.processors.dataset import (
     DROP_REASONS,
     INTERACTION_DEDUP_FIELDS,
     METADATA_PREFIX,
+    SPLIT_NAMES,
     DatasetConfig,
     DatasetFilter,
     TrainingExample,
     content_text,
     parse_split_ratio,
+    split_sizes,
 )
 
 __all__ = [
@@ -386,6 +388,26 @@ class ExportSummary:
     paths: dict[str | None, Path] = field(default_factory=dict)
     dedup_field: str = "prompt"
     no_dedup_value: int = 0
+    split_ratio: tuple[float, ...] | None = None
+
+    def warnings(self) -> list[str]:
+        """A line for each split with a share that came out empty, or more than 10 points off its share
+        (too few examples to share them by the ratio)."""
+        out = []
+        ratio = self.split_ratio or ()
+        for name, share in zip(SPLIT_NAMES, ratio, strict=False):
+            count = self.splits.get(name, 0)
+            if share <= 0 or not self.kept:
+                continue
+            ratio_text = "--split-ratio " + ",".join(f"{r:g}" for r in ratio)
+            if count == 0:
+                out.append(f"warning: the {name} split is empty: {self.kept} examples are too few for {ratio_text}")
+            elif abs(count / self.kept - share) > 0.1:
+                out.append(
+                    f"warning: the {name} split got {count} of {self.kept} examples ({count / self.kept:.0%}), "
+                    f"far from its share {share:g}: too few examples for {ratio_text}"
+                )
+        return out
 
     def lines(self) -> list[str]:
         """The summary as printable lines."""
@@ -478,6 +500,8 @@ def export_dataset(
     if config.limit is not None and len(examples) > config.limit:
         flt.drop("limit", len(examples) - config.limit)
         examples = examples[: config.limit]
+    if config.split_ratio:
+        examples = _split_exactly(flt, examples)
     with DatasetSink(output, fmt, config.splits, append=False, track_ids=False) as sink:
         for example in examples:
             sink.add(example)
@@ -489,7 +513,29 @@ def export_dataset(
         paths=dict(sink.paths),
         dedup_field=config.dedup_field,
         no_dedup_value=sum(1 for e in examples if not e.key) if config.deduplicate else 0,
+        split_ratio=config.split_ratio,
     )
+
+
+def _split_exactly(flt: DatasetFilter, examples: list[TrainingExample]) -> list[TrainingExample]:
+    """``examples`` (in their order) with the splits cut exactly: by :func:`split_sizes`, in the order
+    of their split hash; a cut that would part copies of one split key moves past them."""
+    ratio = flt.config.split_ratio or ()
+    ordered = sorted((flt.split_point(flt.split_key(e.key, e.prompt)), e.source_id, i) for i, e in enumerate(examples))
+    cuts, end, boundary = [], 0, 0
+    for size in split_sizes(len(examples), ratio):
+        boundary += size
+        end = max(end, boundary)
+        while 0 < end < len(ordered) and ordered[end][0] == ordered[end - 1][0]:
+            end += 1
+        cuts.append(end)
+    split_of = {}
+    start = 0
+    for name, cut in zip(SPLIT_NAMES, cuts, strict=False):
+        for _, _, i in ordered[start:cut]:
+            split_of[i] = name
+        start = cut
+    return [dataclasses.replace(e, split=split_of[i]) for i, e in enumerate(examples)]
 
 
 # --------------------------------------------------------------------------- options shared with the worker
@@ -655,3 +701,5 @@ def export_command(
         click.echo(f"output (no --output given): {output}")
     for line in summary.lines():
         click.echo(line)
+    for line in summary.warnings():
+        click.echo(line, err=True)
