@@ -17,6 +17,7 @@ from helpers import read_events
 
 from trainwire.bus import Emitter, open_consumer
 from trainwire.bus.base import Record
+from trainwire.cli import main
 from trainwire.config import Settings
 from trainwire.errors import ConfigError
 from trainwire.events import Alert, Event, Interaction, JudgeRequest, JudgeScore, decode
@@ -338,6 +339,14 @@ def test_judge_run_command_in_group_mode(embedded_settings: Settings):
         assert len(server.requests) == 3
     assert "6 requests, 6 scores (0 failed)" in result.output
     assert {s.mode for s in judge_scores(embedded_settings)} == {"group"}
+
+
+def test_judge_run_refuses_a_bad_group_size_before_anything_else(embedded_settings: Settings):
+    with ScriptedJudgeServer() as server:
+        url = server.base_url  # nothing listens there any more: the group size is still what is said
+    args = ["judge", "run", "--url", url, "--mode", "group", "--group-size", "0", "--until-idle", "1"]
+    result = CliRunner().invoke(main, ["--data-dir", str(embedded_settings.data_dir), *args])
+    assert result.exit_code == 1 and "Error: judge.group_size: must be >= 1, got 0" in result.output
 
 
 def test_sampling_keeps_groups_whole():

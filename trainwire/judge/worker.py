@@ -399,13 +399,13 @@ def judge_run(
                 whole_groups=config.mode == "group",
             )
         )
+    groups = GroupCollector(group_size, group_wait)
     judge = Judge(config, cache_dir=Path(settings.data_dir) / "judge")
-    click.echo(f"judge: {config.model} at {config.base_url}, template {judge.template_version}")
+    click.echo(f"judge: {config.model} at {config.base_url}, template {judge.template_version}, mode {config.mode}")
 
     async def main() -> JudgeWorker:
         try:
             await judge.check_listening()
-            groups = GroupCollector(group_size, group_wait)
             worker = JudgeWorker(settings, judge, trigger=trigger, group=group, groups=groups)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
@@ -522,15 +522,18 @@ def judge_rescore(settings: Settings, runs: tuple[str, ...], source: str, idle: 
     replay = BusReplay(settings, idle_s=idle) if source == "bus" else None
 
     async def main() -> RescoreResult:
-        emitter = Emitter(settings)
         try:
-            if replay is not None:
-                return await rescore(judge, replay, trigger, emitter)
-            with open_store(settings) as store:
-                return await rescore(judge, interactions_from_store(store, runs), trigger, emitter)
+            await judge.check_listening()
+            emitter = Emitter(settings)
+            try:
+                if replay is not None:
+                    return await rescore(judge, replay, trigger, emitter)
+                with open_store(settings) as store:
+                    return await rescore(judge, interactions_from_store(store, runs), trigger, emitter)
+            finally:
+                await asyncio.to_thread(emitter.close)
         finally:
             await judge.aclose()
-            await asyncio.to_thread(emitter.close)
 
     result = asyncio.run(main())
     stats = judge.stats
