@@ -15,6 +15,7 @@ from helpers import read_events
 from trainwire.bus import Emitter
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, JudgeScore
+from trainwire.judge.rescore import interactions_from_store
 from trainwire.judge.servers import ScriptedJudgeServer, group_answers, group_reply
 from trainwire.judge.worker import judge_command
 from trainwire.runtime import WorkerOptions, build_pipeline
@@ -123,3 +124,34 @@ def test_rescore_replays_the_interactions_topic_on_kafka(kafka_settings: Setting
     scores = [e for e in read_events(settings, "scores", expected=None) if isinstance(e.payload, JudgeScore)]
     assert {e.payload.interaction_id for e in scores} == {e.event_id for e in sent}
     assert len({e.event_id for e in scores}) == 4  # the same score ids both times: stored once
+
+
+def test_interactions_are_read_back_from_the_store_whole_page_by_page(embedded_settings: Settings):
+    chat = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "2+2?"}]
+    events = [
+        Event(
+            run_id="paged" if i != 3 else "paged-2",
+            payload=Interaction(
+                prompt=chat if i % 2 else f"question {i}",
+                completion=f"answer {i}",
+                reward=i / 2,
+                rewards={"acc": float(i % 2)},
+                success=i != 5,
+                step=None if i == 6 else i // 3,
+                group_id=None if i == 6 else f"{i // 3}:0",
+                metadata={"answer": str(i), "nested": {"k": [i]}},
+            ),
+        )
+        for i in range(8)
+    ]
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.insert_events(events + events[:2])  # a redelivery is read once
+        pages = list(interactions_from_store(store, ["paged*"], page=3))
+    assert [len(page) for page in pages] == [3, 3, 1, 1]  # run 'paged' in pages of 3, then 'paged-2'
+    read = [event for page in pages for event in page]
+    order = [6, 0, 1, 2, 4, 5, 7, 3]  # by run, then step (no step first), time
+    assert [e.event_id for e in read] == [events[i].event_id for i in order]
+    assert [(e.run_id, e.ts, e.payload) for e in read] == [
+        (events[i].run_id, events[i].ts, events[i].payload) for i in order
+    ]
