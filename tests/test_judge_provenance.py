@@ -117,12 +117,19 @@ def test_judge_compare_on_the_interactions_both_scored(embedded_settings: Settin
     assert models["n"] == 3
     assert models["agreement"] == pytest.approx(2 / 3)
     assert models["pearson"] == pytest.approx(statistics.correlation(na, nb))
-    assert (models["mean_a"], models["mean_b"]) == (pytest.approx(2 / 3), pytest.approx(1.75 / 3))
+    assert (models["mean_score_normalized_a"], models["mean_score_normalized_b"]) == (
+        pytest.approx(2 / 3),
+        pytest.approx(1.75 / 3),
+    )
     assert models["mean_difference"] == pytest.approx(-0.25 / 3)
     assert models["mean_abs_difference"] == pytest.approx(0.25 / 3)
     # m1's default vs ru template on i1, i2: 5, 4 vs 1, 1
     assert templates["n"] == 2 and templates["agreement"] == 0.0
-    assert (templates["mean_a"], templates["mean_b"], templates["mean_difference"]) == (0.875, 0.0, -0.875)
+    assert (
+        templates["mean_score_normalized_a"],
+        templates["mean_score_normalized_b"],
+        templates["mean_difference"],
+    ) == (0.875, 0.0, -0.875)
     assert templates["pearson"] is None  # ru gave one score to both: no variation
     assert by_version == templates
     assert all_runs["n"] == 4 and all_runs["mean_difference"] == pytest.approx((-0.25 - 1.0) / 4)
@@ -130,8 +137,8 @@ def test_judge_compare_on_the_interactions_both_scored(embedded_settings: Settin
         "n": 0,
         "agreement": None,
         "pearson": None,
-        "mean_a": None,
-        "mean_b": None,
+        "mean_score_normalized_a": None,
+        "mean_score_normalized_b": None,
         "mean_difference": None,
         "mean_abs_difference": None,
     }

@@ -2,10 +2,10 @@
 -- description: Two judge configurations (two judges, templates or modes) compared on the interactions
 --   both scored successfully: n, agreement (the share given the same score on the judges' scale),
 --   Pearson correlation of their scores on 0..1 (NULL without variation), each side's mean score on
---   0..1 (mean_a, mean_b), the mean difference b - a and the mean absolute difference on 0..1. A side
---   selects scores by judge model, template (its name, e.g. 'default', or version, 'default-1a2b3c4d5e')
---   and mode (single or group); '' matches any. An interaction a side scored more than once counts
---   with the score stored last.
+--   0..1 (mean_score_normalized_a and _b), the mean difference b - a and the mean absolute difference
+--   on 0..1. A side selects scores by judge model, template (its name, e.g. 'default', or version,
+--   'default-1a2b3c4d5e') and mode (single or group); '' matches any. An interaction a side scored
+--   more than once counts with the score stored last.
 -- param: a_model String = '' -- side a: the judge model ('' any)
 -- param: a_template String = '' -- side a: template name or version ('' any)
 -- param: a_mode String = '' -- side a: single or group ('' any)
@@ -17,8 +17,8 @@ SELECT
     count() AS n,
     if(n = 0, NULL, avg(a.score = b.score)) AS agreement,
     if(isFinite(corr(a.norm, b.norm)), corr(a.norm, b.norm), NULL) AS pearson,
-    if(n = 0, NULL, avg(a.norm)) AS mean_a,
-    if(n = 0, NULL, avg(b.norm)) AS mean_b,
+    if(n = 0, NULL, avg(a.norm)) AS mean_score_normalized_a,
+    if(n = 0, NULL, avg(b.norm)) AS mean_score_normalized_b,
     if(n = 0, NULL, avg(b.norm - a.norm)) AS mean_difference,
     if(n = 0, NULL, avg(abs(b.norm - a.norm))) AS mean_abs_difference
 FROM
