@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from trainwire.analysis.queries import run_query
 from trainwire.bus import Emitter, open_consumer
 from trainwire.config import Settings
 from trainwire.events import Event, decode
@@ -174,6 +175,7 @@ def test_timezone_and_epoch_timestamps(embedded_settings: Settings, tmp_path: Pa
             {"timestamp": "2025-10-13T11:30:45", "prompt": "a", "completion": "b", "reward": 1},
             {"timestamp": 1760355045.5, "prompt": "c", "completion": "d", "reward": 0},
             {"timestamp": "yesterday", "prompt": "e", "completion": "f"},
+            {"prompt": "g", "completion": "h"},
         ],
     )
     summary = import_paths([path], embedded_settings, timezone=UTC)
@@ -181,9 +183,35 @@ def test_timezone_and_epoch_timestamps(embedded_settings: Settings, tmp_path: Pa
     events = {e.payload.prompt: e for e in read_events(embedded_settings, "check")}
     assert events["a"].ts == datetime(2025, 10, 13, 11, 30, 45, tzinfo=UTC)
     assert events["c"].ts == datetime.fromtimestamp(1760355045.5, UTC)
-    # Unreadable: the text is kept in metadata and the file's time stands in.
-    assert events["e"].payload.metadata["timestamp"] == "yesterday"
-    assert events["e"].ts == datetime.fromtimestamp(path.stat().st_mtime, UTC)
+    # Unreadable: reported with its line like any bad field, not given the file's time in silence.
+    assert "e" not in events
+    assert summary.errors == [
+        f"{path}:3: record.timestamp: not readable as a time: 'yesterday' (ISO-8601, or Unix seconds or milliseconds)"
+    ]
+    assert events["g"].ts == datetime.fromtimestamp(path.stat().st_mtime, UTC)  # no timestamp: the file's time
+
+
+def test_the_step_of_a_record_from_its_common_spellings(embedded_settings: Settings, tmp_path: Path):
+    """seed 000 writes metadata.step; step, global_step and training_step, at the top or in the
+    metadata, become the interaction's step too, so imported GRPO logs get per-step plots."""
+    records = [
+        {"prompt": "a", "completion": "x", "metadata": {"step": 4, "batch_idx": 0}},
+        {"prompt": "b", "completion": "x", "global_step": 5},
+        {"prompt": "c", "completion": "x", "metadata": {"training_step": 6.0}},
+        {"prompt": "d", "completion": "x", "step": 7, "metadata": {"step": 99}},  # the record's own first
+        {"prompt": "e", "completion": "x"},
+        {"prompt": "f", "completion": "x", "metadata": {"global_step": "three"}},
+    ]
+    path = write_jsonl(tmp_path / "llm_logs_20251013_113045.jsonl", records)
+    result = CliRunner().invoke(import_command, [str(path), "--no-progress"], obj=embedded_settings)
+    assert result.exit_code == 1
+    assert f"{path}:6: record.metadata.global_step: expected a whole number of steps, got 'three'" in result.output
+    steps = {e.payload.prompt: e.payload.step for e in read_events(embedded_settings, "check")}
+    assert steps == {"a": 4, "b": 5, "c": 6, "d": 7, "e": None}
+    store_new_events(embedded_settings)
+    with open_store(embedded_settings) as store:
+        rows = run_query(store, "reward_by_step", runs=["llm_logs_20251013_113045"]).to_pylist()
+    assert [r["step"] for r in rows] == [4, 5, 6, 7]
 
 
 def test_seed001_call_logs_with_prompt_fallback(embedded_settings: Settings, tmp_path: Path):

@@ -11,9 +11,13 @@ Two families of files are understood, recognised per record:
 
 Every record becomes one ``interaction`` event. Fields of the record that name an Interaction
 field (``step``, ``model``, ``error``, ``rewards``, ...) fill it; everything else is kept in
-``metadata``. The record's ``timestamp`` (ISO-8601, or Unix seconds/milliseconds; a time without
-a zone is read in ``--timezone``, default the local zone, as ``datetime.now()`` wrote it) becomes
-the event time; a record without one gets the file's modification time.
+``metadata``. The training step is the first of :data:`STEP_KEYS` found, at the top of the record
+or in its ``metadata`` (seed 000 writes ``metadata.step``), so imported GRPO logs have per-step
+plots; it must be a whole number. The record's ``timestamp`` (ISO-8601, or Unix
+seconds/milliseconds; a time without a zone is read in ``--timezone``, default the local zone, as
+``datetime.now()`` wrote it) becomes the event time; a record without one gets the file's
+modification time, and one whose timestamp is not readable as a time is an error of that record
+(file and line), as any bad field is.
 
 A file whose first non-blank character is ``[`` is read as a JSON array, anything else as JSON
 lines, whatever its name. A directory is searched recursively for ``*.jsonl``, ``*.ndjson`` and
@@ -94,6 +98,8 @@ MAX_ERRORS_KEPT = 100
 
 LIBRARY = "trainwire.import"
 TIMESTAMP_KEYS = ("timestamp", "ts", "time", "created_at", "datetime")
+STEP_KEYS = ("step", "global_step", "training_step")
+"""The names of the training step in a log record, first found first: in the record, then in its metadata."""
 DIRECTORY_PATTERNS = ("*.jsonl", "*.ndjson", "llm_logs_complete_*.json")
 
 ALREADY_IMPORTED = "already imported"
@@ -196,10 +202,28 @@ def record_to_interaction(obj: Any, path: str = "record") -> tuple[Interaction, 
         metadata = {"metadata": metadata}
     if extra_meta:
         metadata = {**metadata, **extra_meta}
+    step = _step(obj, metadata, path)
+    if step is not None:
+        fields["step"] = step
     interaction = make_interaction(
         prompt, completion, obj.get("reward"), metadata, fields, path=path, lenient=True, sanitize=False
     )
     return interaction, "llm_call" if llm_call else "grpo"
+
+
+def _step(obj: dict[str, Any], metadata: dict[str, Any], path: str) -> int | None:
+    """The record's training step: the first of :data:`STEP_KEYS` in the record, then in its metadata."""
+    for where, fields in ((path, obj), (f"{path}.metadata", metadata)):
+        for name in STEP_KEYS:
+            value = fields.get(name)
+            if value is None:
+                continue
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise EventError(f"{where}.{name}", f"expected a whole number of steps, got {value!r}"[:120])
+            return value
+    return None
 
 
 def _canonical(obj: Any) -> bytes:
@@ -691,10 +715,11 @@ class Importer:
             if name in obj:
                 ts = parse_timestamp(obj[name], self.tz, f"record.{name}")
                 if ts is None:
-                    self.summary.notes[f"{name!r} not readable as a time, the file's time used"] += 1
-                    interaction.metadata.setdefault(name, obj[name])
-                else:
-                    interaction.metadata.pop(name, None)
+                    raise EventError(
+                        f"record.{name}",
+                        f"not readable as a time: {obj[name]!r} (ISO-8601, or Unix seconds or milliseconds)"[:160],
+                    )
+                interaction.metadata.pop(name, None)
                 break
         if ts is None:
             ts = fallback_ts
