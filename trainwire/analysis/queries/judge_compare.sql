@@ -5,7 +5,7 @@
 --   0..1 (mean_score_normalized_a and _b), the mean difference b - a and the mean absolute difference
 --   on 0..1. A side selects scores by judge model, template (its name, e.g. 'default', or version,
 --   'default-1a2b3c4d5e') and mode (single or group); '' matches any. An interaction a side scored
---   more than once counts with the score stored last.
+--   more than once counts with the score stored last. No row when no interaction was scored by both.
 -- param: a_model String = '' -- side a: the judge model ('' any)
 -- param: a_template String = '' -- side a: template name or version ('' any)
 -- param: a_mode String = '' -- side a: single or group ('' any)
@@ -15,12 +15,12 @@
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 SELECT
     count() AS n,
-    if(n = 0, NULL, avg(a.score = b.score)) AS agreement,
+    avg(a.score = b.score) AS agreement,
     if(isFinite(corr(a.norm, b.norm)), corr(a.norm, b.norm), NULL) AS pearson,
-    if(n = 0, NULL, avg(a.norm)) AS mean_score_normalized_a,
-    if(n = 0, NULL, avg(b.norm)) AS mean_score_normalized_b,
-    if(n = 0, NULL, avg(b.norm - a.norm)) AS mean_difference,
-    if(n = 0, NULL, avg(abs(b.norm - a.norm))) AS mean_abs_difference
+    avg(a.norm) AS mean_score_normalized_a,
+    avg(b.norm) AS mean_score_normalized_b,
+    avg(b.norm - a.norm) AS mean_difference,
+    avg(abs(b.norm - a.norm)) AS mean_abs_difference
 FROM
 (
     SELECT
@@ -49,3 +49,4 @@ INNER JOIN
         AND ({b_mode:String} = '' OR mode = {b_mode:String})
     GROUP BY interaction_id
 ) AS b USING (interaction_id)
+HAVING n > 0
