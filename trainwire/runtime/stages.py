@@ -10,22 +10,19 @@ dedup keys; see :mod:`trainwire.processors.base`), which the runtime saves once 
 from __future__ import annotations
 
 import json
-import logging
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from trainwire.events import Alert, Event, Interaction, JudgeScore
+from trainwire.events import Event, Interaction, JudgeScore
 from trainwire.private_files import open_private, replace_private
 from trainwire.processors.base import StateError
 from trainwire.processors.dataset import DatasetConfig, DatasetProcessor
 from trainwire.processors.health import HealthConfig, HealthMonitor
 from trainwire.processors.stats import GroupStats, RewardStatsProcessor, StatsConfig
 from trainwire.sinks.dataset import DatasetSink
-
-logger = logging.getLogger("trainwire.worker")
 
 
 class Stage(ABC):
@@ -79,16 +76,7 @@ class MonitorStage(Stage):
             # The health rules over rewards get the group stats above; computing them twice
             # (the health monitor's own aggregator) would only cost time.
             out.extend(self.health.process(event))
-        for alert in out:
-            if isinstance(alert.payload, Alert):
-                logger.warning(
-                    "ALERT [%s] %s run=%s: %s",
-                    alert.payload.severity,
-                    alert.payload.rule,
-                    alert.run_id,
-                    alert.payload.message,
-                )
-        return out
+        return out  # alerts are logged when the worker reads them back from the bus (AlertConsole), once
 
     def snapshot(self) -> dict[str, Any]:
         return {"stats": self.stats.snapshot(), "health": self.health.snapshot()}
