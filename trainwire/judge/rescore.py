@@ -38,9 +38,9 @@ import orjson
 from trainwire.bus import Emitter, open_consumer
 from trainwire.config import Settings
 from trainwire.errors import EventError
-from trainwire.events import Event, Interaction, decode
+from trainwire.events import Event, Interaction, JudgeScore, decode
 from trainwire.judge.client import Judge
-from trainwire.judge.grouping import GroupCollector
+from trainwire.judge.grouping import GroupCollector, Member
 from trainwire.judge.trigger import JudgeTrigger
 from trainwire.judge.worker import score_event
 from trainwire.store.clickhouse import Store
@@ -175,13 +175,7 @@ async def rescore(
     result = RescoreResult()
     groups = GroupCollector(wait_s=float("inf")) if judge.config.mode == "group" else None
 
-    async def judge_requests(requests: list[Event]) -> None:
-        if groups is None:
-            scores = await judge.judge_many([r.payload for r in requests])  # type: ignore[misc]
-            answered = list(zip(requests, scores, strict=True))
-        else:
-            complete = [g for request in requests for g in groups.add(None, request, now=0.0)]
-            answered = await _judge_groups(judge, complete)
+    def publish(answered: list[tuple[Event, JudgeScore]]) -> None:
         for request, score in answered:
             emitter.emit(score_event(request, score))
             result.scores += 1
@@ -193,16 +187,17 @@ async def rescore(
         for request in requests:
             emitter.emit(request)
         result.requests += len(requests)
-        await judge_requests(requests)
+        if groups is None:
+            scores = await judge.judge_many([r.payload for r in requests])  # type: ignore[misc]
+            publish(list(zip(requests, scores, strict=True)))
+        else:
+            publish(await _judge_groups(judge, [g for r in requests for g in groups.add(None, r, now=0.0)]))
     if groups is not None:
-        for request, score in await _judge_groups(judge, groups.drain()):
-            emitter.emit(score_event(request, score))
-            result.scores += 1
-            result.failed += not score.success
+        publish(await _judge_groups(judge, groups.drain()))
     return result
 
 
-async def _judge_groups(judge: Judge, groups: list[list[Any]]) -> list[tuple[Event, Any]]:
+async def _judge_groups(judge: Judge, groups: list[list[Member]]) -> list[tuple[Event, JudgeScore]]:
     """Each group's requests with their scores, the groups judged concurrently."""
     judged = await asyncio.gather(*(judge.judge_group([e.payload for _, e in group]) for group in groups))
     return [
