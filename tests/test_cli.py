@@ -45,3 +45,9 @@ def test_errors_start_the_same_way_in_every_command(tmp_path: Path):
     assert analyze.exit_code == export.exit_code == 1
     assert analyze.stderr.startswith("Error: No events for any run in the store: nothing to analyze.")
     assert export.stderr.startswith("Error: No interactions for any run in the store: nothing to export.")
+
+
+def test_gitignore_covers_what_the_commands_write():
+    """analyze writes analysis_output/, export training_data/ by default, in the current directory."""
+    ignored = (Path(__file__).resolve().parent.parent / ".gitignore").read_text().splitlines()
+    assert "analysis_output/" in ignored and "training_data/" in ignored
