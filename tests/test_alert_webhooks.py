@@ -246,3 +246,17 @@ def test_faust_worker_posts_the_alerts_it_raises(kafka_settings, servers, tmp_pa
     finally:
         stop(worker)
     assert posted_alerts(bodies) == EXPECTED
+
+
+@pytest.mark.parametrize(
+    ("values", "field"),
+    [
+        ({"timeout_s": 0.0}, "alert_delivery.timeout_s"),
+        ({"backoff_s": -1.0}, "alert_delivery.backoff_s"),
+        ({"retries": -1}, "alert_delivery"),
+        ({"max_queue": 0}, "alert_delivery"),
+    ],
+)
+def test_a_bad_delivery_setting_is_named(values, field):
+    with pytest.raises(ConfigError, match=f"^{field}: "):
+        DeliveryConfig(**values)

@@ -110,7 +110,9 @@ class DeliveryConfig:
     log_every_s: float = 60.0
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "backoff_s", "max_backoff_s", "min_interval_s", "close_timeout_s", "log_every_s"):
+        if not self.timeout_s > 0:
+            raise ConfigError("alert_delivery.timeout_s", f"must be > 0, got {self.timeout_s}")
+        for name in ("backoff_s", "max_backoff_s", "min_interval_s", "close_timeout_s", "log_every_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"alert_delivery.{name}", f"must be >= 0, got {getattr(self, name)}")
         if self.retries < 0 or self.max_queue < 1:
