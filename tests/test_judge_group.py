@@ -102,6 +102,8 @@ def test_one_request_per_group_scores_each_completion(shape: str):
     assert [s.reasoning for s in scores] == ["answer 1 compared", "answer 2 compared", "answer 3 compared"]
     assert {(s.mode, s.template_name, s.parser_version) for s in scores} == {("group", "group", PARSER_VERSION)}
     assert judge.stats.calls == 1 and judge.stats.succeeded == 3
+    assert asyncio.run(judge.grade_group("2+2?", [])) == [] and asyncio.run(judge.judge_group([])) == []
+    assert judge.stats.calls == 1  # an empty group is not sent
 
 
 @pytest.mark.parametrize(

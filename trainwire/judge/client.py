@@ -351,6 +351,8 @@ class Judge:
     async def judge_group(self, requests: Sequence[JudgeRequest]) -> list[JudgeScore]:
         """Grade the requests of one GRPO group in one call (:meth:`grade_group`); scores carry each request's
         step and rewards. The question and reference are the first request's."""
+        if not requests:
+            return []
         first = requests[0]
         scores = await self.grade_group(
             first.prompt, [(r.interaction_id, r.completion) for r in requests], first.reference, step=first.step
@@ -374,6 +376,8 @@ class Judge:
         call, or an answer that does not score every completion exactly once within the scale, fails
         every completion of the group with the same error: never a partial group. Never raises.
         """
+        if not completions:
+            return []
         ids = [str(number) for number in range(1, len(completions) + 1)]
         try:
             texts = [completion for _, completion in completions]
