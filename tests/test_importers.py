@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from conftest import local_broker
+from helpers import read_events as read_bus
 
 from trainwire.analysis.queries import run_query
 from trainwire.bus import Emitter, open_consumer
@@ -22,6 +24,7 @@ from trainwire.config import Settings
 from trainwire.events import Event, decode
 from trainwire.producers.importers import (
     ALREADY_IMPORTED,
+    EXIT_SPOOLED,
     NO_PROMPT,
     _ArrayError,
     default_run_id,
@@ -381,6 +384,30 @@ def test_import_command(embedded_settings: Settings, tmp_path: Path):
 
     store_new_events(embedded_settings)
     assert count_rows(embedded_settings, "run_id = 'cli-run'") == 6
+
+
+def test_import_with_the_bus_down_says_the_events_are_spooled_and_exits_3(tmp_path: Path):
+    """A real unreachable Kafka (a closed port) and the real spool: the import says where the events
+    are and exits 3 (not "on the bus" and 0); run again once the broker is up, it publishes them."""
+    port = local_broker.free_port()
+    settings = Settings(kafka=f"127.0.0.1:{port}", data_dir=tmp_path / "data", topic_prefix="spooled")
+    path = write_jsonl(tmp_path / "llm_logs_20251013_113045.jsonl", GRPO_RECORDS)
+    runner = CliRunner()
+    result = runner.invoke(import_command, [str(path), "--no-progress"], obj=settings)
+    assert result.exit_code == EXIT_SPOOLED == 3, result.output
+    assert "imported 3 records" in result.output and "on the bus;" not in result.output
+    (spool,) = (settings.data_dir / "spool").rglob("spool-*.log")
+    assert f"spooled: 3 events are not on the bus (it was unreachable) but in {spool}, until the bus is back" in (
+        result.output
+    )
+    assert "next: when the bus is back, run this import again: it publishes the spooled events" in result.output
+    with local_broker.LocalBroker(port=port):
+        again = runner.invoke(import_command, [str(path), "--no-progress"], obj=settings)
+        assert again.exit_code == 0, again.output
+        assert "published 3 events an earlier import had spooled" in again.output
+        assert f"{ALREADY_IMPORTED}: 3" in again.output
+        got = read_bus(settings, expected=3)
+    assert sorted(e.payload.completion for e in got) == sorted(r["completion"] for r in GRPO_RECORDS)
 
 
 def test_import_through_a_shared_emitter(embedded_settings: Settings, tmp_path: Path):

@@ -41,6 +41,7 @@ import time
 import weakref
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -231,10 +232,21 @@ class Emitter:
                 self._spool.path,
             )
 
+    def start(self) -> None:
+        """Start publishing now rather than at the first :meth:`emit`: the background thread
+        connects and replays what an earlier process left in the spool for this bus."""
+        if not self._closed:
+            self._start()
+
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` has run (later events go straight to the spool)."""
         return self._closed
+
+    @property
+    def spool_path(self) -> Path:
+        """The file this emitter spools to while the bus is unreachable (under ``{data_dir}/spool/``)."""
+        return self._spool.path
 
     def stats(self) -> EmitterStats:
         """Counters of sent, spooled, replayed and failed events, and what is pending now."""

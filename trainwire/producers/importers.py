@@ -103,6 +103,8 @@ STEP_KEYS = ("step", "global_step", "training_step")
 DIRECTORY_PATTERNS = ("*.jsonl", "*.ndjson", "llm_logs_complete_*.json")
 
 ALREADY_IMPORTED = "already imported"
+EXIT_SPOOLED = 3
+"""``trainwire import``'s exit status when events were spooled, not published (the bus was unreachable)."""
 NO_PROMPT = "no prompt (neither prompt nor current_batch_content)"
 
 
@@ -470,6 +472,13 @@ class ImportSummary:
     kinds: Counter[str] = field(default_factory=Counter)
     notes: Counter[str] = field(default_factory=Counter)
     files_skipped: int = 0
+    spooled: int = 0
+    """Events in the spool at the end, not on the bus (it was unreachable): published when it is back."""
+    spool_path: str = ""
+    replayed: int = 0
+    """Events an earlier import (or other process) had spooled, published by this one."""
+    failed: int = 0
+    """Events the emitter could not publish nor spool (refused by the bus: kept in ``rejected/``)."""
 
     def error(self, message: str) -> None:
         """Count an error; keep its message while fewer than :data:`MAX_ERRORS_KEPT` are kept."""
@@ -494,6 +503,15 @@ class ImportSummary:
                 out.append(f"  ({self.files_skipped} file(s) already imported in full)")
         for note, count in self.notes.most_common():
             out.append(f"note: {note}: {count}")
+        if self.replayed:
+            out.append(f"published {self.replayed} events an earlier import had spooled")
+        if self.spooled:
+            out.append(
+                f"spooled: {self.spooled} events are not on the bus (it was unreachable) but in {self.spool_path}, "
+                "until the bus is back"
+            )
+        if self.failed:
+            out.append(f"failed: {self.failed} events could not be published (see the log above and rejected/)")
         if self.error_count:
             out.append(f"errors: {self.error_count} record(s) could not be imported:")
             out.extend(f"  {message}" for message in self.errors)
@@ -583,6 +601,8 @@ class Importer:
         self._bar = tqdm(
             total=total, unit="B", unit_scale=True, desc="import", disable=None if self.progress else True, leave=False
         )
+        before = self.emitter.stats()
+        self.emitter.start()  # replays what an earlier import left in the spool, even with nothing new
         try:
             for path in files:
                 self._bar.set_postfix_str(path.name, refresh=False)
@@ -593,6 +613,11 @@ class Importer:
                 self.emitter.close()
             else:
                 self.emitter.flush()
+            after = self.emitter.stats()
+            self.summary.spooled = after.spool_pending
+            self.summary.spool_path = str(self.emitter.spool_path)
+            self.summary.replayed = after.replayed - before.replayed
+            self.summary.failed = after.failed - before.failed
         return self.summary
 
     def import_file(self, path: Path) -> None:
@@ -826,6 +851,11 @@ def next_step_hint(summary: ImportSummary, global_flags: str = "") -> str | None
     before ``worker`` in the command shown.
     """
     worker = f"`trainwire {global_flags + ' ' if global_flags else ''}worker --until-idle 10`"
+    if summary.spooled:
+        return (
+            "next: when the bus is back, run this import again: it publishes the spooled events (and imports "
+            f"nothing twice); then {worker} stores them in ClickHouse"
+        )
     if summary.imported:
         return (
             "next: these events are on the bus; a worker stores them in ClickHouse for trainwire analyze, "
@@ -894,6 +924,8 @@ def import_command(
     Importing the same file again adds nothing (it is reported as already imported); a .jsonl
     that grew since is imported from where the last import stopped. Corrupt lines are reported
     with file and line and do not stop the import; the exit status is 1 if there were any.
+    With the bus unreachable the events are spooled to disk, not published: the summary says
+    where, and the exit status is 3 (run the import again when the bus is back).
 
     The records go to the bus: run a worker (trainwire worker --until-idle 10) to store them in
     ClickHouse before trainwire analyze, sql or export; the summary says so.
@@ -912,5 +944,7 @@ def import_command(
     hint = next_step_hint(summary, _global_flags(click.get_current_context()))
     if hint:
         click.echo(hint)
-    if summary.error_count:
+    if summary.error_count or summary.failed:
         sys.exit(1)
+    if summary.spooled:
+        sys.exit(EXIT_SPOOLED)
