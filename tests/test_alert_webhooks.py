@@ -234,6 +234,18 @@ def test_embedded_worker_posts_the_alerts_it_raises(embedded_settings, servers, 
     assert result.exit_code == 0, result.output  # a webhook that refuses everything never stopped the worker
     assert posted_alerts(accepts.wait_for(4)) == EXPECTED
     assert refuses.bodies  # tried (and retried until the worker stopped)
+    tried = len(refuses.bodies)
+
+    # a worker of another group reads the alerts topic from the start and derives the same alerts
+    # again: none is posted twice from this data directory
+    result = CliRunner().invoke(
+        main,
+        ["--data-dir", str(embedded_settings.data_dir), "worker", "--no-store", "--until-idle", "2"]
+        + ["--group", "another"],
+        catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    assert len(accepts.bodies) == 4 and len(refuses.bodies) == tried
 
 
 def test_faust_worker_posts_the_alerts_it_raises(kafka_settings, servers, tmp_path: Path):

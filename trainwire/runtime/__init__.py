@@ -21,7 +21,7 @@ from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime.pipeline import Pipeline, WorkerCore
 from trainwire.runtime.stages import DatasetStage, MonitorStage, Stage, StateStore
-from trainwire.sinks.alert_console import AlertConsole
+from trainwire.sinks.alert_console import AlertConsole, AlertLedger
 from trainwire.sinks.alert_webhook import AlertDelivery, AlertWebhookSink, DeliveryConfig, Webhook
 from trainwire.sinks.base import Sink
 from trainwire.sinks.clickhouse import ClickHouseSink
@@ -59,7 +59,8 @@ def build_core(settings: Settings, store: Store | None, options: WorkerOptions) 
     sinks: list[Sink] = [ClickHouseSink(store, dead_letters)] if options.store and store is not None else []
     sinks.append(AlertConsole(settings.data_dir))  # each alert logged once per data directory
     if options.alert_webhooks:  # after ClickHouse: an alert is posted once it is stored
-        sinks.append(AlertWebhookSink(AlertDelivery(options.alert_webhooks, options.alert_delivery)))
+        delivery = AlertDelivery(options.alert_webhooks, options.alert_delivery)
+        sinks.append(AlertWebhookSink(delivery, AlertLedger(settings.data_dir, "posted")))
     return WorkerCore(sinks, publisher, dead_letters, settings.topic_prefix)
 
 

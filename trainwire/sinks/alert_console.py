@@ -12,6 +12,7 @@ Workers on other machines (Kafka, another data directory) keep their own list.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from trainwire.bus.base import Record
@@ -19,21 +20,44 @@ from trainwire.events import Alert, Event
 from trainwire.private_files import open_private, private_dir
 from trainwire.sinks.base import Sink
 
-__all__ = ["AlertConsole"]
+__all__ = ["AlertConsole", "AlertLedger"]
 
 logger = logging.getLogger("trainwire.worker")
+
+
+class AlertLedger:
+    """The ids of the alerts already handled one way (said, posted) on a data directory.
+
+    ``{data_dir}/state/alerts_{what}``: one id a line, appended (a private file).
+    """
+
+    def __init__(self, data_dir: str | Path, what: str):
+        self.path = Path(data_dir) / "state" / f"alerts_{what}"
+        self._ids = set(self.path.read_text(encoding="utf-8").split()) if self.path.exists() else set()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def add(self, event_ids: Iterable[str]) -> None:
+        """Remember ``event_ids`` (appended to the file)."""
+        new = [event_id for event_id in event_ids if event_id not in self._ids]
+        if not new:
+            return
+        private_dir(self.path.parent)
+        with open_private(self.path, "a", encoding="utf-8") as fh:
+            fh.writelines(event_id + "\n" for event_id in new)
+        self._ids.update(new)
 
 
 class AlertConsole(Sink):
     """Logs each alert event (``ALERT [severity] rule run=...: message``) once per data directory."""
 
     def __init__(self, data_dir: str | Path):
-        self.path = Path(data_dir) / "state" / "alerts_announced"
-        self._announced = set(self.path.read_text(encoding="utf-8").split()) if self.path.exists() else set()
+        self.announced = AlertLedger(data_dir, "announced")
         self._pending: dict[str, tuple[str, Alert]] = {}
 
     def add(self, event: Event, record: Record) -> None:
-        if isinstance(event.payload, Alert) and event.event_id not in self._announced:
+        if isinstance(event.payload, Alert) and event.event_id not in self.announced:
             self._pending[event.event_id] = (event.run_id, event.payload)
 
     def flush(self) -> None:
@@ -42,8 +66,5 @@ class AlertConsole(Sink):
             return
         for run_id, alert in self._pending.values():
             logger.warning("ALERT [%s] %s run=%s: %s", alert.severity, alert.rule, run_id, alert.message)
-        private_dir(self.path.parent)
-        with open_private(self.path, "a", encoding="utf-8") as fh:
-            fh.writelines(event_id + "\n" for event_id in self._pending)
-        self._announced.update(self._pending)
+        self.announced.add(self._pending)
         self._pending = {}

@@ -15,7 +15,8 @@ URL                             body posted
 
 The sink reads the ``alerts`` topic like every other (so it works the same in both runtimes, and
 an alert is posted once the worker that raised it has published it) and hands the alerts to
-:class:`AlertDelivery` at each checkpoint. Delivery never blocks or slows the worker's loop: each
+:class:`AlertDelivery` at each checkpoint, each once per data directory (their ids are kept in
+``{data_dir}/state/alerts_posted``). Delivery never blocks or slows the worker's loop: each
 webhook has a background thread and a bounded queue; an alert that finds the queue full is dropped,
 counted and logged. Alerts are rate-limited per (rule, run): after one is posted, the same rule
 for the same run is not posted again for ``min_interval_s`` seconds (counted as rate-limited). A
@@ -44,6 +45,7 @@ from trainwire.bus.base import Record
 from trainwire.config import mask_secrets
 from trainwire.errors import ConfigError
 from trainwire.events import Alert, Event, encode
+from trainwire.sinks.alert_console import AlertLedger
 from trainwire.sinks.base import Sink
 
 __all__ = ["SLACK_PREFIX", "AlertDelivery", "AlertWebhookSink", "DeliveryConfig", "DeliveryStats", "Webhook"]
@@ -269,21 +271,26 @@ class AlertDelivery:
 class AlertWebhookSink(Sink):
     """The worker's end of alert delivery: alert events read from the bus go to :class:`AlertDelivery`.
 
-    ``add`` keeps the alerts of the batch; ``flush`` (at the checkpoint) offers them, without waiting.
+    ``add`` keeps the alerts of the batch that ``posted`` does not hold; ``flush`` (at the
+    checkpoint) offers them, without waiting, and adds them to ``posted``. So an alert is offered
+    once per data directory, also when a worker of another consumer group reads the alerts topic
+    from the start (and derives the same alerts, with the same ids, again).
     """
 
-    def __init__(self, delivery: AlertDelivery):
+    def __init__(self, delivery: AlertDelivery, posted: AlertLedger):
         self.delivery = delivery
-        self._alerts: list[Event] = []
+        self.posted = posted
+        self._alerts: dict[str, Event] = {}
 
     def add(self, event: Event, record: Record) -> None:
-        if isinstance(event.payload, Alert):
-            self._alerts.append(event)
+        if isinstance(event.payload, Alert) and event.event_id not in self.posted:
+            self._alerts[event.event_id] = event
 
     def flush(self) -> None:
-        alerts, self._alerts = self._alerts, []
-        for event in alerts:
+        alerts, self._alerts = self._alerts, {}
+        for event in alerts.values():
             self.delivery.offer(event)
+        self.posted.add(alerts)
 
     def close(self) -> None:
         self.delivery.close()
