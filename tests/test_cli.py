@@ -32,6 +32,7 @@ def test_errors_start_the_same_way_in_every_command(tmp_path: Path):
         ["judge", "log", "no-such-run", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
         ["import", str(tmp_path / "missing.jsonl")],  # click's own usage error
     ]
+    stderr = {}
     for args in commands:
         result = CliRunner().invoke(main, ["--data-dir", str(tmp_path / "data"), *args])
         assert result.exit_code in (1, 2), (args, result.output)
@@ -39,12 +40,10 @@ def test_errors_start_the_same_way_in_every_command(tmp_path: Path):
         errors = [line for line in result.stderr.splitlines() if line.lower().startswith("error")]
         assert len(errors) == 1 and errors[0].startswith("Error: "), (args, result.stderr)
         if args[0] != "import":  # a usage error comes after click's usage lines; every other is the only line
-            assert result.stderr.startswith("Error: "), (args, result.stderr)
-    analyze = CliRunner().invoke(main, ["--data-dir", str(tmp_path / "data"), "analyze", "--output", str(tmp_path)])
-    export = CliRunner().invoke(main, ["--data-dir", str(tmp_path / "data"), "export"])
-    assert analyze.exit_code == export.exit_code == 1
-    assert analyze.stderr.startswith("Error: No events for any run in the store: nothing to analyze.")
-    assert export.stderr.startswith("Error: No interactions for any run in the store: nothing to export.")
+            assert result.exit_code == 1 and result.stderr.startswith("Error: "), (args, result.stderr)
+        stderr[args[0]] = result.stderr
+    assert stderr["analyze"].startswith("Error: No events for any run in the store: nothing to analyze.")
+    assert stderr["export"].startswith("Error: No interactions for any run in the store: nothing to export.")
 
 
 def test_gitignore_covers_what_the_commands_write():

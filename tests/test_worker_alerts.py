@@ -5,7 +5,6 @@ demo's alerts again, and still prints new ones. Real worker processes over one d
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from trainwire.bus import Emitter
 from trainwire.config import Settings
 from trainwire.events import Event, TrainStep
+from trainwire.store.clickhouse import open_store
 
 
 def emit_steps(settings: Settings, steps: dict[int, dict[str, float]]) -> None:
@@ -43,8 +43,8 @@ def test_a_new_worker_group_does_not_print_old_alerts_again(embedded_settings: S
 
     again = trainwire(data_dir, "worker", "--until-idle", "1")  # the default group: reads it all again
     assert alert_lines(again) == []
-    stored = trainwire(data_dir, "sql", "--format", "json", "SELECT count() AS n FROM alerts FINAL")
-    assert json.loads(stored.stdout) == [{"n": 1}]  # stored once, said once
+    with open_store(embedded_settings) as store:
+        assert store.query_rows("SELECT count() AS n FROM alerts FINAL") == [{"n": 1}]  # stored once, said once
 
     emit_steps(embedded_settings, {100: {"loss": 0.8, "grad_norm": math.inf}, 101: {"loss": 0.7}})  # past the cooldown
     new = trainwire(data_dir, "worker", "--until-idle", "1")
