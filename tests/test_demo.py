@@ -23,6 +23,11 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
         assert (output / "analysis" / name).is_file(), name
     results = json.loads((output / "analysis" / "analysis_results.json").read_text())
     (run,) = results["runs"]
+    # TRL's log dicts are not printed (a progress line shows the step and reward on a terminal): they are in a file
+    assert "{'loss'" not in result.output and "'reward'" not in result.output
+    log = output / "training_logs" / f"{run}.jsonl"
+    assert f"training logs: {log} (" in result.output
+    assert [r["step"] for r in map(json.loads, log.read_text().splitlines()) if "reward" in r] == list(range(1, 7))
     with open_store(Settings(data_dir=data_dir)) as store:
         counts = store.query_rows(
             "SELECT (SELECT count() FROM interactions FINAL WHERE run_id = {r:String}) AS interactions,"
