@@ -191,6 +191,19 @@ def test_every_query_returns_rows_for_all_runs_and_for_one(store: Store, path: P
                 assert shown <= {one}, f"{path.name}: {where} shows runs {shown} with only {one} selected"
 
 
+def test_the_judge_score_per_step_is_on_0_to_1_as_the_panel_says(store: Store) -> None:
+    """judge_pairs.score is the judge's own scale (1-5; here 0-10) since migration 0009: the panel
+    reads score_normalized, as its description says."""
+    dashboard = json.loads((GRAFANA / "dashboards" / "judge_vs_reward.json").read_text())
+    context = QueryContext(
+        IN_RANGE.time_from, IN_RANGE.time_to, 30, {"run": Variable(_runs(store, dashboard, IN_RANGE))}
+    )
+    (panel,) = [p for p in dashboard["panels"] if "score_normalized" in p.get("description", "")]
+    rows = store.query_rows(interpolate(panel["targets"][0]["rawSql"], context))
+    judge = [row["value"] for row in rows if row["series"].endswith(" judge score")]
+    assert judge and all(0 <= value <= 1 for value in judge)
+
+
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.stem)
 def test_every_panel_but_the_library_tables_follows_the_time_range(store: Store, path: Path) -> None:
     dashboard = json.loads(path.read_text())
