@@ -106,7 +106,7 @@ def judge_events() -> list[Event]:
 def logits_events() -> list[Event]:
     events = []
     for model, base in (("base", 0.1), ("rl", 0.3)):
-        for word in ("wait", "so"):
+        for word in ("wait", " so"):  # " so": a token with its leading space
             for level in (1, 2):
                 for correct in (True, False):
                     for position in range(3):
@@ -323,6 +323,10 @@ def test_judge_alerts_and_logits_views(ui: UiProcess, page: Page) -> None:
     page.goto(f"{ui.url}/logits?run={PROBE}")
     page.wait_for_selector("#chart-logits-heatmap .main-svg")
     assert page.evaluate("document.getElementById('chart-logits-models').data.length") == 2
+    ticks = page.evaluate(
+        "[...document.querySelectorAll('#chart-logits-models .xtick text')].map((t) => t.textContent)"
+    )
+    assert sorted(ticks) == ["wait", "\u2423so"]  # the space shown: ' so' and 'so' are different tokens
     shot(page, "logits")
     page.goto(f"{ui.url}/logits?run={RUN}")
     page.wait_for_selector(".empty")

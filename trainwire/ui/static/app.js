@@ -146,6 +146,11 @@ export async function chart(node, traces, layout = {}) {
   return Plotly.react(node, traces, { ...base, ...layout }, { displaylogo: false, responsive: true });
 }
 
+/** A token as a chart label, its whitespace visible (" Actually" -> "␣Actually"), as the report's token_label. */
+export function tokenLabel(token) {
+  return String(token).replace(/ /g, "\u2423").replace(/\n/g, "\u21b5").replace(/\t/g, "\u21e5");
+}
+
 /** Rows grouped by `key`, in first-seen order. */
 export function by(rows, key) {
   const out = new Map();

@@ -1,5 +1,5 @@
 // Logits: the logits probe's target-word probabilities (seed 004's views).
-import { api, by, chart, empty, h, update } from "../app.js";
+import { api, by, chart, empty, h, tokenLabel, update } from "../app.js";
 
 export async function render(root, params) {
   const runs = params.run || "";
@@ -28,22 +28,22 @@ export async function render(root, params) {
   );
   const words = [...new Set(byModel.map((r) => r.target_token))];
   await chart(document.getElementById("chart-logits-models"),
-    [...by(byModel, "model")].map(([m, rows]) => ({ type: "bar", name: m, x: rows.map((r) => r.target_token), y: rows.map((r) => r.mean_probability) })),
+    [...by(byModel, "model")].map(([m, rows]) => ({ type: "bar", name: m, x: rows.map((r) => tokenLabel(r.target_token)), y: rows.map((r) => r.mean_probability) })),
     { title: { text: "Mean probability by model" }, barmode: "group", yaxis: { title: { text: "probability" } } });
   await chart(document.getElementById("chart-logits-levels"),
-    [...by(levels, "target_token")].map(([w, rows]) => ({ name: w, x: rows.map((r) => r.level), y: rows.map((r) => r.mean_probability), mode: "lines+markers" })),
+    [...by(levels, "target_token")].map(([w, rows]) => ({ name: tokenLabel(w), x: rows.map((r) => r.level), y: rows.map((r) => r.mean_probability), mode: "lines+markers" })),
     { title: { text: `By level · ${model}` }, xaxis: { title: { text: "level" } } });
   await chart(document.getElementById("chart-logits-correct"),
     [true, false].map((ok) => {
       const rows = correctness.filter((r) => r.correct === ok);
-      return { type: "bar", name: ok ? "right" : "wrong", x: rows.map((r) => r.target_token), y: rows.map((r) => r.mean_probability) };
+      return { type: "bar", name: ok ? "right" : "wrong", x: rows.map((r) => tokenLabel(r.target_token)), y: rows.map((r) => r.mean_probability) };
     }),
     { title: { text: `Right vs wrong answers · ${model}` }, barmode: "group" });
   await chart(document.getElementById("chart-logits-position"),
-    [...by(positions, "target_token")].map(([w, rows]) => ({ name: w, x: rows.map((r) => r.position_start), y: rows.map((r) => r.mean_probability), mode: "lines" })),
+    [...by(positions, "target_token")].map(([w, rows]) => ({ name: tokenLabel(w), x: rows.map((r) => r.position_start), y: rows.map((r) => r.mean_probability), mode: "lines" })),
     { title: { text: `Along the answer · ${model}` }, xaxis: { title: { text: "position" } } });
   const xs = [...new Set(positions.map((r) => r.position_start))].sort((a, b) => a - b);
   const z = words.map((w) => xs.map((x) => positions.find((r) => r.target_token === w && r.position_start === x)?.mean_probability ?? null));
-  await chart(document.getElementById("chart-logits-heatmap"), [{ type: "heatmap", x: xs, y: words, z, colorscale: "Viridis" }],
+  await chart(document.getElementById("chart-logits-heatmap"), [{ type: "heatmap", x: xs, y: words.map(tokenLabel), z, colorscale: "Viridis" }],
     { title: { text: `Heatmap: word × position · ${model}` }, xaxis: { title: { text: "position" } } });
 }
