@@ -90,10 +90,13 @@ def test_load_samples_names_file_and_line_of_bad_lines(tmp_path):
             json.dumps({"id": 17, "query": "q", "answer": "a", "level": "4"}),
         ],
     )
+    with path.open("ab") as fh:
+        fh.write(b'{"query": "q", "answer": "caf\xe9"}\n')  # Latin-1, not UTF-8
     samples, errors = load_samples(path)
     assert [s.query for s in samples] == ["What is 2 + 2?", "q"]
     assert samples[1].sample_id == "17" and samples[1].level == 4 and samples[1].correct is None
-    assert [e.line for e in errors] == [2, 3, 5, 6, 7]
+    assert [e.line for e in errors] == [2, 3, 5, 6, 7, 9]
+    assert str(errors[5]) == f"{path}:9: not UTF-8 text (byte 30 of the line)"
     assert str(errors[0]).startswith(f"{path}:2: not valid JSON")
     assert str(errors[1]) == f"{path}:3: answer: must be a string, got int"
     assert "level" in str(errors[2]) and "correct" in str(errors[3])

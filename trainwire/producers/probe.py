@@ -164,16 +164,23 @@ def load_samples(path: str | Path) -> tuple[list[ProbeSample], list[ProbeDataErr
 
     ``query`` and ``answer`` are required strings; ``level`` (an integer) and ``correct`` (true or
     false) are optional; ``id`` (string or integer) names the sample, else a hash of query and
-    answer does. Blank lines are ignored.
+    answer does. Blank lines are ignored; a line that is not UTF-8 is a bad line. Raises
+    :class:`ConfigError` naming the file when it cannot be read.
     """
     samples: list[ProbeSample] = []
     errors: list[ProbeDataError] = []
-    with open(path, encoding="utf-8") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as exc:
+        raise ConfigError("--data", f"{path}: cannot read: {exc.strerror or exc}") from exc
+    with fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
                 continue
             try:
-                samples.append(_sample(json.loads(raw), path, number))
+                samples.append(_sample(json.loads(line.decode("utf-8")), path, number))
+            except UnicodeDecodeError as exc:
+                errors.append(ProbeDataError(path, number, f"not UTF-8 text (byte {exc.start + 1} of the line)"))
             except json.JSONDecodeError as exc:
                 errors.append(ProbeDataError(path, number, f"not valid JSON: {exc.msg} (column {exc.colno})"))
             except ProbeDataError as exc:
