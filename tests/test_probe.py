@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trainwire.bus import Emitter, open_consumer
 from trainwire.cli import main
 from trainwire.config import Settings
+from trainwire.errors import ConfigError
 from trainwire.events import Event, Logits, decode
 from trainwire.producers.probe import (
     DEFAULT_WORDS,
@@ -102,6 +103,8 @@ def test_load_samples_names_file_and_line_of_bad_lines(tmp_path):
     assert "level" in str(errors[2]) and "correct" in str(errors[3])
     again, _ = load_samples(path)
     assert again[0].sample_id == samples[0].sample_id  # stable ids, so reruns can skip
+    with pytest.raises(ConfigError, match=rf"^--data: {tmp_path}: cannot read: Is a directory$"):
+        load_samples(tmp_path)
 
 
 def test_probe_values_match_a_direct_forward_pass(models, embedded_settings, tmp_path):
