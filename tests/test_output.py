@@ -54,6 +54,8 @@ def test_sql_in_every_format(stats_store: Settings):
     assert [line for line in lines if line.startswith("Row ")] == [f"Row {n}:" for n in range(1, 6)]
     assert lines[-1] == "(5 rows)"
     assert trainwire(stats_store, "sql", STATS, "--format", "vertical", columns=400).stdout == narrow.stdout
+    demo = trainwire(stats_store, "sql", "SELECT * FROM reward_stats FINAL LIMIT 5")  # exactly as the demo says
+    assert demo.exit_code == 0 and max(len(line) for line in demo.stdout.splitlines()) <= 80
 
     wide = trainwire(stats_store, "sql", STATS, columns=400).stdout.splitlines()
     assert wide[0].split() == columns and set(wide[1]) == {"-", " "} and len(wide) == 2 + 5 + 1
