@@ -94,3 +94,14 @@ def test_long_values_are_cut_in_a_table_only():
     assert next(csv.reader(io.StringIO(render(["completion"], [[text]], "tsv").split("\n", 1)[1]), delimiter="\t")) == [
         text
     ]
+
+
+def test_every_clickhouse_type_prints_in_every_format(embedded_settings: Settings):
+    query = "SELECT toDecimal64(1.5, 2) AS d, toUUID('49890690-b72b-40ad-a71d-3bd4976596c3') AS u, [1.5] AS a"
+    for fmt in ("table", "vertical", "csv", "tsv", "json", "jsonl"):
+        result = trainwire(embedded_settings, "sql", query, "--format", fmt)
+        assert result.exit_code == 0, (fmt, result.output)
+        assert "1.50" in result.stdout and "49890690-b72b-40ad-a71d-3bd4976596c3" in result.stdout, fmt
+    assert json.loads(trainwire(embedded_settings, "sql", query, "--format", "json").stdout) == [
+        {"d": "1.50", "u": "49890690-b72b-40ad-a71d-3bd4976596c3", "a": [1.5]}
+    ]

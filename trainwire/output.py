@@ -10,7 +10,8 @@
   whole, wrapped to the width.
 - ``csv``, ``tsv`` (tab-separated, quoted as CSV where a value holds a tab, quote or line break:
   both read back with Python's ``csv`` module), ``json`` (an array of objects), ``jsonl`` (one
-  object per line): every value whole, for programs. Times are ISO-8601, NaN and infinities null.
+  object per line): every value whole, for programs. Times are ISO-8601, NaN and infinities null,
+  decimals and UUIDs JSON strings.
 """
 
 from __future__ import annotations
@@ -81,8 +82,8 @@ def render(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str = "ta
 
         objects = [to_jsonable(dict(zip(columns, row, strict=True))) for row in rows]
         if fmt == "jsonl":
-            return "".join(json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects)
-        return json.dumps(objects, ensure_ascii=False, indent=1) + "\n"
+            return "".join(json.dumps(obj, ensure_ascii=False, default=str) + "\n" for obj in objects)
+        return json.dumps(objects, ensure_ascii=False, indent=1, default=str) + "\n"
     if fmt not in ("table", "vertical"):
         raise ValueError(f"unknown format {fmt!r}: one of {', '.join(FORMATS)}")
     width = width or shutil.get_terminal_size().columns
@@ -105,7 +106,7 @@ def _text(value: Any) -> str:
     if isinstance(value, dict | list | tuple):
         from trainwire.analysis.report import to_jsonable
 
-        return json.dumps(to_jsonable(value), ensure_ascii=False)
+        return json.dumps(to_jsonable(value), ensure_ascii=False, default=str)
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value)
