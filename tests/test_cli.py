@@ -1,12 +1,15 @@
 """The ``trainwire`` command as a whole: --version and one error convention (issue 15, item 14).
 
-That library log lines do not come before trainwire's error is checked in a fresh process by
-test_judge_cli (MLflow logs its database setup and failed scorers unless told not to).
+That library log lines do not come before trainwire's error is checked here with Kafka down, and
+in test_judge_cli with MLflow (which logs its database setup and failed scorers unless told not to).
 """
 
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
@@ -50,3 +53,27 @@ def test_gitignore_covers_what_the_commands_write():
     """analyze writes analysis_output/, export training_data/ by default, in the current directory."""
     ignored = (Path(__file__).resolve().parent.parent / ".gitignore").read_text().splitlines()
     assert "analysis_output/" in ignored and "training_data/" in ignored
+
+
+def test_library_log_lines_do_not_come_before_the_error(tmp_path: Path):
+    """Kafka down: aiokafka logs each failed connection at ERROR; trainwire's own error is the only line."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{sock.getsockname()[1]}"
+    command = [
+        sys.executable,
+        "-m",
+        "trainwire.cli",
+        "--kafka",
+        closed,
+        "--data-dir",
+        str(tmp_path),
+        "topics",
+        "create",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.splitlines() == [
+        f"Error: Kafka at {closed} is unreachable: [Errno 111] Connect call failed "
+        f"('127.0.0.1', {closed.rsplit(':', 1)[1]})"
+    ]

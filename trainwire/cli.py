@@ -54,6 +54,7 @@ def quiet_libraries() -> None:
     """
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("trainwire").setLevel(logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # trainwire reports a Kafka failure itself, naming it
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
