@@ -90,22 +90,24 @@ def test_worker_shows_events_consumed_and_stored_on_a_terminal_only(embedded_set
 def test_analyze_shows_queries_done_on_a_terminal_only(embedded_settings: Settings, tmp_path: Path) -> None:
     _fill(embedded_settings)
     status, piped, errors = _trainwire(
-        embedded_settings, "analyze", "--output", str(tmp_path / "piped"), terminal=False
+        embedded_settings, "analyze", "--run", "a", "--output", str(tmp_path / "piped"), terminal=False
     )
     assert status == 0, errors
     assert "queries" not in errors and not ANSI.search(errors)
     summary = piped.splitlines()[-1]
-    match = re.fullmatch(r"analyzed 3 runs: (\d+) queries, (\d+) files in [\d.]+s", summary)
+    match = re.fullmatch(r"analyzed 1 run: (\d+) queries, (\d+) files in [\d.]+s", summary)
     assert match, summary
     queries = int(match[1])
     assert queries > 20 and int(match[2]) == len(list((tmp_path / "piped").iterdir()))
 
-    status, out, screen = _trainwire(embedded_settings, "analyze", "--output", str(tmp_path / "tty"), terminal=True)
+    status, out, screen = _trainwire(
+        embedded_settings, "analyze", "--run", "a", "--output", str(tmp_path / "tty"), terminal=True
+    )
     assert status == 0, screen
     text = ANSI.sub("", screen)
     assert f"{queries}/{queries} queries" in text, text
     assert re.search(r"analyze .* 1/\d+ queries", text), text
-    assert out.splitlines()[-1].startswith(f"analyzed 3 runs: {queries} queries")
+    assert out.splitlines()[-1].startswith(f"analyzed 1 run: {queries} queries")
 
 
 TRAINING = """
