@@ -2,10 +2,14 @@
 -- description: Interactions that match every filter given, newest first, with the start of their
 --   prompt and completion (200 characters) for a list: run, step range, reward range (total reward;
 --   an interaction without a finite reward matches no range), success, judged or not (a successful
---   judge score), a text the prompt or completion contains (case-insensitive). A reward that is not
---   finite is NULL.
+--   judge score), a text the prompt, prompt messages or completion contains (case-insensitive as
+--   positionCaseInsensitiveUTF8: each letter matches its one other case, non-ASCII ones too, É = é,
+--   Σ = σ; no folding of one letter into several, ß != SS, nor of variant forms, ς != σ; the Kelvin
+--   sign U+212A matches k in some blocks of rows and not in others, a ClickHouse quirk). A reward
+--   that is not finite is NULL. A text of 4 bytes or more reads only the granules that the
+--   text_ngrams index (migration 0007) cannot rule out; the rows are those of a full scan.
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
--- param: text String = '' -- only interactions with this text in the prompt or completion; empty: all
+-- param: text String = '' -- only interactions with this text in the prompt (or messages) or completion; empty: all
 -- param: step_min Int64 = -1 -- lowest step; negative: no lower bound
 -- param: step_max Int64 = -1 -- highest step; negative: no upper bound
 -- param: reward_min Float64 = -1e308 -- lowest total reward (-1e308: no lower bound)
@@ -37,8 +41,15 @@ WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run
     AND ({success:String} = 'any' OR interactions.success = ({success:String} = 'true'))
     AND ({judged:String} = 'any' OR judged = ({judged:String} = 'yes'))
     AND ({text:String} = ''
-         OR positionCaseInsensitiveUTF8(interactions.prompt, {text:String}) > 0
-         OR positionCaseInsensitiveUTF8(interactions.prompt_messages, {text:String}) > 0
-         OR positionCaseInsensitiveUTF8(interactions.completion, {text:String}) > 0)
+         OR ((positionCaseInsensitiveUTF8(interactions.prompt, {text:String}) > 0
+              OR positionCaseInsensitiveUTF8(interactions.prompt_messages, {text:String}) > 0
+              OR positionCaseInsensitiveUTF8(interactions.completion, {text:String}) > 0)
+             -- Implied by the match above, and checked on its rows only (AND evaluates it there):
+             -- the ASCII-lowercased text holds the search text's ASCII runs in order. Wildcards
+             -- stand for the rest: non-ASCII letters (their other case may differ in bytes), LIKE's
+             -- own % _ \, and k, which positionCaseInsensitiveUTF8 can match to the Kelvin sign
+             -- (U+212A). This is what the text_ngrams index (0007) reads to skip granules.
+             AND lower(concat(interactions.prompt, '\n', interactions.prompt_messages, '\n', interactions.completion))
+                 LIKE concat('%', replaceRegexpAll(lower({text:String}), '[^\\x00-\\x7F]+|[%_\\\\k]+', '%'), '%')))
 ORDER BY ts DESC, event_id
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}
