@@ -24,5 +24,6 @@ esac
 
 "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
   tests/test_store.py tests/test_analysis.py tests/test_audit.py tests/test_config.py \
-  tests/test_worker.py tests/test_dataset.py tests/test_importers.py tests/test_judge_provenance.py tests/test_grafana.py
+  tests/test_worker.py tests/test_dataset.py tests/test_importers.py tests/test_judge_provenance.py tests/test_grafana.py \
+  tests/test_ui_search.py
 echo "clickhouse_compat: migrations and analysis queries pass on ClickHouse $engine"
