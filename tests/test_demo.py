@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -23,6 +24,17 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
         assert (output / "analysis" / name).is_file(), name
     results = json.loads((output / "analysis" / "analysis_results.json").read_text())
     (run,) = results["runs"]
+    # the headline gives each reward function, what it measures and what it reached, not the total alone
+    for name, measures in [
+        ("digit_share", "the share of characters of the completion that are digits"),
+        ("exact_answer", "1 when the completion contains the expected answer"),
+        ("total", "what GRPO trains on: the sum of digit_share and exact_answer"),
+    ]:
+        assert re.search(rf"^  {name} +\d\.\d{{3}} -> \d\.\d{{3}}  {re.escape(measures)}", result.output, re.M), name
+    assert re.search(r"^fine-tuning data: kept \d+ interactions; dropped ", result.output, re.M)
+    for path in (output / "datasets").glob("*.jsonl"):  # never a replacement character, raw or escaped
+        text = path.read_text(encoding="utf-8")
+        assert "\ufffd" not in text and "\\ufffd" not in text.lower(), path
     # TRL's log dicts are not printed (a progress line shows the step and reward on a terminal): they are in a file
     assert "{'loss'" not in result.output and "'reward'" not in result.output
     log = output / "training_logs" / f"{run}.jsonl"

@@ -31,10 +31,12 @@ import click
 
 from trainwire.bus import Emitter
 from trainwire.config import Settings
-from trainwire.processors.dataset import DatasetConfig
+from trainwire.processors.dataset import DatasetConfig, DatasetFilter
 from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_pipeline
+from trainwire.runtime.pipeline import Pipeline
+from trainwire.runtime.stages import DatasetStage
 from trainwire.store.clickhouse import Store, open_store
 from trainwire.ui.command import ui_options
 
@@ -61,8 +63,18 @@ def digit_share(completions: list[Any], **_: Any) -> list[float]:
 
 
 def exact_answer(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
-    """Reward: 1 when the completion contains the expected answer."""
+    """Reward: 1 when the completion contains the expected answer, else 0."""
     return [float(a in _text(c)) for c, a in zip(completions, answer, strict=True)]
+
+
+DEMO_REWARDS = (digit_share, exact_answer)
+"""The demo's reward functions; GRPO trains on their sum, the interaction's total reward."""
+
+
+def measures(reward_fn: Callable[..., Any]) -> str:
+    """What a reward function measures: its docstring's first line, after ``Reward:``."""
+    line = (reward_fn.__doc__ or reward_fn.__name__).strip().splitlines()[0]
+    return line.removeprefix("Reward:").strip().rstrip(".")
 
 
 def _text(completion: Any) -> str:
@@ -176,7 +188,8 @@ def run_demo(
         dataset=DatasetConfig(min_reward=0.5, dedup_field="completion", split_ratio=(0.8, 0.1, 0.1)),
     )
     echo("[2/5] starting the worker: ClickHouse sink, reward/group stats, health alerts, dataset sink")
-    worker = BackgroundWorker(build_pipeline(settings, store, options)).start()
+    pipeline = build_pipeline(settings, store, options)
+    worker = BackgroundWorker(pipeline).start()
     judge = _start_judge(settings, config, models, echo)
     emitter = Emitter(settings)
     try:
@@ -200,7 +213,7 @@ def run_demo(
         trainer = GRPOTrainer(
             model=model,
             processing_class=tokenizer,
-            reward_funcs=[digit_share, exact_answer],
+            reward_funcs=list(DEMO_REWARDS),
             args=args,
             train_dataset=Dataset.from_list(rows),
         )
@@ -218,7 +231,7 @@ def run_demo(
         if judge is not None:
             judge.stop()
         worker.stop()
-    result = _report(store, config, output, echo)
+    result = _report(store, config, output, echo, _dataset_filter(pipeline))
     echo(f"training logs: {training.path} ({training.logs_written} lines of TRL's metrics)")
     result["training_log"] = str(training.path)
     if ui is not None:
@@ -423,15 +436,23 @@ def _start_judge(settings: Settings, config: DemoConfig, models: Path, echo: Cal
 # --------------------------------------------------------------------------- the report
 
 
-def _report(store: Store, config: DemoConfig, output: Path, echo: Callable[[str], None]) -> dict[str, Any]:
+def _dataset_filter(pipeline: Pipeline) -> DatasetFilter:
+    """The worker's fine-tuning data filter, with its counts of the interactions kept and dropped."""
+    (stage,) = [s for s in pipeline.stages.stages if isinstance(s, DatasetStage)]
+    return stage.processor.filter
+
+
+def _report(
+    store: Store, config: DemoConfig, output: Path, echo: Callable[[str], None], dataset: DatasetFilter
+) -> dict[str, Any]:
+    from trainwire.analysis.queries import run_query
     from trainwire.analysis.report import analyze
 
     report = analyze(store, output / "analysis", [config.run_id], threshold=0.5)
-    rewards = store.query_rows(
-        "SELECT step, avg(reward) AS reward FROM interactions FINAL WHERE run_id = {run:String} "
-        "GROUP BY step ORDER BY step",
-        {"run": config.run_id},
-    )
+    rewards = {}  # reward function -> (mean over the first 5 steps, over the last 5)
+    for name in [fn.__name__ for fn in DEMO_REWARDS] + ["total"]:
+        steps = run_query(store, "reward_by_step", runs=[config.run_id], reward_fn=name).to_pylist()
+        rewards[name] = (_mean_reward(steps[:5]), _mean_reward(steps[-5:]))
     judged = store.query_rows(
         "SELECT countIf(success) AS scored, countIf(NOT success) AS failed FROM judge_scores FINAL "
         "WHERE run_id = {run:String}",
@@ -442,22 +463,28 @@ def _report(store: Store, config: DemoConfig, output: Path, echo: Callable[[str]
         {"run": config.run_id},
     )
     datasets = sorted((output / "datasets").glob("sft_*.jsonl"))
-    first, last = _mean_reward(rewards[:5]), _mean_reward(rewards[-5:])
     echo("")
-    echo(f"run {config.run_id}: mean reward {first:.3f} over the first 5 steps -> {last:.3f} over the last 5")
+    echo(f"run {config.run_id}: mean reward over the first 5 steps -> over the last 5, per reward function:")
+    described = {fn.__name__: measures(fn) for fn in DEMO_REWARDS}
+    described["total"] = "what GRPO trains on: the sum of " + " and ".join(described)
+    for name, (first, last) in rewards.items():
+        echo(f"  {name:<13} {first:.3f} -> {last:.3f}  {described[name]}")
     echo(f"judge: {judged['scored']} completions scored, {judged['failed']} failed judgements")
     echo("alerts: " + (", ".join(f"{a['rule']} x{a['n']}" for a in alerts) or "none"))
     echo("plots and dashboard:")
     for path in report.files:
         echo(f"  {path}")
-    echo("fine-tuning data:")
+    dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(dataset.dropped.items()) if n)
+    echo(f"fine-tuning data: kept {dataset.kept} interactions; dropped {dropped or 'none'}")
     for path in datasets:
         echo(f"  {path} ({sum(1 for _ in path.open())} examples)")
     echo(f'explore: trainwire --data-dir {store_dir_hint(store)} sql "SELECT * FROM reward_stats FINAL LIMIT 5"')
     return {
         "run_id": config.run_id,
-        "reward_first": first,
-        "reward_last": last,
+        "reward_first": rewards["total"][0],
+        "reward_last": rewards["total"][1],
+        "rewards": rewards,
+        "dataset_dropped": dict(dataset.dropped),
         "judge": judged,
         "alerts": {a["rule"]: a["n"] for a in alerts},
         "files": [str(p) for p in report.files],
@@ -466,7 +493,7 @@ def _report(store: Store, config: DemoConfig, output: Path, echo: Callable[[str]
 
 
 def _mean_reward(rows: list[dict[str, Any]]) -> float:
-    values = [r["reward"] for r in rows if r["reward"] is not None]
+    values = [r["mean"] for r in rows if r["mean"] is not None]
     return sum(values) / len(values) if values else float("nan")
 
 
