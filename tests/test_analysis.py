@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from trainwire.analysis.commands import analyze_command, query_command
 from trainwire.analysis.queries import QueryError, get_query, list_queries, parse_query, run_query
-from trainwire.analysis.report import to_jsonable
+from trainwire.analysis.report import HIGH_QUALITY_THRESHOLD, to_jsonable
 from trainwire.config import Settings
 from trainwire.events import Alert, Event, Interaction, JudgeScore, Logits, RewardStatsPayload, TrainStep
 from trainwire.processors.stats import GroupStatsAggregator, StatsConfig, pearson, spearman
@@ -932,6 +932,10 @@ def test_analyze_only_some_runs_and_plots_only_what_exists(embedded_settings, tm
     assert not any(name.startswith("logits") for name in pngs) and "train_metrics.png" not in pngs
     results = json.loads((out / "analysis_results.json").read_text())
     assert results["runs"] == ["b"]
+    # one high-quality default (the query's), shown wherever the count is
+    assert results["threshold"] == HIGH_QUALITY_THRESHOLD == get_query("high_quality").param("threshold").default
+    assert f"High-quality answers (reward >= {HIGH_QUALITY_THRESHOLD:g})" in result.output
+    assert f"High-quality answers (reward &gt;= {HIGH_QUALITY_THRESHOLD:g})" in (out / "dashboard.html").read_text()
     assert [r["run_id"] for r in results["queries"]["runs_overview"]["rows"]] == ["b"]
 
 

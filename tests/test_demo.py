@@ -8,6 +8,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
+from trainwire.analysis.queries import get_query
+from trainwire.analysis.report import HIGH_QUALITY_THRESHOLD
 from trainwire.cli import main
 from trainwire.config import Settings
 from trainwire.store.clickhouse import open_store
@@ -31,7 +33,15 @@ def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
         ("total", "what GRPO trains on: the sum of digit_share and exact_answer"),
     ]:
         assert re.search(rf"^  {name} +\d\.\d{{3}} -> \d\.\d{{3}}  {re.escape(measures)}", result.output, re.M), name
-    assert re.search(r"^fine-tuning data: kept \d+ interactions; dropped ", result.output, re.M)
+    # one high-quality threshold, shown with the count, for the report and the fine-tuning data alike
+    assert results["threshold"] == HIGH_QUALITY_THRESHOLD == get_query("high_quality").param("threshold").default
+    assert f"High-quality answers (reward >= {HIGH_QUALITY_THRESHOLD:g})" in result.output
+    assert re.search(
+        rf"^fine-tuning data \(the high-quality answers, reward >= {HIGH_QUALITY_THRESHOLD:g}\): "
+        r"kept \d+ interactions; dropped ",
+        result.output,
+        re.M,
+    )
     for path in (output / "datasets").glob("*.jsonl"):  # never a replacement character, raw or escaped
         text = path.read_text(encoding="utf-8")
         assert "\ufffd" not in text and "\\ufffd" not in text.lower(), path

@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import click
 
+from trainwire.analysis.report import HIGH_QUALITY_THRESHOLD
 from trainwire.bus import Emitter
 from trainwire.config import Settings
 from trainwire.processors.dataset import DatasetConfig, DatasetFilter
@@ -185,7 +186,7 @@ def run_demo(
         health=HealthConfig(loss_horizon=0),
         dataset_output=output / "datasets" / "sft.jsonl",
         dataset_format="openai",
-        dataset=DatasetConfig(min_reward=0.5, dedup_field="completion", split_ratio=(0.8, 0.1, 0.1)),
+        dataset=DatasetConfig(min_reward=HIGH_QUALITY_THRESHOLD, dedup_field="completion", split_ratio=(0.8, 0.1, 0.1)),
     )
     echo("[2/5] starting the worker: ClickHouse sink, reward/group stats, health alerts, dataset sink")
     pipeline = build_pipeline(settings, store, options)
@@ -448,7 +449,7 @@ def _report(
     from trainwire.analysis.queries import run_query
     from trainwire.analysis.report import analyze
 
-    report = analyze(store, output / "analysis", [config.run_id], threshold=0.5)
+    report = analyze(store, output / "analysis", [config.run_id])
     rewards = {}  # reward function -> (mean over the first 5 steps, over the last 5)
     for name in [fn.__name__ for fn in DEMO_REWARDS] + ["total"]:
         steps = run_query(store, "reward_by_step", runs=[config.run_id], reward_fn=name).to_pylist()
@@ -475,7 +476,10 @@ def _report(
     for path in report.files:
         echo(f"  {path}")
     dropped = ", ".join(f"{reason} {n}" for reason, n in sorted(dataset.dropped.items()) if n)
-    echo(f"fine-tuning data: kept {dataset.kept} interactions; dropped {dropped or 'none'}")
+    echo(
+        f"fine-tuning data (the high-quality answers, reward >= {HIGH_QUALITY_THRESHOLD:g}): "
+        f"kept {dataset.kept} interactions; dropped {dropped or 'none'}"
+    )
     for path in datasets:
         echo(f"  {path} ({sum(1 for _ in path.open())} examples)")
     echo(f'explore: trainwire --data-dir {store_dir_hint(store)} sql "SELECT * FROM reward_stats FINAL LIMIT 5"')

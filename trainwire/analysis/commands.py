@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from trainwire.analysis.report import HIGH_QUALITY_THRESHOLD
 from trainwire.config import Settings
 from trainwire.errors import TrainwireError
 from trainwire.output import echo_arrow, format_option
@@ -101,7 +102,11 @@ def _query(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: st
     help="Directory for the plots, JSON files and dashboard.",
 )
 @click.option(
-    "--threshold", type=float, default=0.8, show_default=True, help="Rewards at or above this are high quality."
+    "--threshold",
+    type=float,
+    default=HIGH_QUALITY_THRESHOLD,
+    show_default=True,
+    help="Rewards at or above this are high quality.",
 )
 @click.option("--bins", type=click.IntRange(min=1, max=1000), default=20, show_default=True, help="Histogram bins.")
 @click.option(

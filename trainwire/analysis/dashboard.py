@@ -291,7 +291,7 @@ def build_logits_charts(results: AnalysisResults) -> list[dict[str, Any]]:
 _TABLES = (
     ("runs_overview", "Runs"),
     ("reward_summary", "Reward distribution"),
-    ("high_quality", "High-quality answers"),
+    ("high_quality", "High-quality answers (reward >= {threshold:g})"),
     ("judge_agreement", "Judge vs rule reward"),
     ("alerts_summary", "Alerts"),
 )
@@ -400,7 +400,7 @@ def render_dashboard(
     charts = build_charts(results) if charts is None else charts
     runs = ", ".join(results.runs) if results.runs else "all runs"
     summary = "".join(
-        f"<h2>{html.escape(heading)}</h2>{_html_table(results.rows(name))}"
+        f"<h2>{html.escape(heading.format(threshold=results.threshold))}</h2>{_html_table(results.rows(name))}"
         for name, heading in _TABLES
         if tables and results.rows(name)
     )

@@ -24,8 +24,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from trainwire.analysis.queries import run_query
+from trainwire.analysis.queries import get_query, run_query
 from trainwire.store.clickhouse import Store
+
+HIGH_QUALITY_THRESHOLD: float = get_query("high_quality").param("threshold").default
+"""The one default of what counts as high quality (reward at or above it): the ``high_quality``
+query's own, used by the report, ``trainwire analyze`` and ``trainwire demo`` alike."""
 
 __all__ = [
     "AnalysisResults",
@@ -134,7 +138,7 @@ def collect(
     store: Store,
     runs: list[str] | tuple[str, ...] = (),
     *,
-    threshold: float = 0.8,
+    threshold: float = HIGH_QUALITY_THRESHOLD,
     bins: int = 20,
     samples: int = 5,
     seed: int = 42,
@@ -327,7 +331,7 @@ def analyze(
     output_dir: Path,
     runs: list[str] | tuple[str, ...] = (),
     *,
-    threshold: float = 0.8,
+    threshold: float = HIGH_QUALITY_THRESHOLD,
     bins: int = 20,
     samples: int = 5,
     seed: int = 42,
