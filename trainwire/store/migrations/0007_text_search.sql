@@ -10,9 +10,11 @@
 -- than 4 bytes (or whose runs are) cannot be ruled out and reads every granule.
 --
 -- Rows inserted from now on get the index at insert; MATERIALIZE INDEX builds it for the parts
--- already stored, as a background mutation (a store of 10 M interactions takes minutes; until it
--- is done, a search reads those parts in full and returns the same rows).
+-- already stored, as a background mutation that the migration does not wait for (chdb would: its
+-- mutations_sync is 1). On a store of 10 M interactions it takes minutes; until it is done, a
+-- search reads those parts in full and returns the same rows. A process that exits first leaves
+-- it to the next one that opens the store.
 ALTER TABLE interactions ADD INDEX IF NOT EXISTS text_ngrams
     lower(concat(prompt, '\n', prompt_messages, '\n', completion)) TYPE ngrambf_v1(4, 32768, 2, 0) GRANULARITY 1;
 
-ALTER TABLE interactions MATERIALIZE INDEX text_ngrams;
+ALTER TABLE interactions MATERIALIZE INDEX text_ngrams SETTINGS mutations_sync = 0;
