@@ -67,21 +67,37 @@ def route_params(run: str, step: int, event_id: str, model: str) -> dict[tuple[s
     }
 
 
-def extra_calls(run: str, step: int) -> dict[str, tuple[str, str, dict[str, str]]]:
-    """The heavier calls a visitor can make: every run at once, text searches."""
+def extra_calls(run: str, step: int) -> dict[str, tuple[str, str, dict[str, str | tuple[str, ...]]]]:
+    """The heavier calls a visitor can make: every run at once, text searches.
+
+    A text search over every run is made with another text at each repeat (a tuple: the i-th repeat
+    takes its i-th text), as a visitor types new ones: ClickHouse's query condition cache would
+    answer the same text again from the first search. The texts are found nowhere, in one
+    interaction (its number), or in every interaction (the same words in other cases).
+    """
+    nowhere = tuple(f"blue sky {i}" for i in range(20))
+    in_one = tuple(f"question {123_457 + 7_919 * i}:" for i in range(20))
+    everywhere = tuple("reasoning step"[:i].upper() + "reasoning step"[i:] for i in range(14))
     return {
         "samples/search, every run": ("samples", "search", {"limit": "50"}),
-        "samples/search for a text, every run": ("samples", "search", {"text": "blue sky", "limit": "50"}),
+        "samples/search, a text found nowhere, every run": ("samples", "search", {"text": nowhere, "limit": "50"}),
+        "samples/search, a text in 1 interaction, every run": ("samples", "search", {"text": in_one, "limit": "50"}),
+        "samples/search, a text in each one, every run": ("samples", "search", {"text": everywhere, "limit": "50"}),
         "groups/groups for a text": ("groups", "groups", {"run": run, "step": str(step), "search": "answer is 5"}),
         "judge/agreement, every run": ("judge", "agreement", {}),
         "run/reward_stats, every run": ("run", "reward_stats", {}),
     }
 
 
-def _median_get(url: str, repeat: int) -> tuple[float, int]:
+def _nth(params: dict[str, str | tuple[str, ...]], i: int) -> dict[str, str]:
+    """The parameters of the i-th repeat: a tuple's i-th value (cycling), a string as it is."""
+    return {k: v if isinstance(v, str) else v[i % len(v)] for k, v in params.items()}
+
+
+def _median_get(urls: list[str]) -> tuple[float, int]:
     times = []
     size = 0
-    for _ in range(repeat):
+    for url in urls:
         t0 = time.perf_counter()
         with urllib.request.urlopen(url, timeout=120) as response:
             size = len(response.read())
@@ -159,8 +175,9 @@ def main() -> None:
             assert {(v, r) for v, r, _ in calls.values()} == {(v.name, r.name) for v in VIEWS for r in v.routes}
             rows = []
             for label, (view, route, params) in {**calls, **extra_calls(run, step)}.items():
-                url = f"{base}/api/{view}/{route}?{urllib.parse.urlencode(params)}"
-                seconds, size = _median_get(url, args.repeat)
+                api = f"{base}/api/{view}/{route}"
+                urls = [f"{api}?{urllib.parse.urlencode(_nth(params, i))}" for i in range(args.repeat)]
+                seconds, size = _median_get(urls)
                 rows.append((label, f"{size / 1024:.1f}", seconds, "ok" if seconds <= target else "SLOW"))
             print_table(
                 f"UI API calls on {args.rows:,} interactions, {args.runs} runs (chdb, median of {args.repeat})",
