@@ -230,6 +230,9 @@ def test_the_read_only_user_reads_and_is_refused_ddl_inserts_and_settings(owner:
     status, headers, body = request(owner, "POST", "/?max_threads=1", b"SELECT 1", read_only=True)
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
     assert b"Cannot modify 'max_threads' setting in readonly mode" in body
+    status, headers, body = request(owner, "POST", "/?session_id=ro-1&max_threads=1", b"SELECT 1", read_only=True)
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")  # in a session too
+    assert request(owner, "POST", "/?session_id=ro-1", b"SELECT 1", read_only=True)[:3:2] == (200, b"1\n")
     ro.close()
     assert client(owner).query("SELECT count() FROM t").result_rows == [(3,)]  # nothing changed
 
@@ -250,6 +253,42 @@ def test_a_wrong_password_or_none_is_refused(owner: OwnerEndpoint) -> None:
     assert response.read().startswith(b"Code: 194. DB::Exception: default: Authentication failed")
 
 
+def test_a_session_keeps_its_set_and_temporary_tables_and_a_query_setting_holds_for_its_query(
+    owner: OwnerEndpoint,
+) -> None:
+    ch, other = client(owner), client(owner)  # clickhouse-connect gives each client a session
+    default = other.command("SELECT getSetting('max_threads')")
+    ch.command("SET max_threads = 3")
+    ch.command("CREATE TEMPORARY TABLE scratch (x UInt8)")
+    ch.command("INSERT INTO scratch VALUES (1), (2)")
+    assert ch.query("SELECT sum(x), getSetting('max_threads') FROM scratch").result_rows == [(3, 3)]
+    assert ch.command("SELECT getSetting('max_block_size')", settings={"max_block_size": 777}) == 777
+    assert ch.command("SELECT getSetting('max_block_size')") != 777  # the query's own setting is gone
+    assert ch.command("SELECT getSetting('max_threads')") == 3  # the session's SET stays
+    assert other.command("SELECT getSetting('max_threads')") == default
+    with pytest.raises(DatabaseError) as unknown:
+        other.query("SELECT * FROM scratch")
+    assert unknown.value.code == 60
+    ch.close()
+    other.close()
+
+
+def test_one_request_at_a_time_in_a_session(owner: OwnerEndpoint) -> None:
+    slow = threading.Thread(target=request, args=(owner, "POST", "/?session_id=s1", b"SELECT sleep(3) AS slow_s1"))
+    slow.start()
+    watch = client(owner)
+    running = "SELECT count() FROM system.processes WHERE query LIKE '%AS slow_s1' AND query NOT LIKE '%processes%'"
+    while not watch.command(running):
+        pass  # until the slow query runs
+    status, headers, body = request(owner, "POST", "/?session_id=s1", b"SELECT 1")
+    slow.join()
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (400, "373") and b"SESSION_IS_LOCKED" in body
+    assert request(owner, "POST", "/?session_id=s1", b"SELECT 1")[2] == b"1\n"  # free again
+    status, headers, _ = request(owner, "POST", "/?session_id=never-opened&session_check=1", b"SELECT 1")
+    assert headers["X-ClickHouse-Exception-Code"] == "372"
+    watch.close()
+
+
 def test_ping_and_root_answer_ok_without_login(owner: OwnerEndpoint) -> None:
     for target in ("/ping", "/"):
         connection = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=30)
@@ -258,14 +297,18 @@ def test_ping_and_root_answer_ok_without_login(owner: OwnerEndpoint) -> None:
         assert (response.status, response.read()) == (200, b"Ok.\n")
 
 
-def test_concurrent_clients_with_different_settings_and_databases_keep_their_own(owner: OwnerEndpoint) -> None:
-    """Each request runs on a chdb handle of its own: a setting or database never leaks into another's."""
+@pytest.mark.parametrize("sessions", [True, False])
+def test_concurrent_clients_with_different_settings_and_databases_keep_their_own(
+    owner: OwnerEndpoint, sessions: bool
+) -> None:
+    """Each request (or session) runs on a chdb handle of its own: a setting or database never leaks."""
     failures: list[str] = []
     start = threading.Barrier(6)
 
     def work(index: int) -> None:
         database = "other" if index % 2 else "trainwire"
-        ch = client(owner, database=database, settings={"max_block_size": 1000 + index})
+        settings = {"max_block_size": 1000 + index}
+        ch = client(owner, database=database, settings=settings, autogenerate_session_id=sessions)
         expected = (database, 1000 + index, 1 if database == "other" else 3)
         start.wait()
         for _ in range(25):

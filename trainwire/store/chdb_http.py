@@ -30,9 +30,14 @@ handle of its own, opened for it and closed after it: its user's ``readonly``, d
 are set on that handle only, requests run in parallel (chdb releases the GIL) and cannot see each
 other's state, and nothing has to be reset. (One shared handle serialized with a reset after each
 request would make every client wait for the slowest query, and a reset that misses a setting
-would leak it into the next request.) The price: ``session_id`` is accepted but keeps no state
-between requests, so a ``SET`` or ``USE`` sent alone is gone by the next request; clients pass
-settings and the database with each request, as clickhouse-connect and the JDBC driver do.
+would leak it into the next request.)
+
+Sessions: a request with a ``session_id`` (clickhouse-connect sends one per client) runs on its
+session's handle instead, kept between that session's requests until ``session_timeout`` (60 s)
+passes idle: its ``SET``, ``USE`` and temporary tables stay, one request at a time (else 373
+SESSION_IS_LOCKED), and a request's own ``database`` and settings are put back after it, so they
+hold for that query only, as in ClickHouse. A ``GET`` in a session is not made read-only (a
+session's ``readonly`` could not be lowered again).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -257,11 +263,15 @@ class _Request:
     method: str
     text: bytes
     """The query, with an INSERT's data after it (the ``query`` parameter, a newline, the body)."""
-    database: str
+    database: str | None
+    """The ``database`` parameter (None: the session's current one, or the default)."""
     default_format: str
     query_id: str
     parameters: dict[str, str]
     settings: dict[str, str]
+    session_id: str | None = None
+    session_timeout_s: float = 60.0
+    session_check: bool = False
 
 
 @dataclass
@@ -269,6 +279,78 @@ class _Reply:
     status: int
     body: bytes
     headers: dict[str, str]
+
+
+def _identifier(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+@dataclass
+class _Session:
+    """A ClickHouse HTTP session: a chdb handle kept between requests with the same ``session_id``."""
+
+    handle: Any
+    expires: float = 0.0
+    busy: bool = True
+    consistent: bool = True
+    """False while a request's database and settings are on the handle, not the session's own."""
+
+
+class _Sessions:
+    """The open sessions, by user and ``session_id``; one request at a time in each (as ClickHouse)."""
+
+    MAX_TIMEOUT_S = 3600.0
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[tuple[str, str], _Session] = {}
+
+    @contextlib.contextmanager
+    def take(self, request: _Request, open_handle: Callable[[], Any]) -> Iterator[_Session]:
+        """The request's session, busy while the caller uses it (a new one unless ``session_check``)."""
+        key = (request.user.name, str(request.session_id))
+        self._close_expired()
+        with self._lock:
+            session = self._open.get(key)
+            if session is not None and session.busy:
+                raise ClickHouseHttpError(
+                    373, "SESSION_IS_LOCKED", f"Session {request.session_id} is locked by a concurrent client"
+                )
+            if session is None and request.session_check:
+                raise ClickHouseHttpError(372, "SESSION_NOT_FOUND", f"Session {request.session_id} not found")
+            if session is not None:
+                session.busy = True
+        if session is None:
+            session = _Session(open_handle())
+            with self._lock:
+                self._open[key] = session
+        try:
+            yield session
+        finally:
+            timeout = min(max(request.session_timeout_s, 0.0), self.MAX_TIMEOUT_S)
+            with self._lock:
+                session.busy = False
+                session.expires = time.monotonic() + timeout
+                if not session.consistent:  # its state is unknown: closed rather than reused
+                    del self._open[key]
+            if not session.consistent:
+                session.handle.close()
+
+    def _close_expired(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [key for key, s in self._open.items() if not s.busy and s.expires <= now]
+            handles = [self._open.pop(key).handle for key in expired]
+        for handle in handles:
+            handle.close()
+
+    def close(self) -> None:
+        """Close every session (no request runs any more)."""
+        with self._lock:
+            handles = [session.handle for session in self._open.values()]
+            self._open.clear()
+        for handle in handles:
+            handle.close()
 
 
 class ChdbHttpServer:
@@ -310,6 +392,7 @@ class ChdbHttpServer:
         """Requests running on chdb now."""
         self._connections: set[socket.socket] = set()
         """Open client connections (kept alive between requests)."""
+        self._sessions = _Sessions()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.endpoint = self
         threading.Thread(target=self._server.serve_forever, name="trainwire-chdb-http", daemon=True).start()
@@ -332,6 +415,7 @@ class ChdbHttpServer:
                 with contextlib.suppress(OSError):
                     connection.shutdown(socket.SHUT_RDWR)
             self._state.wait_for(lambda: self._running == 0)
+        self._sessions.close()
         self._server.server_close()
 
     def track(self, connection: socket.socket, *, opened: bool) -> None:
@@ -379,30 +463,23 @@ class ChdbHttpServer:
     # ----------------------------------------------------------------- execution
 
     def execute(self, request: _Request) -> _Reply:
-        """Run one request on a chdb handle of its own; ClickHouseHttpError if chdb refuses it."""
-        insert = _INSERT_WITH_FORMAT.match(request.text)
-        handle = self._connect()
-        try:
-            if request.user.read_only:
-                self._run(handle, "SET readonly = 1")
-            elif request.method == "GET":  # ClickHouse: a GET may read and change settings, nothing else
-                self._run(handle, "SET readonly = 2")
-            self._run(handle, f"USE `{request.database.replace('`', '``')}`")
-            for name, value in request.settings.items():
-                if not _SETTING_NAME.fullmatch(name):
-                    raise ClickHouseHttpError(115, "UNKNOWN_SETTING", f"Unknown setting '{name}'")
-                self._run(handle, f"SET {name} = {_sql_string(value)}")
-            if insert:
-                result, fmt = self._insert(handle, request, insert), None
-            else:
-                sql = self._text(request.text)
-                if not sql.strip():
-                    raise ClickHouseHttpError(62, "SYNTAX_ERROR", "Empty query")
-                stated = _OUTPUT_FORMAT.search(sql)
-                fmt = stated.group(1) if stated else request.default_format
-                result = self._run(handle, sql, fmt, request.parameters)
-        finally:
-            handle.close()
+        """Run one request on its chdb handle; ClickHouseHttpError if chdb refuses it.
+
+        Without a session the handle is opened for the request and closed after it. In a session
+        it is the session's, and the request's database and settings are put back afterwards (in
+        ClickHouse they hold for the one query; ``SET`` and ``USE`` statements stay).
+        """
+        if request.session_id is None:
+            handle = self._open_handle(request.user, get=request.method == "GET")
+            try:
+                self._run(handle, f"USE {_identifier(request.database or self.database)}")
+                self._set(handle, request.settings)
+                insert, result, fmt = self._statement(handle, request)
+            finally:
+                handle.close()
+        else:
+            with self._sessions.take(request, lambda: self._open_session_handle(request.user)) as session:
+                insert, result, fmt = self._in_session(session, request)
         body = result.bytes() or b""
         read_rows, read_bytes = _statistic(result, "rows_read"), _statistic(result, "bytes_read")
         summary = {
@@ -423,6 +500,76 @@ class ChdbHttpServer:
         else:
             headers["Content-Type"] = "text/plain; charset=UTF-8"
         return _Reply(200, body, headers)
+
+    def _open_handle(self, user: HttpUser, *, get: bool = False) -> Any:
+        """A fresh chdb handle with ``user``'s rights (and ``readonly=2`` for a GET, as ClickHouse)."""
+        handle = self._connect()
+        try:
+            if user.read_only:
+                self._run(handle, "SET readonly = 1")
+            elif get:
+                self._run(handle, "SET readonly = 2")
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def _open_session_handle(self, user: HttpUser) -> Any:
+        handle = self._open_handle(user)
+        try:
+            self._run(handle, f"USE {_identifier(self.database)}")
+        except BaseException:
+            handle.close()
+            raise
+        return handle
+
+    def _set(self, handle: Any, settings: dict[str, str]) -> None:
+        for name, value in settings.items():
+            if not _SETTING_NAME.fullmatch(name):
+                raise ClickHouseHttpError(115, "UNKNOWN_SETTING", f"Unknown setting '{name}'")
+            self._run(handle, f"SET {name} = {_sql_string(value)}")
+
+    def _in_session(self, session: _Session, request: _Request) -> tuple[bool, Any, str | None]:
+        """Run the statement on a session's handle with the request's database and settings, then put
+        the session's own back (if that fails, the session is closed: its state is unknown)."""
+        handle = session.handle
+        database = self._run(handle, "SELECT currentDatabase()", "TSV").bytes().decode().strip()
+        names = ", ".join(_sql_string(name) for name in request.settings if _SETTING_NAME.fullmatch(name))
+        previous: dict[str, str] = {}  # the session's values of the settings it had changed itself
+        if names:
+            rows = self._run(
+                handle, f"SELECT name, value, changed FROM system.settings WHERE name IN ({names})", "JSONEachRow"
+            )
+            previous = {
+                row["name"]: row["value"] for row in map(json.loads, rows.bytes().splitlines()) if row["changed"]
+            }
+        applied: list[str] = []
+        session.consistent = False
+        try:
+            if request.database:
+                self._run(handle, f"USE {_identifier(request.database)}")
+            for name, value in request.settings.items():
+                self._set(handle, {name: value})
+                applied.append(name)
+            return self._statement(handle, request)
+        finally:
+            for name in applied:
+                self._run(handle, f"SET {name} = {_sql_string(previous[name]) if name in previous else 'DEFAULT'}")
+            if request.database:
+                self._run(handle, f"USE {_identifier(database)}")
+            session.consistent = True
+
+    def _statement(self, handle: Any, request: _Request) -> tuple[bool, Any, str | None]:
+        """Run the request's statement: (whether it is an INSERT with data, chdb's result, its output format)."""
+        insert = _INSERT_WITH_FORMAT.match(request.text)
+        if insert:
+            return True, self._insert(handle, request, insert), None
+        sql = self._text(request.text)
+        if not sql.strip():
+            raise ClickHouseHttpError(62, "SYNTAX_ERROR", "Empty query")
+        stated = _OUTPUT_FORMAT.search(sql)
+        fmt = stated.group(1) if stated else request.default_format
+        return False, self._run(handle, sql, fmt, request.parameters), fmt
 
     def _insert(self, handle: Any, request: _Request, insert: re.Match[bytes]) -> Any:
         """``INSERT ... FORMAT f`` + data: the data goes to chdb through a private temporary file."""
@@ -560,19 +707,28 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(reply)
 
     def _request(self, user: HttpUser, parameters: dict[str, str], body: bytes, query_id: str) -> _Request:
+        try:
+            timeout = float(parameters.get("session_timeout", 60))
+        except ValueError:
+            raise ClickHouseHttpError(
+                36, "BAD_ARGUMENTS", f"Invalid session timeout: {parameters['session_timeout']!r}"
+            ) from None
         query = parameters.get("query", "").encode()
         text = query + b"\n" + body if query and body else query or body
         return _Request(
             user=user,
             method=self.command,
             text=text,
-            database=parameters.get("database") or self.headers.get("X-ClickHouse-Database", self.endpoint.database),
+            database=parameters.get("database") or self.headers.get("X-ClickHouse-Database"),
             default_format=parameters.get("default_format") or self.headers.get("X-ClickHouse-Format", "TabSeparated"),
             query_id=query_id,
             parameters={k[len("param_") :]: v for k, v in parameters.items() if k.startswith("param_")},
             settings={
                 k: v for k, v in parameters.items() if k not in _TRANSPORT_PARAMETERS and not k.startswith("param_")
             },
+            session_id=parameters.get("session_id") or None,
+            session_timeout_s=timeout,
+            session_check=parameters.get("session_check") == "1",
         )
 
     def _credentials(self, parameters: dict[str, str]) -> tuple[str, bytes]:

@@ -187,7 +187,13 @@ def _http_client(host: str, port: int, user: HttpUser, *, secure: bool, compress
 
     try:
         return clickhouse_connect.get_client(
-            host=host, port=port, username=user.name, password=user.password, secure=secure, compress=compress
+            host=host,
+            port=port,
+            username=user.name,
+            password=user.password,
+            secure=secure,
+            compress=compress,
+            autogenerate_session_id=False,  # a store keeps no state between statements
         )
     except (ClickHouseError, OSError) as exc:
         if _is_login_refused(exc):
