@@ -102,11 +102,11 @@ class ClickHouseHttpError(Exception):
 
 
 _HTTP_STATUS_OF_CODE = {
-    **dict.fromkeys((194,), 401),  # REQUIRED_PASSWORD
+    194: 401,  # REQUIRED_PASSWORD
     **dict.fromkeys((164, 192, 193, 497, 516), 403),  # READONLY, UNKNOWN_USER, WRONG_PASSWORD, ACCESS_DENIED, AUTH..
     **dict.fromkeys((60, 81, 46), 404),  # UNKNOWN_TABLE, UNKNOWN_DATABASE, UNKNOWN_FUNCTION
-    **dict.fromkeys((48,), 501),  # NOT_IMPLEMENTED
-    **dict.fromkeys((243,), 503),  # NOT_ENOUGH_SPACE: the client may try again later
+    48: 501,  # NOT_IMPLEMENTED
+    243: 503,  # NOT_ENOUGH_SPACE: the client may try again later
     **dict.fromkeys((6, 26, 27, 36, 38, 41, 47, 53, 62, 72, 73, 115, 117, 373, 456, 457), 400),  # parse/bad input
 }
 """The HTTP status ClickHouse answers an error code with (HTTPHandler's exceptionCodeToHTTPStatus); else 500."""
@@ -266,7 +266,6 @@ class _Request:
     database: str | None
     """The ``database`` parameter (None: the session's current one, or the default)."""
     default_format: str
-    query_id: str
     parameters: dict[str, str]
     settings: dict[str, str]
     session_id: str | None = None
@@ -290,6 +289,7 @@ class _Session:
     """A ClickHouse HTTP session: a chdb handle kept between requests with the same ``session_id``."""
 
     handle: Any
+    """chdb's connection handle (None while it opens)."""
     expires: float = 0.0
     busy: bool = True
     consistent: bool = True
@@ -318,12 +318,17 @@ class _Sessions:
                 )
             if session is None and request.session_check:
                 raise ClickHouseHttpError(372, "SESSION_NOT_FOUND", f"Session {request.session_id} not found")
-            if session is not None:
-                session.busy = True
-        if session is None:
-            session = _Session(open_handle())
-            with self._lock:
-                self._open[key] = session
+            opening = session is None
+            if session is None:  # held (busy) while its handle opens, so a second request waits its turn
+                session = self._open[key] = _Session(handle=None)
+            session.busy = True
+        if opening:
+            try:
+                session.handle = open_handle()
+            except BaseException:
+                with self._lock:
+                    del self._open[key]
+                raise
         try:
             yield session
         finally:
@@ -347,7 +352,7 @@ class _Sessions:
     def close(self) -> None:
         """Close every session (no request runs any more)."""
         with self._lock:
-            handles = [session.handle for session in self._open.values()]
+            handles = [session.handle for session in self._open.values() if session.handle is not None]
             self._open.clear()
         for handle in handles:
             handle.close()
@@ -688,7 +693,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if not open_:  # this process is giving chdb up: the client finds the next owner
                     self.close_connection = True
                     return
-                reply = self.endpoint.execute(self._request(user, parameters, body, query_id))
+                reply = self.endpoint.execute(self._request(user, parameters, body))
         except ClickHouseHttpError as exc:
             self._reply_error(exc, query_id)
             return
@@ -706,7 +711,7 @@ class _Handler(BaseHTTPRequestHandler):
             reply.headers["Content-Encoding"] = encoding
         self._reply(reply)
 
-    def _request(self, user: HttpUser, parameters: dict[str, str], body: bytes, query_id: str) -> _Request:
+    def _request(self, user: HttpUser, parameters: dict[str, str], body: bytes) -> _Request:
         try:
             timeout = float(parameters.get("session_timeout", 60))
         except ValueError:
@@ -721,7 +726,6 @@ class _Handler(BaseHTTPRequestHandler):
             text=text,
             database=parameters.get("database") or self.headers.get("X-ClickHouse-Database"),
             default_format=parameters.get("default_format") or self.headers.get("X-ClickHouse-Format", "TabSeparated"),
-            query_id=query_id,
             parameters={k[len("param_") :]: v for k, v in parameters.items() if k.startswith("param_")},
             settings={
                 k: v for k, v in parameters.items() if k not in _TRANSPORT_PARAMETERS and not k.startswith("param_")
