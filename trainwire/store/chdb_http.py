@@ -558,11 +558,12 @@ class ChdbHttpServer:
                 applied.append(name)
             return self._statement(handle, request)
         finally:
-            for name in applied:
-                self._run(handle, f"SET {name} = {_sql_string(previous[name]) if name in previous else 'DEFAULT'}")
-            if request.database:
-                self._run(handle, f"USE {_identifier(database)}")
-            session.consistent = True
+            with contextlib.suppress(ClickHouseHttpError):  # else the session stays inconsistent: closed
+                for name in applied:
+                    self._run(handle, f"SET {name} = {_sql_string(previous[name]) if name in previous else 'DEFAULT'}")
+                if request.database:
+                    self._run(handle, f"USE {_identifier(database)}")
+                session.consistent = True
 
     def _statement(self, handle: Any, request: _Request) -> tuple[bool, Any, str | None]:
         """Run the request's statement: (whether it is an INSERT with data, chdb's result, its output format)."""
