@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
-from clickhouse_connect.driver.exceptions import DatabaseError, ProgrammingError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
 
 from trainwire.cli import main
 from trainwire.config import Settings
@@ -199,6 +199,27 @@ def test_an_insert_in_other_formats_with_a_compressed_body(owner: OwnerEndpoint)
         assert json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "1"
     _, _, body = request(owner, "POST", "/", b"SELECT name FROM fmt_in ORDER BY id FORMAT CSV")
     assert body == b'"parquet"\n"tsv"\n"rowbinary"\n"native"\n'
+
+
+def test_an_insert_the_disk_has_no_room_for_is_refused_for_now_and_nothing_is_half_written(
+    owned_dir: Path, owner: OwnerEndpoint
+) -> None:
+    """A real full disk: a 1 MB tmpfs where the endpoint keeps an insert's data while chdb reads it."""
+    inserts = owned_dir / "clickhouse.inserts"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(inserts)], check=True)
+    try:
+        ch = client(owner)
+        ch.command("CREATE TABLE full_disk (x String) ENGINE = MergeTree ORDER BY x")
+        rows = [[f"row-{i:07d}"] for i in range(200_000)]  # about 2.4 MB
+        with pytest.raises(OperationalError, match="NOT_ENOUGH_SPACE"):  # 503: retriable, as a server's full disk
+            ch.insert("full_disk", rows)
+        assert list(inserts.iterdir()) == []  # the partial file is gone
+        assert ch.command("SELECT count() FROM full_disk") == 0  # nothing half written
+        ch.insert("full_disk", rows[:1000])  # what fits goes in
+        assert ch.command("SELECT count() FROM full_disk") == 1000
+        ch.close()
+    finally:
+        subprocess.run(["umount", str(inserts)], check=True)
 
 
 def test_errors_as_clickhouse_sends_them(owner: OwnerEndpoint) -> None:
