@@ -75,12 +75,13 @@ def test_filter_reasons_in_order():
         (ix(prompt="   "), "empty_prompt"),
         (ix(prompt=[{"role": "system", "content": "only a system message"}]), "empty_prompt"),
         (ix(completion=" \n"), "empty_completion"),
-        (ix(completion="4\ufffd2"), "replacement_character"),  # a tiny model's token decoded from half a character
-        (ix(prompt=[{"role": "user", "content": "q\ufffd"}]), "replacement_character"),
         (ix(reward=None), "no_reward"),
         (ix(reward=0.4), "low_reward"),
         (ix(completion="ab"), "too_short"),
         (ix(completion="x" * 11), "too_long"),
+        (ix(completion="4\ufffd2", reward=0.4), "low_reward"),  # counted where it would be dropped anyway
+        (ix(completion="4\ufffd2"), "replacement_character"),  # a tiny model's token decoded from half a character
+        (ix(prompt=[{"role": "user", "content": "q\ufffd"}]), "replacement_character"),
         (ix(prompt="q1", completion="abc", reward=0.5), None),
         (ix(prompt=" q1 ", completion="other"), "duplicate"),
         (ix(prompt=[{"role": "user", "content": "q1"}], completion="x" * 10), None),
@@ -96,9 +97,9 @@ def test_filter_reasons_in_order():
         "failed": 1,
         "empty_prompt": 2,
         "empty_completion": 1,
-        "replacement_character": 2,
         "no_reward": 1,
-        "low_reward": 1,
+        "low_reward": 2,
+        "replacement_character": 2,
         "too_short": 1,
         "too_long": 1,
         "duplicate": 1,

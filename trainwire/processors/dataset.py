@@ -9,12 +9,13 @@ reason                        dropped when
 ``failed``                    ``success`` is false
 ``empty_prompt``              the prompt is blank (a chat prompt: no user message with content)
 ``empty_completion``          the completion is blank
-``replacement_character``     the prompt or completion contains U+FFFD, the mark a decoder leaves
-                              for bytes that are not valid UTF-8 (a tiny model's partial
-                              characters): such text is never written into a dataset
 ``no_reward`` / ``low_reward``  ``min_reward`` is set and the reward is missing (or NaN) / below it
 ``too_short`` / ``too_long``  the completion has fewer than ``min_length`` / more than
                               ``max_length`` characters
+``replacement_character``     the prompt or completion contains U+FFFD, the mark a decoder leaves
+                              for bytes that are not valid UTF-8 (a tiny model's partial
+                              characters): such text is never written into a dataset (checked
+                              after the reward and length, so it counts the examples lost to it)
 ``no_judge_score`` /          ``min_judge_score`` is set and no successful judge score
 ``low_judge_score``           (``score_normalized``) came for the interaction / it is below
 ``duplicate``                 ``deduplicate`` is on and an earlier kept example had the same
@@ -107,11 +108,11 @@ DROP_REASONS = (
     "failed",
     "empty_prompt",
     "empty_completion",
-    "replacement_character",
     "no_reward",
     "low_reward",
     "too_short",
     "too_long",
+    "replacement_character",
     "no_judge_score",
     "low_judge_score",
     "duplicate",
@@ -334,8 +335,6 @@ class DatasetFilter:
             return "empty_prompt"
         if not interaction.completion.strip():
             return "empty_completion"
-        if REPLACEMENT_CHARACTER in interaction.completion or REPLACEMENT_CHARACTER in _prompt_key(interaction.prompt):
-            return "replacement_character"
         if c.min_reward is not None:
             reward = interaction.reward
             if reward is None or math.isnan(reward):
@@ -347,6 +346,8 @@ class DatasetFilter:
             return "too_short"
         if c.max_length is not None and length > c.max_length:
             return "too_long"
+        if REPLACEMENT_CHARACTER in interaction.completion or REPLACEMENT_CHARACTER in _prompt_key(interaction.prompt):
+            return "replacement_character"
         return None
 
     def check(
