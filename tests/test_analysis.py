@@ -869,6 +869,11 @@ def test_query_names_a_reward_function_the_runs_do_not_have(embedded_settings):
     result = runner.invoke(query_command, ["judge_agreement", "-p", "reward_fn=accuracy"], obj=embedded_settings)
     assert result.exit_code == 1
     assert "no run has a reward function 'accuracy' (run a has total, acc, fmt; run b has total, acc)" in result.output
+    result = runner.invoke(  # a query of one run (-p run=) is checked against that run
+        query_command, ["audit_judge_drift", "-p", "run=b", "-p", "reward_fn=fmt"], obj=embedded_settings
+    )
+    assert result.exit_code == 1
+    assert "run b has no reward function 'fmt' (it has total, acc)" in result.output
     result = runner.invoke(
         query_command, ["judge_agreement", "-p", "reward_fn=fmt", "--format", "json"], obj=embedded_settings
     )

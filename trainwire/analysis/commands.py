@@ -87,7 +87,8 @@ def _query(settings: Settings, name: str | None, pairs: tuple[str, ...], fmt: st
     bound = query.bind(params)  # unknown, missing or malformed parameters fail before opening the store too
     with open_migrated(settings) as store:
         if "reward_fn" in params:  # a reward function the runs do not have is named, not answered with nothing
-            check_reward_fn(store, name, bound.get("runs", []), bound["reward_fn"])
+            runs = bound.get("runs") or ([bound["run"]] if bound.get("run") else [])
+            check_reward_fn(store, name, runs, bound["reward_fn"])
         table = run_query(store, name, **params)
     echo_arrow(table, fmt)
 
