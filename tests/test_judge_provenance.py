@@ -13,7 +13,7 @@ import pytest
 
 from trainwire.analysis.queries import run_query
 from trainwire.config import Settings
-from trainwire.events import Event, JudgeScore
+from trainwire.events import Event, Interaction, JudgeScore
 from trainwire.store.clickhouse import open_store
 from trainwire.store.migrations import MIGRATIONS_TABLE, available_migrations
 
@@ -135,3 +135,43 @@ def test_judge_compare_on_the_interactions_both_scored(embedded_settings: Settin
     assert by_version == templates
     assert all_runs["n"] == 4 and all_runs["mean_difference"] == pytest.approx((-0.25 - 1.0) / 4)
     assert nothing == [] and modes == []  # no interaction scored by both sides: no row
+
+
+def test_the_verdict_that_counts_is_the_score_stored_last_when_a_rescore_shares_its_time(embedded_settings: Settings):
+    """A rescore's score carries its request's time, as the first score does: of two scores of one
+    interaction at the same time, the one stored last (the rescore) is the verdict, in every view and
+    query that picks one (was: whichever argMax met first)."""
+    right, other = (
+        Event(
+            run_id="r",
+            payload=Interaction(prompt="2+2?", completion=text, reward=reward, step=3, group_id="g", group_index=index),
+            ts=TS,
+        )
+        for index, (text, reward) in enumerate([("4", 1.0), ("5", 0.0)])
+    )
+    first = score("r", right.event_id, "m1", 1.0, reasoning="first judge: wrong", step=3, reward=1.0)
+    rescored = score("r", right.event_id, "m2", 5.0, reasoning="rescore: right", step=3, reward=1.0)
+    with open_store(embedded_settings) as store:
+        store.migrate()
+        store.insert_events([right, other, first, score("r", other.event_id, "m1", 3.0, reasoning="so-so", step=3)])
+        store.insert_events([rescored])  # a later insert: a later inserted_at, the same ts
+        verdicts = store.query_rows(
+            "SELECT interaction_id, score, score_normalized FROM judge_verdicts(runs = ['r']) ORDER BY score"
+        )
+        pairs = store.query_rows("SELECT score FROM judge_pairs(runs = ['r'], reward_fn = 'total') ORDER BY score")
+        group = run_query(store, "group_completions", run="r", step=3, group="g").to_pylist()
+        record = run_query(store, "interaction_record", event_id=right.event_id).to_pylist()
+        disagreements = run_query(store, "judge_disagreements", min_gap=0.0).to_pylist()
+    assert verdicts == [
+        {"interaction_id": other.event_id, "score": 3.0, "score_normalized": 0.5},
+        {"interaction_id": right.event_id, "score": 5.0, "score_normalized": 1.0},
+    ]
+    assert pairs == [{"score": 3.0}, {"score": 5.0}]
+    assert [(r["judge_score"], r["judge_reasoning"]) for r in group] == [(5.0, "rescore: right"), (3.0, "so-so")]
+    assert [(r["judge_score"], r["judge_model"], r["judge_reasoning"]) for r in record] == [
+        (5.0, "m2", "rescore: right")
+    ]
+    assert [(r["interaction_id"], r["gap"], r["reasoning"]) for r in disagreements] == [
+        (other.event_id, 0.5, "so-so"),
+        (right.event_id, 0.0, "rescore: right"),
+    ]

@@ -31,7 +31,7 @@ FROM
 ) AS i
 LEFT JOIN
 (
-    SELECT interaction_id, argMax((score_normalized, score, reasoning), ts) AS verdict
+    SELECT interaction_id, argMax((score_normalized, score, reasoning), (ts, inserted_at)) AS verdict
     FROM judge_scores FINAL
     WHERE run_id = {run:String} AND success AND isFinite(score_normalized) = 1
         AND interaction_id IN (

@@ -42,7 +42,7 @@ LEFT JOIN
 (
     SELECT
         interaction_id,
-        argMaxIf((score_normalized, score, judge_model, reasoning), ts, success AND isFinite(score_normalized) = 1)
+        argMaxIf((score_normalized, score, judge_model, reasoning), (ts, inserted_at), success AND isFinite(score_normalized) = 1)
             AS verdict,
         countIf(NOT success) AS failed
     FROM judge_scores FINAL

@@ -34,7 +34,7 @@ FROM
 ) AS p
 LEFT JOIN
 (
-    SELECT interaction_id, argMax(reasoning, ts) AS reasoning
+    SELECT interaction_id, argMax(reasoning, (ts, inserted_at)) AS reasoning
     FROM judge_scores FINAL
     WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, judge_scores.run_id))
         AND success AND isFinite(score_normalized) = 1

@@ -4,12 +4,13 @@
 -- 1-5. Both views now carry both columns under those names.
 
 -- judge_verdicts(runs): the verdict that counts for each judged interaction, the latest
--- successful score of the selected runs' judge_scores.
+-- successful score of the selected runs' judge_scores (by ts, then by inserted_at: a rescore's
+-- score carries its request's ts, and the one stored last counts).
 CREATE OR REPLACE VIEW judge_verdicts AS
 SELECT interaction_id, verdict.1 AS score, verdict.2 AS score_normalized
 FROM
 (
-    SELECT interaction_id, argMax((score, assumeNotNull(score_normalized)), ts) AS verdict
+    SELECT interaction_id, argMax((score, assumeNotNull(score_normalized)), (ts, inserted_at)) AS verdict
     FROM judge_scores FINAL
     WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
         AND success AND isFinite(score_normalized) = 1
@@ -48,7 +49,7 @@ FROM
                        if(mapContains(rewards, {reward_fn:String}), rewards[{reward_fn:String}], NULL)),
                     reward IS NOT NULL OR notEmpty(rewards)
                 ),
-                ts
+                (ts, inserted_at)
             ) AS verdict
         FROM judge_scores FINAL
         WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
