@@ -204,3 +204,53 @@ def test_an_owner_that_closed_answers_no_more_even_on_a_connection_kept_alive(em
         connection.request("POST", "/", body=b"SELECT 2", headers=login)
         connection.getresponse()
     connection.close()
+
+
+OWNER_UNTIL_KILLED = """
+import sys, time
+from trainwire.config import Settings
+from trainwire.store.clickhouse import open_store
+store = open_store(Settings(data_dir=sys.argv[1]))
+store.command("CREATE TABLE IF NOT EXISTS t (x UInt8) ENGINE = MergeTree ORDER BY x")
+store.command("INSERT INTO t VALUES (1)")
+print("ready", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_the_next_owner_serves_the_same_port_and_users_so_a_client_set_up_once_goes_on(
+    embedded_settings: Settings,
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    import clickhouse_connect
+
+    data_dir = embedded_settings.data_dir
+    first = subprocess.Popen(
+        [sys.executable, "-c", OWNER_UNTIL_KILLED, str(data_dir)], stdout=subprocess.PIPE, text=True
+    )
+    assert first.stdout.readline().strip() == "ready"
+    endpoint = OwnerEndpoint.read(data_dir)
+    user = endpoint.read_only_user
+    dashboard = clickhouse_connect.get_client(
+        host="127.0.0.1", port=endpoint.port, username=user.name, password=user.password, database="trainwire"
+    )
+    assert dashboard.command("SELECT count() FROM t") == 1
+    first.send_signal(signal.SIGKILL)  # no clean exit: a new owner takes over the data directory
+    first.wait()
+    first.stdout.close()
+    with open_store(embedded_settings) as store:
+        assert isinstance(store, EmbeddedStore)
+        assert (store.endpoint.port, store.endpoint.read_only_user) == (endpoint.port, user)
+        store.command("INSERT INTO t VALUES (2)")
+        assert dashboard.command("SELECT count() FROM t") == 2  # the same client, not set up again
+    dashboard.close()
+    with socket.socket() as taken:  # another program on that port: the next owner takes any free one
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past the closed connections' TIME_WAIT
+        taken.bind(("127.0.0.1", endpoint.port))
+        taken.listen()
+        with open_store(embedded_settings) as store:
+            assert store.endpoint.port != endpoint.port and store.endpoint.user == endpoint.user
+            assert OwnerEndpoint.read(data_dir).port == store.endpoint.port

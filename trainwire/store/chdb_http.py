@@ -363,7 +363,8 @@ class ChdbHttpServer:
 
     ``chdb_path`` is the engine's data path (this process must already have chdb open on it);
     ``users`` may log in; ``database`` is their default database; ``temp_dir`` (private) holds an
-    insert's data while chdb reads it; ``on_hand_over`` is called on a thread of its own when a
+    insert's data while chdb reads it; ``port`` is the port to serve on if it is free (0 or taken:
+    any free port); ``on_hand_over`` is called on a thread of its own when a
     process waiting to own chdb asks for it (None: refuse, the owner keeps it).
     """
 
@@ -374,6 +375,7 @@ class ChdbHttpServer:
         *,
         database: str,
         temp_dir: Path,
+        port: int = 0,
         on_hand_over: Callable[[], None] | None = None,
     ):
         import chdb
@@ -398,7 +400,10 @@ class ChdbHttpServer:
         self._connections: set[socket.socket] = set()
         """Open client connections (kept alive between requests)."""
         self._sessions = _Sessions()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
+        try:
+            self._server = _Server(("127.0.0.1", port), _Handler)
+        except OSError:  # the port asked for is taken (by another program): any free one
+            self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.endpoint = self
         threading.Thread(target=self._server.serve_forever, name="trainwire-chdb-http", daemon=True).start()
 

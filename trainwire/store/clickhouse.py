@@ -216,6 +216,8 @@ def _is_login_refused(exc: BaseException) -> bool:
 
 _LOCK_FILE = "clickhouse.lock"
 _OWNER_FILE = "clickhouse.owner.json"
+_ENDPOINT_FILE = "clickhouse.endpoint.json"
+"""The endpoint's port and users, kept after its owner exits so the next owner serves the same ones."""
 _INSERTS_DIR = "clickhouse.inserts"
 """Where the owner's endpoint keeps an insert's data while chdb reads it (private, emptied after each)."""
 
@@ -230,7 +232,9 @@ class OwnerEndpoint:
     The owner serves ClickHouse's HTTP interface (:mod:`trainwire.store.chdb_http`) on
     ``127.0.0.1:port`` to two users with random passwords: ``trainwire`` (reads and writes) and
     ``trainwire_ro`` (``readonly=1``, for dashboards). The file is ``0600``: only the data
-    directory's owner can read the passwords.
+    directory's owner can read the passwords. The port and users are made once per data directory
+    (``clickhouse.endpoint.json``, also ``0600``): every later owner serves the same ones, on the
+    same port unless another program took it, so a dashboard or DBeaver set up once keeps working.
     """
 
     pid: int
@@ -244,9 +248,10 @@ class OwnerEndpoint:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    def read(cls, data_dir: Path) -> OwnerEndpoint:
-        """The owner file of ``data_dir``; OSError, ValueError or KeyError if there is none readable."""
-        owner = json.loads((data_dir / _OWNER_FILE).read_text())
+    def read(cls, data_dir: Path, name: str = _OWNER_FILE) -> OwnerEndpoint:
+        """The owner file of ``data_dir`` (or another file ``name`` written by :meth:`write`);
+        OSError, ValueError or KeyError if there is none readable."""
+        owner = json.loads((data_dir / name).read_text())
         return cls(
             pid=int(owner["pid"]),
             port=int(owner["port"]),
@@ -254,8 +259,8 @@ class OwnerEndpoint:
             read_only_user=HttpUser(str(owner["read_only_user"]), str(owner["read_only_password"]), read_only=True),
         )
 
-    def write(self, data_dir: Path) -> None:
-        """Write the owner file (``0600``), replacing any left by an owner that died."""
+    def write(self, data_dir: Path, name: str = _OWNER_FILE) -> None:
+        """Write the owner file (``0600``; or the file ``name``), replacing any left by an owner that died."""
         owner = {
             "pid": self.pid,
             "port": self.port,
@@ -264,7 +269,7 @@ class OwnerEndpoint:
             "read_only_user": self.read_only_user.name,
             "read_only_password": self.read_only_user.password,
         }
-        replace_private(data_dir / _OWNER_FILE, json.dumps(owner).encode(), fsync=False)
+        replace_private(data_dir / name, json.dumps(owner).encode(), fsync=False)
 
 
 def running_owner(data_dir: Path) -> OwnerEndpoint | None:
@@ -303,7 +308,8 @@ clickhouse-connect (Python):
 JDBC (DBeaver and other tools, ClickHouse's driver):
   jdbc:clickhouse://{host}:{port}/{database}   user {read_only.name}, password {read_only.password}
 
-The port and passwords change when another process becomes the owner: run this again then."""
+The next owner of this data directory serves the same port and passwords (unless another program
+took the port: then run this again)."""
 
 
 def _open_embedded(data_dir: Path, own_within_s: float | None, on_hand_over: Callable[[], None] | None = None) -> Store:
@@ -395,16 +401,22 @@ class EmbeddedStore(ClientStore):
         super().__init__(client, DEFAULT_DATABASE, f"chdb {path}")
         self.data_dir = data_dir
         self._lock_file = lock
+        try:  # the port and users of the previous owner, so that clients set up for it go on working
+            last = OwnerEndpoint.read(data_dir, _ENDPOINT_FILE)
+            user, read_only_user, port = last.user, last.read_only_user, last.port
+        except (OSError, ValueError, KeyError):
+            user, read_only_user, port = HttpUser.new(READ_WRITE_USER), HttpUser.new(READ_ONLY_USER, read_only=True), 0
         self._server = ChdbHttpServer(
             path,
-            [HttpUser.new(READ_WRITE_USER), HttpUser.new(READ_ONLY_USER, read_only=True)],
+            [user, read_only_user],
             database=DEFAULT_DATABASE,
             temp_dir=private_dir(data_dir / _INSERTS_DIR),
+            port=port,
             on_hand_over=on_hand_over,
         )
-        users = self._server.users
-        self.endpoint = OwnerEndpoint(os.getpid(), self._server.port, users[READ_WRITE_USER], users[READ_ONLY_USER])
+        self.endpoint = OwnerEndpoint(os.getpid(), self._server.port, user, read_only_user)
         """Where other processes and tools reach this owner (also in the owner file)."""
+        self.endpoint.write(data_dir, _ENDPOINT_FILE)
         self.endpoint.write(data_dir)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
