@@ -34,6 +34,7 @@ from trainwire.errors import StoreError
 from trainwire.events import Event, Interaction, decode, encode
 from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.sinks.base import SinkBackpressure
+from trainwire.sinks.clickhouse import ClickHouseSink
 from trainwire.store.clickhouse import EmbeddedStore, OwnerClientStore, Store, open_store
 from trainwire.topics import DEAD_LETTER, event_topic, topic_name
 
@@ -313,7 +314,7 @@ def test_clickhouse_down_while_separating_a_refused_record_stores_and_reports_ea
         # right half, which fails as if ClickHouse were down: the flush must be retried.
         store = _GoesDownOnce(real, failing_call=3)
         core = build_pipeline(settings, store, OPTIONS).core
-        (sink,) = core.sinks
+        sink = next(s for s in core.sinks if isinstance(s, ClickHouseSink))  # beside the alert console
         for offset, event in enumerate(batch):
             sink.add(event, Record(INTERACTIONS, 0, offset, b"sink-run", encode(event), 0, ()))
         with pytest.raises(SinkBackpressure):
