@@ -154,3 +154,20 @@ def test_training_shows_step_and_reward_on_a_terminal_and_keeps_the_logs_in_a_fi
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["step"] for r in records if "reward" in r] == [1, 2, 3]
     assert all(isinstance(r["loss"], float) for r in records if "reward" in r)
+
+
+def test_import_shows_its_bytes_and_file_on_a_terminal_only(embedded_settings: Settings, tmp_path: Path) -> None:
+    """One progress mechanism for every command: import's line is trainwire's own, as the worker's."""
+    logs = tmp_path / "completions.jsonl"
+    logs.write_text(
+        "".join(json.dumps({"prompt": f"p{i}", "completion": "c", "reward": 1.0}) + "\n" for i in range(50))
+    )
+
+    status, _, errors = _trainwire(embedded_settings, "import", str(logs), terminal=False)
+    assert status == 0, errors
+    assert "MB" not in errors and not ANSI.search(errors)
+
+    status, _, screen = _trainwire(embedded_settings, "import", "--force", str(logs), terminal=True)
+    assert status == 0, screen
+    text = ANSI.sub("", screen)
+    assert re.search(r"import .*completions\.jsonl · 0\.0 of 0\.0 MB", text), text

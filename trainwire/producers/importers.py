@@ -73,6 +73,7 @@ from trainwire.errors import EventError
 from trainwire.events import Event, Interaction, Source, check_event, check_ts, ts_out_of_range
 from trainwire.private_files import open_private
 from trainwire.producers.api import make_interaction
+from trainwire.progress import Progress
 
 __all__ = [
     "ImportSummary",
@@ -552,7 +553,9 @@ class Importer:
         self.ledger = Ledger(settings.data_dir)
         self.summary = ImportSummary()
         self._source = Source.current(library=LIBRARY)
-        self._bar: Any = None
+        self._progress: Progress | None = None
+        self._bytes_total = self._bytes_done = 0
+        self._file_name = ""
         self._since_check = 0
 
     # ---------------------------------------------------------------- files
@@ -596,19 +599,16 @@ class Importer:
         for f in files:
             with contextlib.suppress(OSError):
                 total += f.stat().st_size
-        from tqdm import tqdm
-
-        self._bar = tqdm(
-            total=total, unit="B", unit_scale=True, desc="import", disable=None if self.progress else True, leave=False
-        )
+        self._progress = Progress("import", total=total) if self.progress else None
+        self._bytes_total, self._bytes_done = total, 0
         before = self.emitter.stats()
         self.emitter.start()  # replays what an earlier import left in the spool, even with nothing new
         try:
-            for path in files:
-                self._bar.set_postfix_str(path.name, refresh=False)
-                self.import_file(path)
+            with self._progress or contextlib.nullcontext():
+                for path in files:
+                    self._file_name = path.name
+                    self.import_file(path)
         finally:
-            self._bar.close()
             if self._own_emitter:
                 self.emitter.close()
             else:
@@ -698,8 +698,10 @@ class Importer:
         self._advance(size)
 
     def _advance(self, nbytes: int) -> None:
-        if self._bar is not None and nbytes:
-            self._bar.update(nbytes)
+        self._bytes_done += nbytes
+        if self._progress is not None and nbytes:
+            done, total = self._bytes_done / 1e6, self._bytes_total / 1e6
+            self._progress.update(self._bytes_done, f"{self._file_name} · {done:,.1f} of {total:,.1f} MB")
 
     # ---------------------------------------------------------------- records
 
