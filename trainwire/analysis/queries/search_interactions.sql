@@ -20,19 +20,9 @@
 -- choices: judged = any | yes | no
 -- param: limit UInt32 = 50 -- at most this many
 -- param: offset UInt32 = 0 -- skip this many (the next page)
-SELECT
-    event_id,
-    toString(run_id) AS run_id,
-    step,
-    group_id,
-    ts,
-    if(isFinite(reward) = 1, reward, NULL) AS reward,
-    success,
+WITH
     event_id IN (SELECT interaction_id FROM judge_scores WHERE success) AS judged,
-    substringUTF8(if(prompt != '', prompt, prompt_messages), 1, 200) AS prompt_start,
-    substringUTF8(completion, 1, 200) AS completion_start
-FROM interactions FINAL
-WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run_id))
+    (empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run_id))
     AND ({step_min:Int64} < 0 OR ifNull(interactions.step, -1) >= {step_min:Int64})
     AND ({step_max:Int64} < 0 OR ifNull(interactions.step, 9223372036854775807) <= {step_max:Int64})
     AND (({reward_min:Float64} <= -1e308 AND {reward_max:Float64} >= 1e308)
@@ -51,5 +41,31 @@ WHERE (empty({runs:Array(String)}) OR has({runs:Array(String)}, interactions.run
              -- (U+212A). This is what the text_ngrams index (0007) reads to skip granules.
              AND lower(concat(interactions.prompt, '\n', interactions.prompt_messages, '\n', interactions.completion))
                  LIKE concat('%', replaceRegexpAll(lower({text:String}), '[^\\x00-\\x7F]+|[%_\\\\k]+', '%'), '%')))
+        AS wanted
+SELECT
+    event_id,
+    toString(run_id) AS run_id,
+    step,
+    group_id,
+    ts,
+    if(isFinite(reward) = 1, reward, NULL) AS reward,
+    success,
+    judged,
+    substringUTF8(if(prompt != '', prompt, prompt_messages), 1, 200) AS prompt_start,
+    substringUTF8(completion, 1, 200) AS completion_start
+FROM interactions FINAL
+WHERE wanted
+    -- Only rows at least as new as the page's last one. The newest limit + offset matches are
+    -- found without FINAL, where ClickHouse stops reading once it holds them (top-K filtering on
+    -- ts, with 0007's ts_minmax index) while FINAL reads every granule the filters keep. Their
+    -- oldest ts bounds the page when they are as many events (no redelivered copy among them);
+    -- else the bound is 1900 (every row).
+    AND ts >= (
+        SELECT if(uniqExact(event_id) = count(), min(ts), toDateTime64('1900-01-01 00:00:00', 6, 'UTC'))
+        FROM (
+            SELECT event_id, ts FROM interactions WHERE wanted
+            ORDER BY ts DESC, event_id LIMIT {limit:UInt32} + {offset:UInt32}
+        )
+    )
 ORDER BY ts DESC, event_id
 LIMIT {limit:UInt32} OFFSET {offset:UInt32}
