@@ -27,6 +27,7 @@ from trainwire.events import Event, Interaction, encode
 from trainwire.runtime import WorkerOptions, build_core, build_pipeline, build_stages
 from trainwire.runtime.pipeline import StageSet
 from trainwire.runtime.stages import Stage
+from trainwire.sinks.clickhouse import ClickHouseSink
 from trainwire.store.clickhouse import open_store
 from trainwire.topics import DEAD_LETTER, event_topic, topic_name
 
@@ -221,7 +222,7 @@ def test_an_event_clickhouse_cannot_hold_is_a_dead_letter_and_the_batch_is_store
     with open_store(embedded_settings) as store:
         store.migrate()
         core = build_core(embedded_settings, store, WorkerOptions(monitor=False))
-        (sink,) = core.sinks
+        sink = next(s for s in core.sinks if isinstance(s, ClickHouseSink))  # beside the alert console
         for offset, event in enumerate(events):
             sink.add(event, Record(topic, 0, offset, RUN.encode(), encode(event), 0))
 
