@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner, Result
-from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError, ProgrammingError
+from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from trainwire.cli import main
 from trainwire.config import Settings
@@ -246,16 +246,39 @@ def test_the_read_only_user_reads_and_is_refused_ddl_inserts_and_settings(owner:
     with pytest.raises(DatabaseError) as refused:
         ro.insert("t", [[9, "nine", None]])
     assert refused.value.code == 164
-    with pytest.raises(ProgrammingError, match="Setting max_threads is readonly"):  # system.settings says so
-        ro.query("SELECT 1", settings={"max_threads": 1})
-    status, headers, body = request(owner, "POST", "/?max_threads=1", b"SELECT 1", read_only=True)
-    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
-    assert b"Cannot modify 'max_threads' setting in readonly mode" in body
-    status, headers, body = request(owner, "POST", "/?session_id=ro-1&max_threads=1", b"SELECT 1", read_only=True)
-    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")  # in a session too
-    assert request(owner, "POST", "/?session_id=ro-1", b"SELECT 1", read_only=True)[:3:2] == (200, b"1\n")
+    for statement in ("SET readonly = 0", "SET max_threads = 1"):  # no SET statement, as in ClickHouse's readonly=1
+        with pytest.raises(DatabaseError) as refused:
+            ro.command(statement)
+        assert refused.value.code == 164
+    # no table function: a read-only user cannot read the owner's files or reach a URL through it
+    for function in ("file('/etc/passwd', 'LineAsString')", f"url('{owner.url}/ping', 'LineAsString')"):
+        status, headers, body = request(owner, "POST", "/", f"SELECT * FROM {function}".encode(), read_only=True)
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164"), body
     ro.close()
     assert client(owner).query("SELECT count() FROM t").result_rows == [(3,)]  # nothing changed
+
+
+def test_the_read_only_user_may_change_query_settings_as_dashboards_do(owner: OwnerEndpoint) -> None:
+    """Grafana's plugin sends max_execution_time on the URL and the SQL library's joins close with
+    SETTINGS join_use_nulls = 1: both work for the read-only user (ClickHouse's
+    changeable_in_readonly), in a session too; the settings hold for that request only."""
+    joined = b"SELECT count() FROM t AS a LEFT JOIN t AS b ON a.id = b.id + 100 WHERE b.id IS NULL"
+    for target in ("/?max_execution_time=30&max_threads=1", "/?session_id=ro-1&max_execution_time=30"):
+        status, _, body = request(owner, "POST", target, joined + b" SETTINGS join_use_nulls = 1", read_only=True)
+        assert (status, body) == (200, b"3\n")
+    status, _, body = request(
+        owner,
+        "POST",
+        "/?max_execution_time=7",
+        b"SELECT getSetting('max_execution_time'), getSetting('readonly')"
+        b" SETTINGS max_threads = 2, log_comment = 'a ''quoted'' comment' FORMAT TSV",
+        read_only=True,
+    )
+    assert (status, body) == (200, b"7\t1\n")
+    status, _, body = request(owner, "POST", "/", b"SELECT getSetting('max_execution_time')", read_only=True)
+    assert (status, body) == (200, b"0\n")  # the next request starts from the defaults
+    status, headers, _ = request(owner, "POST", "/?readonly=0", b"DROP TABLE t", read_only=True)
+    assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")  # readonly itself is not theirs to change
 
 
 def test_a_get_may_not_write(owner: OwnerEndpoint) -> None:

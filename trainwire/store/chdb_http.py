@@ -227,6 +227,30 @@ _TRANSPORT_PARAMETERS = frozenset(
 
 _SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
+_SETTING_VALUE = r"(?:'(?:[^'\\]|\\.|'')*'|[-+\w.]+)"
+_CLOSING_SETTINGS = re.compile(
+    rf"\bSETTINGS\s+(?P<items>\w+\s*=\s*{_SETTING_VALUE}(?:\s*,\s*\w+\s*=\s*{_SETTING_VALUE})*)"
+    r"(?:\s+FORMAT\s+\w+)?\s*;?\s*\Z",
+    re.I,
+)
+_SETTING_ITEM = re.compile(rf"(?P<name>\w+)\s*=\s*(?P<value>{_SETTING_VALUE})")
+
+
+def _closing_settings(sql: str) -> dict[str, str]:
+    """The settings of a ``SETTINGS`` clause that closes ``sql`` (before an optional ``FORMAT``), as
+    name -> value (a string literal unquoted); {} when it has none."""
+    match = _CLOSING_SETTINGS.search(sql)
+    if match is None:
+        return {}
+    settings = {}
+    for item in _SETTING_ITEM.finditer(match["items"]):
+        value = item["value"]
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)|''", lambda escaped: escaped[1] or "'", value[1:-1])
+        settings[item["name"]] = value
+    return settings
+
+
 _LEADING_COMMENTS = rb"(?:\s+|--[^\n]*\n|/\*.*?\*/)*"
 _INSERT_WITH_FORMAT = re.compile(
     rb"\A" + _LEADING_COMMENTS + rb"INSERT\s+INTO\s+(?P<target>.*?)"
@@ -479,16 +503,14 @@ class ChdbHttpServer:
         it is the session's, and the request's database and settings are put back afterwards (in
         ClickHouse they hold for the one query; ``SET`` and ``USE`` statements stay).
         """
-        if request.session_id is None:
-            handle = self._open_handle(request.user, get=request.method == "GET")
+        if request.session_id is None or request.user.read_only:
+            handle = self._open_request_handle(request)
             try:
-                self._run(handle, f"USE {_identifier(request.database or self.database)}")
-                self._set(handle, request.settings)
                 insert, result, fmt = self._statement(handle, request)
             finally:
                 handle.close()
         else:
-            with self._sessions.take(request, lambda: self._open_session_handle(request.user)) as session:
+            with self._sessions.take(request, self._open_session_handle) as session:
                 insert, result, fmt = self._in_session(session, request)
         body = result.bytes() or b""
         read_rows, read_bytes = _statistic(result, "rows_read"), _statistic(result, "bytes_read")
@@ -511,21 +533,38 @@ class ChdbHttpServer:
             headers["Content-Type"] = "text/plain; charset=UTF-8"
         return _Reply(200, body, headers)
 
-    def _open_handle(self, user: HttpUser, *, get: bool = False) -> Any:
-        """A fresh chdb handle with ``user``'s rights (and ``readonly=2`` for a GET, as ClickHouse)."""
+    def _open_request_handle(self, request: _Request) -> Any:
+        """A fresh chdb handle for one request: its database and settings, then its user's rights.
+
+        The read-only user runs with ``readonly=1`` (no DDL, no INSERT, no table function such as
+        ``file()`` or ``url()``) but may change query settings, as ClickHouse's
+        ``changeable_in_readonly`` constraint allows: dashboards need it (Grafana's plugin sets
+        ``max_execution_time``; the SQL library's joins end in ``SETTINGS join_use_nulls = 1``). So
+        its settings, from the URL and from a ``SETTINGS`` clause closing the query, are set on the
+        handle before ``readonly`` (a setting already at its value passes the check). A ``GET`` of
+        the read-write user runs with ``readonly=2``, as ClickHouse does.
+        """
         handle = self._connect()
         try:
-            if user.read_only:
+            self._run(handle, f"USE {_identifier(request.database or self.database)}")
+            if request.user.read_only:
+                query = b"" if _INSERT_WITH_FORMAT.match(request.text) else request.text  # not an INSERT's data
+                settings = {**request.settings, **_closing_settings(query.decode(errors="replace"))}
+                self._set(handle, {name: value for name, value in settings.items() if name != "readonly"})
                 self._run(handle, "SET readonly = 1")
-            elif get:
-                self._run(handle, "SET readonly = 2")
+            else:
+                if request.method == "GET":
+                    self._run(handle, "SET readonly = 2")
+                self._set(handle, request.settings)
         except BaseException:
             handle.close()
             raise
         return handle
 
-    def _open_session_handle(self, user: HttpUser) -> Any:
-        handle = self._open_handle(user)
+    def _open_session_handle(self) -> Any:
+        """A session's handle (the read-write user's: the read-only user's requests keep no session,
+        as a session could hold nothing for it: ``SET`` and temporary tables are refused to it)."""
+        handle = self._connect()
         try:
             self._run(handle, f"USE {_identifier(self.database)}")
         except BaseException:
