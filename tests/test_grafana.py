@@ -11,11 +11,14 @@ annotation and variable query is then interpolated as the ClickHouse data source
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import importlib.util
 import json
 import math
 import re
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +32,7 @@ from trainwire.config import Settings
 from trainwire.events import Event, Interaction, JudgeScore, TrainStep
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_pipeline
-from trainwire.store.clickhouse import Store, open_store
+from trainwire.store.clickhouse import OwnerEndpoint, Store, open_store
 
 GRAFANA = ROOT / "infra" / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -189,6 +192,30 @@ def test_every_query_returns_rows_for_all_runs_and_for_one(store: Store, path: P
             if selection != (ALL,):
                 shown = {row.get("run", row.get("run_id")) for row in rows} - {None}
                 assert shown <= {one}, f"{path.name}: {where} shows runs {shown} with only {one} selected"
+
+
+def test_every_query_runs_as_the_read_only_user_on_the_embedded_endpoint(store: Store) -> None:
+    """What the grafana-embedded profile does: the plugin logs in as trainwire_ro on the endpoint of the
+    process owning the data directory (here this test's store) and sends each query with
+    max_execution_time on the URL, as clickhouse-go does over HTTP."""
+    owner = OwnerEndpoint.read(store.data_dir)
+    login = base64.b64encode(f"{owner.read_only_user.name}:{owner.read_only_user.password}".encode()).decode()
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        runs = Variable(_runs(store, dashboard, IN_RANGE), (ALL,))
+        context = QueryContext(IN_RANGE.time_from, IN_RANGE.time_to, 30, {"run": runs})
+        for where, sql in _queries(dashboard):
+            request = urllib.request.Request(
+                f"{owner.url}/?max_execution_time=60&default_format=JSONEachRow",
+                data=interpolate(sql, context).encode(),
+                headers={"Authorization": f"Basic {login}"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=60) as response:
+                    rows = response.read().splitlines()
+            except urllib.error.HTTPError as refused:
+                pytest.fail(f"{path.name}: {where}: {refused.code} {refused.read().decode()[:300]}")
+            assert rows, f"{path.name}: {where} returned no rows through the endpoint"
 
 
 def test_the_judge_score_per_step_is_on_0_to_1_as_the_panel_says(store: Store) -> None:
