@@ -26,6 +26,9 @@ def test_version():
 def test_errors_start_the_same_way_in_every_command(tmp_path: Path):
     data = tmp_path / "tasks.jsonl"
     data.write_text(json.dumps({"query": "q", "answer": "a"}) + "\n")
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    (calls / "log.jsonl").write_text("not json\n")
     commands = [
         ["sql", "SELECT * FROM nope"],  # the store refuses it
         ["query", "no_such_query"],
@@ -34,6 +37,7 @@ def test_errors_start_the_same_way_in_every_command(tmp_path: Path):
         ["probe", "logits", "--model", f"m={tmp_path / 'no-model'}", "--data", str(data)],
         ["judge", "log", "no-such-run", "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
         ["import", str(tmp_path / "missing.jsonl")],  # click's own usage error
+        ["import", str(calls)],  # a corrupt line: the summary lists it, then the one error line
     ]
     stderr = {}
     for args in commands:
@@ -42,10 +46,11 @@ def test_errors_start_the_same_way_in_every_command(tmp_path: Path):
         assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
         errors = [line for line in result.stderr.splitlines() if line.lower().startswith("error")]
         assert len(errors) == 1 and errors[0].startswith("Error: "), (args, result.stderr)
-        if args[0] != "import":  # a usage error comes after click's usage lines; every other is the only line
+        if args[1:] != [str(tmp_path / "missing.jsonl")]:  # a usage error comes after click's usage lines
             assert result.exit_code == 1 and result.stderr.startswith("Error: "), (args, result.stderr)
-        stderr[args[0]] = result.stderr
-    assert stderr["analyze"].startswith("Error: No events for any run in the store: nothing to analyze.")
+        stderr[" ".join(args[:2])] = result.stderr
+    assert stderr[f"import {calls}"] == "Error: 1 record(s) could not be imported (listed above)\n"
+    assert stderr["analyze --output"].startswith("Error: No events for any run in the store: nothing to analyze.")
     assert stderr["export"].startswith("Error: No interactions for any run in the store: nothing to export.")
 
 

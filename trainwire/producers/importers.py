@@ -947,6 +947,8 @@ def import_command(
     if hint:
         click.echo(hint)
     if summary.error_count or summary.failed:
-        sys.exit(1)
+        problems = [f"{summary.error_count} record(s) could not be imported"] if summary.error_count else []
+        problems += [f"{summary.failed} event(s) could not be published"] if summary.failed else []
+        raise click.ClickException(" and ".join(problems) + " (listed above)")
     if summary.spooled:
         sys.exit(EXIT_SPOOLED)
