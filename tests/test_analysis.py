@@ -5,15 +5,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainwire.analysis.commands import analyze_command, query_command
 from trainwire.analysis.queries import QueryError, get_query, list_queries, parse_query, run_query
-from trainwire.analysis.report import HIGH_QUALITY_THRESHOLD, to_jsonable
+from trainwire.analysis.report import HIGH_QUALITY_THRESHOLD, AnalysisResults, to_jsonable, write_results
 from trainwire.config import Settings
 from trainwire.events import Alert, Event, Interaction, JudgeScore, Logits, RewardStatsPayload, TrainStep
 from trainwire.processors.stats import GroupStatsAggregator, StatsConfig, pearson, spearman
@@ -952,3 +954,48 @@ def test_analyze_an_empty_store_says_so(embedded_settings, tmp_path: Path):
     assert "nothing to analyze" not in result.stdout  # said once
     assert json.loads((out / "analysis_results.json").read_text())["empty"] is True
     assert not list(out.glob("*.png")) and not (out / "dashboard.html").exists()
+
+
+def _value_jsonable(value):
+    """What the report writes for one value: the contract of ``to_jsonable``, one value at a time."""
+    if isinstance(value, dict):
+        return {str(k): _value_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
+        return {str(k): _value_jsonable(v) for k, v in value}
+    if isinstance(value, list | tuple):
+        return [_value_jsonable(v) for v in value]
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+_CELLS = {
+    "ints": st.one_of(st.none(), st.integers(-(2**63), 2**64 - 1)),
+    "floats": st.one_of(st.none(), st.floats(), st.integers(-5, 5)),
+    "flags": st.one_of(st.none(), st.booleans()),
+    "texts": st.one_of(st.none(), st.text()),
+    "times": st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))])),
+    "maps": st.lists(st.tuples(st.text(max_size=3), st.floats()), max_size=3),
+    "bytes": st.binary(max_size=4),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_analysis_results_json_holds_each_value_as_to_jsonable_defines_it(tmp_path_factory, data):
+    # query rows: the same columns in every row, each column of one kind, a few of them chosen at random
+    kinds = data.draw(st.lists(st.sampled_from(sorted(_CELLS)), min_size=1, max_size=4))
+    rows = data.draw(
+        st.lists(st.fixed_dictionaries({f"{kind}_{i}": _CELLS[kind] for i, kind in enumerate(kinds)}), max_size=12)
+    )
+    results = AnalysisResults(runs=["r"], threshold=1.0, generated_at=T0)
+    results.tables["runs_overview"] = rows
+    results.params["runs_overview"] = {"query": "runs_overview", "params": {"runs": ["r"]}}
+    out = tmp_path_factory.mktemp("results")
+    written = json.loads(write_results(results, out).read_text(encoding="utf-8"))
+    assert written["queries"]["runs_overview"]["rows"] == [_value_jsonable(row) for row in rows]
+    assert written["generated_at"] == "2026-03-01T12:00:00Z"

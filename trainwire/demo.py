@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
@@ -38,8 +38,10 @@ from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.runtime.pipeline import Pipeline
 from trainwire.runtime.stages import DatasetStage
-from trainwire.store.clickhouse import Store, open_store
 from trainwire.ui.command import ui_options
+
+if TYPE_CHECKING:
+    from trainwire.store.clickhouse import Store
 
 logger = logging.getLogger("trainwire.demo")
 
@@ -171,6 +173,8 @@ def run_demo(
         {"prompt": f"Question: what is {i} + {i + 1}? Answer:", "answer": str(2 * i + 1), "level": 1 + i % 5}
         for i in range(max(64, config.steps * config.prompts_per_step))
     ]
+
+    from trainwire.store.clickhouse import open_store
 
     store = open_store(settings, own_within_s=30)
     store.migrate()

@@ -33,14 +33,16 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from trainwire.analysis.queries import QueryError, run_query
 from trainwire.config import Settings
 from trainwire.errors import ConfigError
-from trainwire.store.clickhouse import Store
+
+if TYPE_CHECKING:
+    from trainwire.store.clickhouse import Store
 
 __all__ = ["SEVERITIES", "AuditConfig", "AuditReport", "Finding", "audit_command", "audit_run"]
 

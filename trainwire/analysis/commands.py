@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -17,7 +18,9 @@ from trainwire.analysis.report import HIGH_QUALITY_THRESHOLD
 from trainwire.config import Settings
 from trainwire.errors import TrainwireError
 from trainwire.output import echo_arrow, format_option
-from trainwire.store.clickhouse import Store
+
+if TYPE_CHECKING:
+    from trainwire.store.clickhouse import Store
 
 __all__ = ["analyze_command", "open_migrated", "query_command"]
 

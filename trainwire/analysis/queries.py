@@ -27,12 +27,14 @@ import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
-
-import pyarrow as pa
+from typing import TYPE_CHECKING, Any
 
 from trainwire.errors import TrainwireError
-from trainwire.store.clickhouse import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from trainwire.store.clickhouse import Store
 
 __all__ = [
     "STANDARD_QUERIES",

@@ -22,10 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from trainwire.analysis.queries import get_query, run_query
-from trainwire.store.clickhouse import Store
+
+if TYPE_CHECKING:
+    from trainwire.store.clickhouse import Store
 
 HIGH_QUALITY_THRESHOLD: float = get_query("high_quality").param("threshold").default
 """The one default of what counts as high quality (reward at or above it): the ``high_quality``
@@ -185,7 +189,8 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         if value and all(isinstance(v, tuple) and len(v) == 2 for v in value):  # an Arrow map: [(k, v), ...]
             return {str(k): to_jsonable(v) for k, v in value}
-        return [to_jsonable(v) for v in value]
+        rows = _jsonable_rows(value)
+        return rows if rows is not None else [to_jsonable(v) for v in value]
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, datetime):
@@ -195,6 +200,38 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
+
+
+_ATOMS = frozenset({int, str, bool, type(None)})
+"""Types :func:`to_jsonable` returns unchanged."""
+
+
+def _jsonable_rows(rows: list[Any] | tuple[Any, ...]) -> list[dict[str, Any]] | None:
+    """:func:`to_jsonable` of query rows (dicts with the same string keys), column by column.
+
+    A column of ints, texts, booleans and None, or of floats whose sum is finite (so is each of
+    them), is taken as it is; only the others go through :func:`to_jsonable` value by value.
+    None when ``rows`` are not such rows.
+    """
+    if not rows or type(rows[0]) is not dict:
+        return None
+    keys = rows[0].keys()
+    if not keys or not all(type(k) is str for k in keys) or not all(type(r) is dict and r.keys() == keys for r in rows):
+        return None
+    columns = []
+    for key in keys:
+        values = [r[key] for r in rows]
+        types = set(map(type, values))
+        plain = types <= _ATOMS or (
+            types <= _ATOMS | {float} and math.isfinite(sum(v for v in values if v is not None))
+        )
+        columns.append(values if plain else [to_jsonable(v) for v in values])
+    return [dict(zip(keys, row, strict=True)) for row in zip(*columns, strict=True)]
+
+
+def json_file_bytes(jsonable: Any) -> bytes:
+    """The content of one of the report's JSON files: ``jsonable`` (:func:`to_jsonable`'s) as UTF-8, indented by 2."""
+    return orjson.dumps(jsonable, option=orjson.OPT_INDENT_2)
 
 
 def position_curves(rows: list[dict[str, Any]]) -> dict[str, tuple[list[int], list[float]]]:
@@ -245,7 +282,7 @@ def integer_bins(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def write_results(results: AnalysisResults, output_dir: Path) -> Path:
     """Write ``analysis_results.json``; returns its path."""
     path = output_dir / "analysis_results.json"
-    path.write_text(json.dumps(results.to_json(), ensure_ascii=False, indent=1), encoding="utf-8")
+    path.write_bytes(json_file_bytes(results.to_json()))
     return path
 
 
@@ -261,7 +298,7 @@ def write_samples(results: AnalysisResults, output_dir: Path) -> Path:
             records.append(record)
         out[order] = records
     path = output_dir / "samples.json"
-    path.write_text(json.dumps(to_jsonable(out), ensure_ascii=False, indent=1), encoding="utf-8")
+    path.write_bytes(json_file_bytes(to_jsonable(out)))
     return path
 
 

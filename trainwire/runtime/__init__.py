@@ -12,6 +12,7 @@ import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trainwire.bus import make_transport, open_consumer
 from trainwire.bus.publisher import Publisher
@@ -21,13 +22,15 @@ from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime.pipeline import Pipeline, WorkerCore
 from trainwire.runtime.stages import DatasetStage, MonitorStage, Stage, StateStore
-from trainwire.sinks.alert_console import AlertConsole, AlertLedger
-from trainwire.sinks.alert_webhook import AlertDelivery, AlertWebhookSink, DeliveryConfig, Webhook
+from trainwire.sinks.alert_console import AlertConsole
+from trainwire.sinks.alert_webhook import AlertDelivery, AlertOutbox, AlertWebhookSink, DeliveryConfig, Webhook
 from trainwire.sinks.base import Sink
 from trainwire.sinks.clickhouse import ClickHouseSink
 from trainwire.sinks.dead_letter import DeadLetters
-from trainwire.store.clickhouse import Store
 from trainwire.topics import event_topics
+
+if TYPE_CHECKING:
+    from trainwire.store.clickhouse import Store
 
 __all__ = ["Pipeline", "WorkerCore", "WorkerOptions", "build_core", "build_pipeline", "build_stages", "run_worker"]
 
@@ -59,8 +62,9 @@ def build_core(settings: Settings, store: Store | None, options: WorkerOptions) 
     sinks: list[Sink] = [ClickHouseSink(store, dead_letters)] if options.store and store is not None else []
     sinks.append(AlertConsole(settings.data_dir))  # each alert logged once per data directory
     if options.alert_webhooks:  # after ClickHouse: an alert is posted once it is stored
-        delivery = AlertDelivery(options.alert_webhooks, options.alert_delivery)
-        sinks.append(AlertWebhookSink(delivery, AlertLedger(settings.data_dir, "posted")))
+        outbox = AlertOutbox(settings.data_dir, options.alert_webhooks)
+        delivery = AlertDelivery(options.alert_webhooks, options.alert_delivery, outbox.settle)
+        sinks.append(AlertWebhookSink(delivery, outbox))
     return WorkerCore(sinks, publisher, dead_letters, settings.topic_prefix)
 
 

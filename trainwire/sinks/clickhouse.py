@@ -10,12 +10,16 @@ with the reason, and the rest is stored.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from trainwire.bus.base import Record
 from trainwire.errors import EventError, StoreError
 from trainwire.events import Event
 from trainwire.sinks.base import Sink, SinkBackpressure
 from trainwire.sinks.dead_letter import DeadLetters
-from trainwire.store.clickhouse import Store
+
+if TYPE_CHECKING:
+    from trainwire.store.clickhouse import Store
 
 
 class ClickHouseSink(Sink):

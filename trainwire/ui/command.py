@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from trainwire.config import Settings
-from trainwire.store.clickhouse import Store
 from trainwire.ui.auth import AUTH_ENV, Credentials
 from trainwire.ui.server import DEFAULT_PORT, UiServer
+
+if TYPE_CHECKING:
+    from trainwire.store.clickhouse import Store
 
 
 @click.command("ui")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from trainwire.errors import ConfigError, MissingExtraError
-from trainwire.store.clickhouse import Store
 from trainwire.ui.auth import Credentials, check_bind
+
+if TYPE_CHECKING:
+    from trainwire.store.clickhouse import Store
 
 DEFAULT_PORT = 8050
 
