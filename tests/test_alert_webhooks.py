@@ -6,6 +6,8 @@ import json
 import logging
 import math
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,11 +26,15 @@ from trainwire.sinks.alert_webhook import AlertDelivery, DeliveryConfig, Webhook
 
 
 class HttpServer:
-    """A real HTTP server on loopback answering every POST with ``status``, keeping the bodies."""
+    """A real HTTP server on loopback answering every POST with ``status``, keeping the bodies.
 
-    def __init__(self, status: int = 200):
+    The first ``unanswered`` POSTs are kept and never answered (a webhook that hangs, then recovers).
+    """
+
+    def __init__(self, status: int = 200, unanswered: int = 0):
         self.bodies: list[bytes] = []
         self.received = threading.Condition()
+        self._answer_all = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,6 +43,10 @@ class HttpServer:
                 with server.received:  # kept before the answer: once the client has it, the body is here
                     server.bodies.append(body)
                     server.received.notify_all()
+                    hold = len(server.bodies) <= unanswered
+                if hold:
+                    server._answer_all.wait()
+                    return
                 self.send_response(status)
                 self.end_headers()
                 self.wfile.write(b"ok" if status < 400 else b"no")
@@ -54,6 +64,7 @@ class HttpServer:
             return list(self.bodies)
 
     def close(self) -> None:
+        self._answer_all.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -222,30 +233,55 @@ EXPECTED = [
 ]
 
 
+def run_worker(data_dir: str, *args: str) -> None:
+    """``trainwire worker --no-store --until-idle 2 ARGS`` on ``data_dir``, in this process; it exits 0."""
+    result = CliRunner().invoke(
+        main, ["--data-dir", data_dir, "worker", "--no-store", "--until-idle", "2", *args], catch_exceptions=False
+    )
+    assert result.exit_code == 0, result.output
+
+
 def test_embedded_worker_posts_the_alerts_it_raises(embedded_settings, servers, monkeypatch):
     accepts, refuses = servers["accepts"], servers["refuses"]
     nan_losses(embedded_settings, ["run-1", "run-2"])
     monkeypatch.setenv("TRAINWIRE_ALERT_WEBHOOKS", f"{accepts.url} slack+{accepts.url} {refuses.url}")
-    result = CliRunner().invoke(
-        main,
-        ["--data-dir", str(embedded_settings.data_dir), "worker", "--no-store", "--until-idle", "2"],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output  # a webhook that refuses everything never stopped the worker
+    monkeypatch.setenv("TRAINWIRE_ALERT_RETRIES", "1")
+    monkeypatch.setenv("TRAINWIRE_ALERT_BACKOFF", "0.01")
+    run_worker(str(embedded_settings.data_dir))  # a webhook that refuses everything never stopped the worker
     assert posted_alerts(accepts.wait_for(4)) == EXPECTED
-    assert refuses.bodies  # tried (and retried until the worker stopped)
-    tried = len(refuses.bodies)
+    assert len(refuses.bodies) == 2 * 2  # each alert tried once and retried once, then given up
 
     # a worker of another group reads the alerts topic from the start and derives the same alerts
     # again: none is posted twice from this data directory
-    result = CliRunner().invoke(
-        main,
-        ["--data-dir", str(embedded_settings.data_dir), "worker", "--no-store", "--until-idle", "2"]
-        + ["--group", "another"],
-        catch_exceptions=False,
-    )
-    assert result.exit_code == 0, result.output
-    assert len(accepts.bodies) == 4 and len(refuses.bodies) == tried
+    run_worker(str(embedded_settings.data_dir), "--group", "another")
+    assert len(accepts.bodies) == 4 and len(refuses.bodies) == 4
+
+
+def test_an_alert_a_killed_worker_did_not_post_is_posted_by_the_next_worker(embedded_settings):
+    """At least once across restarts: the worker is SIGKILLed while its webhook has not answered."""
+    webhook = HttpServer(200, unanswered=1)
+    data_dir = str(embedded_settings.data_dir)
+    try:
+        nan_losses(embedded_settings, ["run-1"])
+        command = ["--data-dir", data_dir, "worker", "--no-store", "--alert-webhook", webhook.url]
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "trainwire", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            webhook.wait_for(1)  # the alert is being posted; the webhook holds it without an answer
+        finally:
+            worker.kill()
+            worker.wait()
+        # the next worker (of another group: it also reads the alerts topic from the start and
+        # derives the alert again) posts the alert once
+        run_worker(data_dir, "--group", "next", "--alert-webhook", webhook.url)
+        assert posted_alerts(webhook.bodies) == [("run-1", "nonfinite")] * 2
+        run_worker(data_dir, "--group", "later", "--alert-webhook", webhook.url)
+        assert len(webhook.bodies) == 2  # posted: a later worker posts nothing
+    finally:
+        webhook.close()
 
 
 def test_faust_worker_posts_the_alerts_it_raises(kafka_settings, servers, tmp_path: Path):
@@ -272,3 +308,14 @@ def test_faust_worker_posts_the_alerts_it_raises(kafka_settings, servers, tmp_pa
 def test_a_bad_delivery_setting_is_named(values, field):
     with pytest.raises(ConfigError, match=f"^{field}: "):
         DeliveryConfig(**values)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("--alert-timeout", "0"), ("--alert-retries", "-1"), ("--alert-backoff", "-1"), ("--alert-queue", "0")],
+)
+def test_a_bad_delivery_option_is_named(option, value):
+    result = CliRunner().invoke(main, ["worker", option, value])
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}'" in result.output and "is not in the range" in result.output
+    assert "Traceback" not in result.output

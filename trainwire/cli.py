@@ -23,7 +23,7 @@ from trainwire.errors import TrainwireError
 from trainwire.output import echo_arrow, format_option
 from trainwire.private_files import make_process_private
 from trainwire.progress import Progress, RateMeter
-from trainwire.sinks.alert_webhook import Webhook
+from trainwire.sinks.alert_webhook import DeliveryConfig, Webhook
 from trainwire.sinks.dataset import FORMATS, dataset_config, dataset_filter_options
 from trainwire.ui.command import ui_options
 
@@ -160,6 +160,38 @@ def sql(settings: Settings, query: str, fmt: str) -> None:
     help='Post each alert as JSON to this URL (the alert event; slack+URL: Slack\'s {"text"}). Repeatable; '
     "TRAINWIRE_ALERT_WEBHOOKS takes URLs separated by spaces.",
 )
+@click.option(
+    "--alert-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DeliveryConfig.timeout_s,
+    show_default=True,
+    envvar="TRAINWIRE_ALERT_TIMEOUT",
+    help="Seconds a webhook has to answer a post.",
+)
+@click.option(
+    "--alert-retries",
+    type=click.IntRange(min=0),
+    default=DeliveryConfig.retries,
+    show_default=True,
+    envvar="TRAINWIRE_ALERT_RETRIES",
+    help="Posts tried again after a failure (refused, hung up, no answer, HTTP 5xx or 429).",
+)
+@click.option(
+    "--alert-backoff",
+    type=click.FloatRange(min=0),
+    default=DeliveryConfig.backoff_s,
+    show_default=True,
+    envvar="TRAINWIRE_ALERT_BACKOFF",
+    help="Seconds before the first retry, doubled for each next one.",
+)
+@click.option(
+    "--alert-queue",
+    type=click.IntRange(min=1),
+    default=DeliveryConfig.max_queue,
+    show_default=True,
+    envvar="TRAINWIRE_ALERT_QUEUE",
+    help="Alerts waiting per webhook; past that, new ones are dropped (counted and logged).",
+)
 @ui_options
 @click.pass_obj
 def worker(
@@ -178,6 +210,10 @@ def worker(
     session_timeout: float,
     flush_interval: float,
     alert_webhooks: tuple[Webhook, ...],
+    alert_timeout: float,
+    alert_retries: int,
+    alert_backoff: float,
+    alert_queue: int,
     serve_ui: bool,
     ui_port: int,
     **dataset_filters: Any,
@@ -208,6 +244,9 @@ def worker(
         dataset_format=dataset_format,
         dataset=dataset_config(**dataset_filters),
         alert_webhooks=alert_webhooks,
+        alert_delivery=DeliveryConfig(
+            timeout_s=alert_timeout, retries=alert_retries, backoff_s=alert_backoff, max_queue=alert_queue
+        ),
     )
     if runtime == "auto":
         runtime = "embedded" if settings.embedded_bus else "faust"
