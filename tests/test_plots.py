@@ -133,7 +133,8 @@ def test_probe_tokens_show_their_spaces_and_heatmap_cells_enough_digits():
 
 
 def test_dashboard_shows_samples_and_the_right_axis_whole(embedded_settings, tmp_path: Path):
-    """Rendered in Chromium: the right axis' title clear of its tick labels and inside the chart; the samples shown."""
+    """Rendered in Chromium: the right axis' title clear of its tick labels and inside the chart, step axes in
+    whole steps; the samples shown."""
     _fill(embedded_settings)
     out = tmp_path / "report"
     with open_store(embedded_settings) as store:
@@ -159,6 +160,13 @@ def test_dashboard_shows_samples_and_the_right_axis_whole(embedded_settings, tmp
             assert boxes["ticks"], boxes
             assert boxes["title"]["left"] >= max(boxes["ticks"]), boxes  # the title does not cover the tick labels
             assert boxes["title"]["right"] <= boxes["svg"]["right"], boxes  # nor is it cut off at the edge
+            step_ticks = page.evaluate(
+                """() => [...document.querySelectorAll('.tw-chart')]
+                  .filter((c) => c.querySelector('.g-xtitle text')?.textContent === 'step')
+                  .map((c) => [...c.querySelectorAll('.xtick text')].map((t) => t.textContent))"""
+            )
+            assert len(step_ticks) >= 2 and all(step_ticks), step_ticks
+            assert all(re.fullmatch(r"\d+", tick) for ticks in step_ticks for tick in ticks), step_ticks  # was 0.5
             shown = page.inner_text("#tw-samples")
             for order in ("best", "worst", "random"):
                 for sample in samples[order]:

@@ -88,12 +88,16 @@ def _heat(rows: list[dict[str, Any]], row_key: str) -> dict[str, Any]:
     }
 
 
-def _whole_number_step(traces: list[dict[str, Any]]) -> int:
-    """A tick step for an axis of whole numbers (lengths): 1, 2, 5, 10, 20, ... for at most about 10 ticks."""
+def _whole_number_axis(layout: dict[str, Any], traces: list[dict[str, Any]]) -> dict[str, Any]:
+    """``layout`` with an x axis of whole numbers (steps, lengths): never a tick at 0.2 or 36.5.
+
+    The tick step is 1, 2, 5, 10, 20, ... for at most about 10 ticks over the traces' x values.
+    """
     xs = [x for trace in traces for x in trace["x"]]
     span = max(xs) - min(xs) if xs else 0
     steps = (m * 10**e for e in itertools.count() for m in (1, 2, 5))
-    return next(step for step in steps if span / step <= 10)
+    layout["xaxis"].update(tickformat="d", dtick=next(step for step in steps if span / step <= 10))
+    return layout
 
 
 def _add(charts: list[dict[str, Any]], title: str, data: list[dict[str, Any]], layout: dict[str, Any]) -> None:
@@ -130,12 +134,15 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
         charts,
         "Reward and judge score over steps",
         steps + judge,
-        _layout(
-            "Reward and judge score over steps",
-            "step",
-            "mean reward",
-            yaxis2={"title": {"text": "mean judge score (normalized 0-1)"}, "overlaying": "y", "side": "right"},
-            legend={"orientation": "h", "y": -0.25},
+        _whole_number_axis(
+            _layout(
+                "Reward and judge score over steps",
+                "step",
+                "mean reward",
+                yaxis2={"title": {"text": "mean judge score (normalized 0-1)"}, "overlaying": "y", "side": "right"},
+                legend={"orientation": "h", "y": -0.25},
+            ),
+            steps + judge,
         ),
     )
     _add(
@@ -185,8 +192,7 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
                 }
             )
     lengths = _layout("Prompt and completion length (characters)", "characters", "interactions", barmode="overlay")
-    lengths["xaxis"].update(tickformat="d", dtick=_whole_number_step(length_traces))  # whole characters
-    _add(charts, "Lengths", length_traces, lengths)
+    _add(charts, "Lengths", length_traces, _whole_number_axis(lengths, length_traces))
     buckets = [r for r in results.rows("length_vs_reward") if r["mean_reward"] is not None]
     _add(
         charts,
@@ -207,12 +213,14 @@ def build_charts(results: AnalysisResults) -> list[dict[str, Any]]:
     )
     train = results.rows("train_metrics")
     for column in ("loss", "learning_rate", "grad_norm"):
-        _add(charts, column, _per_run(train, "step", column), _layout(f"{column} over steps", "step", column))
+        traces = _per_run(train, "step", column)
+        _add(charts, column, traces, _whole_number_axis(_layout(f"{column} over steps", "step", column), traces))
+    zero_variance = _per_run(results.rows("group_stats"), "step", "zero_variance_share")
     _add(
         charts,
         "Zero-variance groups",
-        _per_run(results.rows("group_stats"), "step", "zero_variance_share"),
-        _layout("GRPO: share of zero-variance groups", "step", "share"),
+        zero_variance,
+        _whole_number_axis(_layout("GRPO: share of zero-variance groups", "step", "share"), zero_variance),
     )
     charts.extend(build_logits_charts(results))
     return charts
