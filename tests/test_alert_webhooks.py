@@ -21,8 +21,8 @@ from trainwire.bus import Emitter
 from trainwire.cli import main
 from trainwire.config import Settings
 from trainwire.errors import ConfigError
-from trainwire.events import Alert, Event, TrainStep, decode
-from trainwire.sinks.alert_webhook import AlertDelivery, DeliveryConfig, Webhook
+from trainwire.events import Alert, Event, TrainStep, decode, encode
+from trainwire.sinks.alert_webhook import AlertDelivery, AlertOutbox, AlertWebhookSink, DeliveryConfig, Webhook
 
 
 class HttpServer:
@@ -282,6 +282,22 @@ def test_an_alert_a_killed_worker_did_not_post_is_posted_by_the_next_worker(embe
         assert len(webhook.bodies) == 2  # posted: a later worker posts nothing
     finally:
         webhook.close()
+
+
+def test_an_outbox_line_cut_short_is_named_and_the_other_alerts_are_posted(servers, tmp_path, caplog):
+    """A worker killed while appending to the outbox leaves a line cut short (written here as such)."""
+    accepts = servers["accepts"]
+    webhook = Webhook.parse(accepts.url)
+    pending = alert("run-a")
+    outbox_file = tmp_path / "state" / "alerts_outbox"
+    outbox_file.parent.mkdir()
+    outbox_file.write_bytes(encode(pending) + b"\n" + encode(alert("run-b"))[:40])
+    with caplog.at_level(logging.WARNING, logger="trainwire.alerts"):
+        outbox = AlertOutbox(tmp_path, [webhook])
+        AlertWebhookSink(AlertDelivery([webhook], PATIENT, outbox.settle), outbox).close()
+    assert [decode(body) for body in accepts.bodies] == [pending]
+    assert f"{outbox_file}:2" in caplog.text and "read from the bus again" in caplog.text
+    assert outbox.pending() == [] and AlertOutbox(tmp_path, [webhook]).pending() == []
 
 
 def test_faust_worker_posts_the_alerts_it_raises(kafka_settings, servers, tmp_path: Path):
