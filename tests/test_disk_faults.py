@@ -19,7 +19,7 @@ from helpers import run_pipeline_until
 from trainwire.bus import Emitter, open_consumer
 from trainwire.bus.base import Message, frame, read_records
 from trainwire.bus.local import LocalTransport
-from trainwire.bus.spool import spool_dir
+from trainwire.bus.spool import messages_in, spool_dir
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction
 from trainwire.runtime import build_pipeline
@@ -29,7 +29,7 @@ LIMIT = 1 << 20
 """The file size limit of the full-disk writer: each file it writes stops growing at 1 MiB."""
 
 FULL_DISK_WRITER = """
-import json, logging, resource, sys
+import base64, json, logging, os, resource, sys
 resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
 logging.basicConfig(level=logging.WARNING, format="%(message)s")
 from trainwire.bus import Emitter
@@ -38,7 +38,9 @@ from trainwire.events import Event, Interaction
 emitter = Emitter(Settings(data_dir=sys.argv[1]))
 ids = []
 for i in range(int(sys.argv[3])):
-    event = Event("full-disk", Interaction(prompt=f"p{i}", completion="x" * 1000, reward=i % 2, step=i // 500))
+    # random text: the spool compresses what it writes, and these 1000 bytes stay about 750
+    completion = base64.b64encode(os.urandom(750)).decode()
+    event = Event("full-disk", Interaction(prompt=f"p{i}", completion=completion, reward=i % 2, step=i // 500))
     ids.append(event.event_id)
     emitter.emit(event)
 emitter.close()
@@ -236,22 +238,23 @@ def test_the_spool_survives_a_full_disk_of_its_own(tmp_path: Path) -> None:
     log = data_dir / "bus" / "trainwire.interactions.log"
     log.mkdir(parents=True)
     child = subprocess.run(
-        [sys.executable, "-c", FULL_DISK_WRITER, str(data_dir), str(LIMIT), "1000"],
+        [sys.executable, "-c", FULL_DISK_WRITER, str(data_dir), str(LIMIT), "2000"],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert child.returncode == 0, child.stderr
     result = json.loads(child.stdout)
-    assert result["sent"] == 0 and 0 < result["spooled"] < 1000
-    assert result["spooled"] + result["failed"] == 1000
+    assert result["sent"] == 0 and 0 < result["spooled"] < 2000
+    assert result["spooled"] + result["failed"] == 2000
     assert f"cannot write {log}: [Errno 21] Is a directory" in child.stderr
     assert "events lost" in child.stderr
 
     (spool,) = spool_dir(data_dir, "local").glob("spool-*.log")
     with open(spool, "rb") as handle:
         scan = read_records(handle, 0, 1 << 24, spool, 10_000)
-    assert (len(scan.records), scan.gaps) == (result["spooled"], [])
+    spooled = [m for offset, record, _ in scan.records for m in messages_in(record, spool, offset)]
+    assert (len(spooled), scan.gaps) == (result["spooled"], [])
     assert scan.end == spool.stat().st_size  # nothing after the last whole record
 
     log.rmdir()  # the bus can be written again
