@@ -19,13 +19,15 @@ from test_dataset_crash import publish
 from test_faust_worker import start_worker, stop, wait_until_caught_up
 
 from trainwire.bus.admin import ensure_topics
+from trainwire.bus.base import Record
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, JudgeScore
 from trainwire.processors.base import StateError
 from trainwire.processors.dataset import DatasetConfig, DatasetProcessor
+from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_pipeline
 from trainwire.runtime.pipeline import KEY_SEGMENT_BYTES, STATE_NAME, StageSet
-from trainwire.runtime.stages import DatasetStage, StateStore
+from trainwire.runtime.stages import DatasetStage, MonitorStage, StateStore
 
 UNIQUE = 200_000
 """Unique prompts in one partition for the faust worker (about 50,000 made its state too big for one message)."""
@@ -78,6 +80,19 @@ def test_the_snapshot_stays_small_and_keys_are_saved_once_in_bounded_segments(tm
     restored.close()
     with pytest.raises(StateError, match=r"dataset\.keys has \d+ key segments; the snapshot includes 99"):
         state.load_key_segments(STATE_NAME, "dataset", 99)
+
+
+def test_a_snapshot_saved_as_spaced_json_before_orjson_still_loads(tmp_path: Path) -> None:
+    stages = StageSet([MonitorStage(StatsConfig(step_window=2)), DatasetStage(tmp_path / "sft.jsonl")])
+    for i, event in enumerate(interactions(0, 40)):
+        stages.process(Record("t", 0, i, None, b"", 0), event)
+    snapshot = stages.snapshot()
+    stages.close()
+    state = StateStore(tmp_path / "state")
+    state.save(STATE_NAME, snapshot)
+    assert state.load(STATE_NAME) == snapshot
+    (tmp_path / "state" / f"{STATE_NAME}.json").write_text(json.dumps(snapshot))  # as saved before
+    assert state.load(STATE_NAME) == snapshot
 
 
 def test_an_older_snapshot_with_the_keys_inside_loads_and_saves_them_apart() -> None:

@@ -181,6 +181,21 @@ def test_stats_snapshot_restore_continues_exactly():
     assert len(straight) > 20
 
 
+def test_stats_snapshot_of_overflowing_sums_is_strict_json_and_continues_exactly():
+    # rewards near the float maximum: the sum of squared deviations (and the mean) overflow to
+    # infinity or NaN, which strict JSON (orjson writes them as null) cannot hold as numbers
+    config = StatsConfig(step_window=2, time_window_s=20, time_hop_s=10)
+    events = [interaction(i // 4, (-1) ** i * 1.5e308, t=i * 2.5, eid=f"e{i}") for i in range(16)]
+    straight = RewardStatsProcessor(config).run(events)
+
+    first = RewardStatsProcessor(config)
+    outputs = [o for e in events[:7] for o in first.process(e)]
+    second = RewardStatsProcessor(config)
+    second.restore(roundtrip(first.snapshot()))
+    outputs += second.run(events[7:])
+    assert [repr(o.to_json()) for o in outputs] == [repr(o.to_json()) for o in straight]
+
+
 def test_restore_refuses_another_processors_state():
     with pytest.raises(StateError, match="health"):
         RewardStatsProcessor().restore(HealthMonitor().snapshot())

@@ -222,6 +222,12 @@ class QuantileSketch:
         return sketch
 
 
+def _json_float(value: float) -> float | str:
+    """``value``, or for NaN and the infinities the text that ``float()`` reads back (strict JSON has no
+    number for them, and orjson would write null)."""
+    return value if math.isfinite(value) else repr(value)
+
+
 class Summary:
     """count, mean, std (Welford, merged by Chan's formula), min, max and a quantile sketch of finite values.
 
@@ -336,12 +342,12 @@ class Summary:
         self._sketch.merge(other._sketch)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-able state (min/max are null while empty)."""
+        """Strict JSON-able state (min/max are null while empty; a mean or sum that overflowed is text)."""
         self._fold()
         return {
             "count": self._count,
-            "mean": self._mean,
-            "sq": self._sq,
+            "mean": _json_float(self._mean),
+            "sq": _json_float(self._sq),
             "min": self._min if self._count else None,
             "max": self._max if self._count else None,
             "nonfinite": self._nonfinite,

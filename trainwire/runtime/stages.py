@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from trainwire.events import Event, Interaction, JudgeScore
 from trainwire.private_files import open_private, replace_private
 from trainwire.processors.base import StateError
@@ -139,9 +141,12 @@ class StateStore:
         return json.loads(path.read_text())
 
     def save(self, name: str, snapshot: dict[str, Any]) -> None:
-        """Replace the snapshot of stage ``name`` (write, fsync, rename)."""
-        # in one piece: json.dump writes chunk by chunk, several times slower
-        replace_private(self.directory / f"{name}.json", json.dumps(snapshot).encode())
+        """Replace the snapshot of stage ``name`` (write, fsync, rename).
+
+        Compact JSON by orjson (several times faster than ``json.dumps``, and strict: the stages'
+        snapshots hold no NaN or infinity); :meth:`load` reads it and the spaced JSON written before.
+        """
+        replace_private(self.directory / f"{name}.json", orjson.dumps(snapshot))
 
     def _keys_path(self, name: str, stage: str) -> Path:
         return self.directory / f"{name}.{stage}.keys"
