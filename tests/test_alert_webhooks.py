@@ -121,7 +121,7 @@ def alert(run: str, rule: str = "nonfinite", step: int = 7) -> Event:
 
 PATIENT = DeliveryConfig(timeout_s=60.0, retries=2, backoff_s=0.01, close_timeout_s=300.0)
 """Short backoff, a timeout no busy machine reaches, and time enough at close for every retry."""
-HASTY = DeliveryConfig(timeout_s=0.5, retries=2, backoff_s=0.01, close_timeout_s=300.0)
+HASTY = DeliveryConfig(timeout_s=0.2, retries=2, backoff_s=0.01, close_timeout_s=300.0)
 """The same with a short timeout, for the server that never answers."""
 
 
