@@ -2,8 +2,8 @@
 
 It answers with the rows, in the order, of a full scan with positionCaseInsensitiveUTF8 over the
 prompt, the prompt messages and the completion, whatever the text's case, script or LIKE
-characters; the text_ngrams index of migration 0007 only lets it skip the granules (8,192 rows)
-that cannot hold the text, also for rows stored before the migration.
+characters, page or redelivered copies; the text_ngrams index of migration 0007 only lets it skip
+the granules (8,192 rows) that cannot hold the text, also for rows stored before the migration.
 """
 
 from __future__ import annotations
