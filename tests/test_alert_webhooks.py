@@ -300,6 +300,29 @@ def test_an_outbox_line_cut_short_is_named_and_the_other_alerts_are_posted(serve
     assert outbox.pending() == [] and AlertOutbox(tmp_path, [webhook]).pending() == []
 
 
+def test_an_alert_still_unposted_when_the_worker_stops_is_posted_by_the_next_one(tmp_path, caplog):
+    webhook_server = HttpServer(200, unanswered=1)  # holds the first post until it is closed
+    webhook = Webhook.parse(webhook_server.url)
+    stops_at_once = DeliveryConfig(timeout_s=300.0, close_timeout_s=0.0)
+    try:
+        outbox = AlertOutbox(tmp_path, [webhook])
+        sink = AlertWebhookSink(AlertDelivery([webhook], stops_at_once, outbox.settle), outbox)
+        raised = alert("run-a")
+        sink.add(raised, None)
+        sink.flush()
+        webhook_server.wait_for(1)
+        with caplog.at_level(logging.WARNING, logger="trainwire.alerts"):
+            sink.close()  # the post has no answer yet
+        assert f"1 alerts not posted yet are kept in {outbox.path}" in caplog.text
+
+        outbox = AlertOutbox(tmp_path, [webhook])
+        AlertWebhookSink(AlertDelivery([webhook], PATIENT, outbox.settle), outbox).close()
+        assert [decode(body) for body in webhook_server.bodies] == [raised] * 2
+        assert AlertOutbox(tmp_path, [webhook]).pending() == []
+    finally:
+        webhook_server.close()
+
+
 def test_faust_worker_posts_the_alerts_it_raises(kafka_settings, servers, tmp_path: Path):
     accepts = servers["accepts"]
     nan_losses(kafka_settings, ["run-1", "run-2"])

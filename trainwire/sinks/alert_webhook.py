@@ -422,3 +422,9 @@ class AlertWebhookSink(Sink):
 
     def close(self) -> None:
         self.delivery.close()
+        if left := len(self.outbox.pending()):
+            logger.warning(
+                "trainwire: %d alerts not posted yet are kept in %s: the next worker on this data directory posts them",
+                left,
+                self.outbox.path,
+            )
