@@ -315,3 +315,13 @@ def test_decoded_sources_are_shared_but_still_checked() -> None:
     obj["source"]["process"] = 77.0  # equal to the cached 77, but not an integer
     with pytest.raises(EventError, match=r"source\.process: expected an integer, got float"):
         decode(orjson.dumps(obj))
+
+
+def test_events_of_several_sources_each_carry_their_own():
+    """encode keeps the JSON of the last source it wrote: events of other sources, interleaved, write theirs."""
+    sources = [Source("host-a", 1), Source("host-b", 2, "openai"), Source("host-a", 1)]
+    events = [Event("r", Interaction(prompt="p", completion="c"), source=s) for s in sources * 2]
+    for event in events:
+        source = orjson.loads(encode(event))["source"]
+        assert source == {"host": event.source.host, "process": event.source.process, "library": event.source.library}
+        assert decode(encode(event)) == event

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import operator
 import os
 import socket
 import threading
@@ -272,6 +273,8 @@ class Payload:
     TOPIC: ClassVar[str]  # the topic suffix and the ClickHouse table name
     FIELDS: ClassVar[tuple[FieldSpec, ...]]
     _FLOATS: ClassVar[tuple[str, ...]]
+    _float_values: ClassVar[Callable[[Payload], tuple[float | None, ...]]]
+    """The values of the ``_FLOATS`` fields, as a tuple."""
     _FLOAT_MAPS: ClassVar[tuple[str, ...]]
     _NESTED: ClassVar[tuple[str, ...]]  # the fields that may hold nested objects and lists
     _NAMES: ClassVar[frozenset[str]]
@@ -282,7 +285,7 @@ class Payload:
         """What orjson serializes: the dataclass itself, or, with non-finite floats, :meth:`to_json_dict`."""
         # One sum over every float (in C) instead of a test per value: an infinity or NaN makes the
         # sum non-finite, and a sum of finite values that overflows only costs the exact path below.
-        total = sum(filter(None, map(self.__getattribute__, self._FLOATS)))
+        total = sum(filter(None, self._float_values(self)))
         for name in self._FLOAT_MAPS:
             total += sum(getattr(self, name).values())
         if math.isfinite(total):
@@ -345,6 +348,13 @@ class _FieldReader:
         return self.check(value, f"{path}.{self.name}")
 
 
+def _tuple_getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """A function returning the attributes ``names`` of an object as a tuple (one call in C when there are several)."""
+    if len(names) > 1:
+        return operator.attrgetter(*names)
+    return lambda obj: tuple(getattr(obj, name) for name in names)
+
+
 def _fields_reader(
     cls: type[Payload], fields: list[tuple[FieldSpec, _FieldReader]]
 ) -> Callable[[dict[str, Any], str], Payload]:
@@ -400,6 +410,7 @@ def payload_type(event_type: str, topic: str):
         cls.TOPIC = topic
         cls.FIELDS = tuple(specs)
         cls._FLOATS = tuple(s.name for s in specs if s.kind is Kind.FLOAT)
+        cls._float_values = staticmethod(_tuple_getter(cls._FLOATS))
         cls._FLOAT_MAPS = tuple(s.name for s in specs if s.kind is Kind.FLOAT_MAP)
         cls._NESTED = tuple(s.name for s in specs if s.kind in (Kind.JSON, Kind.PROMPT))
         cls._NAMES = frozenset(s.name for s in specs)
@@ -601,18 +612,27 @@ class Event:
 
 _ENVELOPE = ("event_id", "event_type", "schema_version", "run_id", "source", "ts", "payload")
 
+_source_json: tuple[Source, orjson.Fragment] | None = None
+"""The last source :func:`encode` wrote, and its JSON (a process's events nearly all share one)."""
+
 
 def encode(event: Event) -> bytes:
     """Serialize an event to JSON bytes with orjson."""
-    source = event.source
+    global _source_json
+    source, written = _source_json or (None, None)
+    if event.source is not source:
+        source = event.source
+        written = orjson.Fragment(
+            orjson.dumps({"host": source.host, "process": source.process, "library": source.library})
+        )
+        _source_json = source, written
     return orjson.dumps(
         {
             "event_id": event.event_id,
             "event_type": event.payload.EVENT_TYPE,
             "schema_version": event.schema_version,
             "run_id": event.run_id,
-            # a dict: orjson writes it several times faster than the Source dataclass
-            "source": {"host": source.host, "process": source.process, "library": source.library},
+            "source": written,
             "ts": event.ts,
             "payload": event.payload.to_json(),
         },
