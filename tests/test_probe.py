@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -186,6 +188,21 @@ def test_probe_command_probes_every_model_and_skips_what_is_done(models, embedde
     assert "base: 0 samples probed, 3 already done" in again.stdout
     assert len(read_logits(embedded_settings, "second")) == len(events)
     assert len(DoneList.for_settings(embedded_settings).path.read_text().splitlines()) == 6
+
+
+def test_probe_run_as_a_command_prints_no_library_progress_bar(models, embedded_settings, tmp_path):
+    """In a process of its own, as a user runs it: transformers' own bars ("Loading weights") used to come
+    between the bad line and trainwire's error on stderr, even piped."""
+    data = write_jsonl(tmp_path / "tasks.jsonl", [json.dumps(SAMPLES[0]), "oops"])
+    command = [sys.executable, "-m", "trainwire.cli", "--data-dir", str(embedded_settings.data_dir), "probe", "logits"]
+    command += ["--model", f"base={models['base']}", "--data", str(data), "--words", "wait"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        f"bad line: {data}:2: not valid JSON: Expecting value (column 1)",
+        f"Error: 1 bad line(s) in {data} were not probed (listed above)",
+    ]
+    assert "base: 1 samples probed, 0 already done" in done.stdout
 
 
 def test_probe_checks_model_paths_before_anything_and_never_downloads(models, embedded_settings, tmp_path):

@@ -49,14 +49,15 @@ def quiet_libraries() -> None:
     """Show trainwire's own warnings and only the errors of the libraries it uses (MLflow, httpx,
     transformers, aiokafka, ...), so their chatter never comes before trainwire's own lines.
 
-    MLflow and transformers set their loggers up from their environment variables when imported;
-    those are set here unless the user set them.
+    MLflow and transformers set their loggers (and Hugging Face its progress bars) up from their
+    environment variables when imported; those are set here unless the user set them.
     """
     logging.getLogger().setLevel(logging.ERROR)
     logging.getLogger("trainwire").setLevel(logging.WARNING)
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # trainwire reports a Kafka failure itself, naming it
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' own bars ("Loading weights") too
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
