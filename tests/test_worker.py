@@ -9,6 +9,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -16,9 +17,9 @@ import pytest
 from click.testing import CliRunner
 from conftest import ROOT
 
-from trainwire.bus import Emitter
+from trainwire.bus import Emitter, open_consumer
 from trainwire.bus.admin import ensure_topics
-from trainwire.bus.base import Record
+from trainwire.bus.base import Consumer, Record
 from trainwire.cli import main
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, TrainStep, encode
@@ -26,9 +27,10 @@ from trainwire.processors.dataset import DatasetConfig, DatasetFilter, TrainingE
 from trainwire.processors.health import HealthConfig
 from trainwire.processors.stats import StatsConfig
 from trainwire.runtime import WorkerOptions, build_core, build_pipeline, build_stages
-from trainwire.runtime.pipeline import StageSet, WorkerCore
+from trainwire.runtime.pipeline import Pipeline, StageSet, WorkerCore
 from trainwire.sinks.base import Sink
 from trainwire.store.clickhouse import open_store
+from trainwire.topics import event_topics
 
 GROUPS, GENERATIONS = 4, 4
 
@@ -349,3 +351,77 @@ def test_dataset_filter_options_reach_the_sink_in_the_faust_runtime(kafka_settin
     files = {name: sorted(out.parent.glob(f"sft.p*_{name}.jsonl")) for name in ("train", "val")}
     assert all(files.values()), sorted(out.parent.iterdir())
     assert written_splits(files) == expected_splits(events, DATASET_CONFIG)
+
+
+class GatedSink(Sink):
+    """Keeps the offsets it flushes; its first flush waits until the runtime read records ahead,
+    and its second fails as a crash would (a real flush failure is not backpressure: the worker
+    stops without committing)."""
+
+    def __init__(self, read_ahead: threading.Event) -> None:
+        self.read_ahead = read_ahead
+        self.pending: list[tuple[str, int]] = []
+        self.flushed: list[tuple[str, int]] = []
+        self.flushes = 0
+
+    def add(self, event: Event, record: Record) -> None:
+        self.pending.append((record.topic, record.offset))
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.flushes == 2:
+            raise RuntimeError("the worker dies in its second flush")
+        assert self.read_ahead.wait(20), "the runtime read nothing ahead during the flush"
+        self.flushed, self.pending = self.flushed + self.pending, []
+
+
+class SmallPolls:
+    """The real embedded consumer, taking at most 100 records a poll and telling when the runtime
+    polled without waiting (reading ahead during a flush) and got records."""
+
+    def __init__(self, consumer: Consumer, read_ahead: threading.Event) -> None:
+        self.consumer = consumer
+        self.read_ahead = read_ahead
+
+    async def getmany(self, timeout_ms: int = 1000, max_records: int = 10_000) -> list[Record]:
+        records = await self.consumer.getmany(timeout_ms, min(max_records, 100))
+        if timeout_ms == 0 and records:
+            self.read_ahead.set()
+        return records
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.consumer, name)
+
+
+def test_records_read_during_a_flush_are_not_committed_by_it(embedded_settings: Settings) -> None:
+    emit_all(embedded_settings, training_events(range(12)))
+    read_ahead = threading.Event()
+    sink = GatedSink(read_ahead)
+    built = build_core(embedded_settings, None, WorkerOptions())
+    core = WorkerCore([sink], built.publisher, built.dead_letters, embedded_settings.topic_prefix)
+    group = "read-ahead"
+    consumer = open_consumer(embedded_settings, event_topics(embedded_settings.topic_prefix), group)
+    pipeline = Pipeline(SmallPolls(consumer, read_ahead), core, max_batch=100)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="second flush"):
+        asyncio.run(pipeline.run())
+    assert len(sink.flushed) == 100  # the first poll; the next ones were read during its flush
+
+    async def read_again() -> list[tuple[str, int]]:
+        again = open_consumer(embedded_settings, event_topics(embedded_settings.topic_prefix), group)
+        await again.start()
+        try:
+            return [(r.topic, r.offset) for r in await again.getmany(timeout_ms=500)]
+        finally:
+            await again.stop()
+
+    everything = [(r.topic, r.offset) for r in asyncio.run(read_all(embedded_settings))]
+    assert sorted(sink.flushed + asyncio.run(read_again())) == sorted(everything)  # none lost, none twice
+
+
+async def read_all(settings: Settings) -> list[Record]:
+    consumer = open_consumer(settings, event_topics(settings.topic_prefix), "everything")
+    await consumer.start()
+    try:
+        return await consumer.getmany(timeout_ms=500)
+    finally:
+        await consumer.stop()

@@ -20,9 +20,11 @@ So a crash at any point replays at most the records since the last commit (at-le
 stores collapse repeated rows by ``event_id`` (stats and alerts have deterministic ids). A
 replayed record already counted in the saved state is not processed by the stages again
 (:class:`StageSet` keeps the next offset its state includes per topic partition), so stats
-windows are not counted twice after a crash between steps 4 and 5. While a sink pushes back
-(ClickHouse down), the runtime stops consuming and retries the flush with backoff; nothing is
-committed meanwhile.
+windows are not counted twice after a crash between steps 4 and 5. While the embedded runtime's
+sinks flush (ClickHouse's insert runs without the GIL), it reads and decodes the records already
+there, up to one batch, and handles them once the checkpoint is over; its commit stops at the
+first of them. While a sink pushes back (ClickHouse down), the runtime stops consuming and
+retries the flush with backoff; nothing is committed meanwhile.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 
 from trainwire.bus.base import Consumer, Record
 from trainwire.bus.publisher import Publisher, event_message
+from trainwire.events import Event, decode
 from trainwire.gcpause import gc_paused
 from trainwire.runtime.stages import Stage, StateStore
 from trainwire.sinks.base import Sink, SinkBackpressure
@@ -45,6 +48,9 @@ logger = logging.getLogger("trainwire.pipeline")
 
 STATE_NAME = "stages"
 """The name under which a :class:`StageSet`'s snapshot is saved."""
+
+POLL_RECORDS = 5000
+"""The most records the embedded runtime takes from one poll."""
 
 KEY_SEGMENT_BYTES = 256 * 1024
 """The most bytes of one saved segment of a stage's grow-only keys, as compact JSON of ASCII keys
@@ -177,14 +183,15 @@ class WorkerCore:
         """Events the sinks have made durable so far (rows ClickHouse acknowledged)."""
         return sum(sink.rows_written for sink in self.sinks)
 
-    def handle(self, record: Record, stages: StageSet | None) -> None:
+    def handle(self, record: Record, stages: StageSet | None, decoded: Event | None = None) -> None:
         """Decode ``record``, give it to the sinks and ``stages``, queue the outputs (no I/O).
 
-        A record that does not decode, or that a stage fails on, is queued as a dead letter
-        with the reason; nothing it raises goes further.
+        ``decoded`` is the record's event when :meth:`decode_ahead` decoded it already. A record
+        that does not decode, or that a stage fails on, is queued as a dead letter with the
+        reason; nothing it raises goes further.
         """
         self.records_in += 1
-        event = self.dead_letters.decode(record)
+        event = decoded if decoded is not None else self.dead_letters.decode(record)
         if event is None:
             return
         for sink in self.sinks:
@@ -201,16 +208,39 @@ class WorkerCore:
             if failures:
                 self.dead_letters.not_processed(record, failures)
 
-    def handle_batch(self, records: Iterable[Record], stages: StageSet | None) -> None:
+    def handle_batch(
+        self, records: Iterable[Record], stages: StageSet | None, decoded: Sequence[Event | None] | None = None
+    ) -> None:
         """:meth:`handle` each of ``records``, in order, with the cyclic garbage collector paused.
 
-        The events stay buffered in the sinks until the next flush and form no cycles; collections
-        during the batch would traverse them again and again (see :mod:`trainwire.gcpause`).
+        ``decoded``: their events from :meth:`decode_ahead`, in the same order. The events stay
+        buffered in the sinks until the next flush and form no cycles; collections during the
+        batch would traverse them again and again (see :mod:`trainwire.gcpause`).
         """
         handle = self.handle
         with gc_paused():
+            if decoded is None:
+                for record in records:
+                    handle(record, stages)
+            else:
+                for record, event in zip(records, decoded, strict=True):
+                    handle(record, stages, event)
+
+    @staticmethod
+    def decode_ahead(records: Iterable[Record]) -> list[Event | None]:
+        """The events of ``records``, decoded with no side effect, for :meth:`handle_batch` later.
+
+        A record that does not decode gets None: :meth:`handle` decodes it again and makes it a
+        dead letter with the reason then, in its turn.
+        """
+        events: list[Event | None] = []
+        with gc_paused():
             for record in records:
-                handle(record, stages)
+                try:
+                    events.append(decode(record.value))
+                except Exception:
+                    events.append(None)
+        return events
 
     async def flush(self, stage_sets: Iterable[StageSet], stop: asyncio.Event | None = None) -> None:
         """Steps 1-3 of a checkpoint: sinks (retrying while they push back), stages, publisher.
@@ -293,7 +323,7 @@ class Pipeline:
                 wait_s = self.flush_interval_s
                 if self._uncommitted:  # wait no longer than until the next checkpoint is due
                     wait_s = max(0.0, last_checkpoint + self.flush_interval_s - time.monotonic())
-                records = await self.consumer.getmany(timeout_ms=math.ceil(wait_s * 1000), max_records=5000)
+                records = await self.consumer.getmany(timeout_ms=math.ceil(wait_s * 1000), max_records=POLL_RECORDS)
                 now = time.monotonic()
                 self.core.handle_batch(records, self.stages)
                 if records:
@@ -302,7 +332,11 @@ class Pipeline:
                 due = self._uncommitted >= self.max_batch or now - last_checkpoint >= self.flush_interval_s
                 if self._uncommitted and due:
                     last_checkpoint = time.monotonic()  # the next is due an interval after this one began
-                    await self.checkpoint(stop)  # then poll again: records may have come meanwhile
+                    ahead, decoded = await self._checkpoint_reading_ahead(stop)
+                    self.core.handle_batch(ahead, self.stages, decoded)
+                    self._uncommitted = len(ahead)
+                    if ahead:
+                        last_record = time.monotonic()
                 elif idle_exit_s is not None and not self._uncommitted and now - last_record >= idle_exit_s:
                     break
             if self._uncommitted:
@@ -315,10 +349,40 @@ class Pipeline:
     async def checkpoint(self, stop: asyncio.Event | None = None) -> None:
         """Flush sinks, stages and publisher, save the state, commit offsets."""
         await self.core.flush([self.stages], stop)
+        await self._save_and_commit({})
+
+    async def _checkpoint_reading_ahead(self, stop: asyncio.Event) -> tuple[list[Record], list[Event | None]]:
+        """:meth:`checkpoint`, reading and decoding the records already there while the sinks flush.
+
+        ClickHouse's insert runs in a thread without the GIL, so the next records are read and
+        decoded meanwhile (up to ``max_batch``), but not handled: no sink, stage or publisher sees
+        them before the checkpoint ends, and the offsets committed stop at the first of them
+        (they are read again after a crash). Returns them and their events, to handle next.
+        """
+        flushing = asyncio.ensure_future(self.core.flush([self.stages], stop))
+        ahead: list[Record] = []
+        decoded: list[Event | None] = []
+        try:
+            while not flushing.done() and len(ahead) < self.max_batch:
+                records = await self.consumer.getmany(timeout_ms=0, max_records=POLL_RECORDS)
+                if not records:
+                    break
+                ahead.extend(records)
+                decoded.extend(self.core.decode_ahead(records))
+        finally:
+            await flushing  # a flush that failed raises here (the records read ahead are read again)
+        held: dict[tuple[str, int], int] = {}
+        for record in ahead:
+            held.setdefault((record.topic, record.partition), record.offset)
+        await self._save_and_commit(held)
+        return ahead, decoded
+
+    async def _save_and_commit(self, held: dict[tuple[str, int], int]) -> None:
+        """Steps 4 and 5 of a checkpoint: save the stages' state, commit the offsets read (but ``held``)."""
         segments = self.stages.new_key_segments()  # taken even without a state store: they would pile up
         if self.state is not None:
             for stage, number, keys in segments:
                 self.state.append_key_segment(STATE_NAME, stage, number, keys)
             self.state.save(STATE_NAME, self.stages.snapshot())
-        await self.consumer.commit()
+        await self.consumer.commit(held)
         self._uncommitted = 0
