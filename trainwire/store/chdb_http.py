@@ -57,7 +57,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
@@ -132,27 +132,64 @@ def _engine_error(exc: BaseException) -> ClickHouseHttpError:
 # --------------------------------------------------------------------------- compression
 
 
-def _lz4_frames_decompress(data: bytes) -> bytes:
-    import lz4.frame
+@dataclass(frozen=True)
+class Codec:
+    """One HTTP ``Content-Encoding``: how to compress a response, and a decompressor for a body.
 
-    out = []
-    while data:  # clickhouse-connect sends one frame per block, back to back
-        decompressor = lz4.frame.LZ4FrameDecompressor()
-        out.append(decompressor.decompress(data))
-        data = decompressor.unused_data
-    return b"".join(out)
+    ``new_decompressor()`` gives an object with ``decompress(data)``, ``eof`` and ``unused_data``
+    (zlib's, lz4.frame's and zstd's), for one frame; a body may hold several back to back.
+    """
+
+    compress: Callable[[bytes], bytes]
+    new_decompressor: Callable[[], Any]
+
+    def decompress(self, body: bytes) -> bytes:
+        """A whole compressed body back to its data."""
+        return b"".join(self.decompress_stream([body]))
+
+    def decompress_stream(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        """The data of a compressed body as its pieces arrive (frames back to back, as clickhouse-connect
+        sends lz4: one per block); ValueError if it is not this codec's or is cut short."""
+        decompressor, started = self.new_decompressor(), False
+        for piece in pieces:
+            while piece:
+                if decompressor.eof:
+                    decompressor = self.new_decompressor()
+                started = True
+                if data := decompressor.decompress(piece):
+                    yield data
+                piece = (decompressor.unused_data or b"") if decompressor.eof else b""
+        if started and not decompressor.eof:
+            raise ValueError("the compressed body is cut short")
 
 
-def _codecs() -> dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]]:
-    """``Content-Encoding`` name -> (compress, decompress), for each codec installed here."""
-    codecs: dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], bytes]]] = {
-        "gzip": (gzip.compress, gzip.decompress),
-        "deflate": (zlib.compress, zlib.decompress),
+class _BrotliDecompressor:
+    """brotli's decompressor with the interface of the others (one stream, no data after it)."""
+
+    def __init__(self) -> None:
+        import brotli
+
+        self._decompressor = brotli.Decompressor()
+        self.unused_data = b""
+
+    @property
+    def eof(self) -> bool:
+        return self._decompressor.is_finished()
+
+    def decompress(self, data: bytes) -> bytes:
+        return self._decompressor.process(data)
+
+
+def _codecs() -> dict[str, Codec]:
+    """``Content-Encoding`` name -> its :class:`Codec`, for each one installed here."""
+    codecs = {
+        "gzip": Codec(gzip.compress, lambda: zlib.decompressobj(16 + zlib.MAX_WBITS)),
+        "deflate": Codec(zlib.compress, zlib.decompressobj),
     }
     try:
         import lz4.frame
 
-        codecs["lz4"] = (lz4.frame.compress, _lz4_frames_decompress)
+        codecs["lz4"] = Codec(lz4.frame.compress, lz4.frame.LZ4FrameDecompressor)
     except ImportError:
         pass
     try:
@@ -163,11 +200,11 @@ def _codecs() -> dict[str, tuple[Callable[[bytes], bytes], Callable[[bytes], byt
         except ImportError:
             zstd = None  # type: ignore[assignment]
     if zstd is not None:
-        codecs["zstd"] = (zstd.compress, zstd.decompress)
+        codecs["zstd"] = Codec(zstd.compress, zstd.ZstdDecompressor)
     try:
         import brotli
 
-        codecs["br"] = (brotli.compress, brotli.decompress)
+        codecs["br"] = Codec(brotli.compress, _BrotliDecompressor)
     except ImportError:
         pass
     return codecs
@@ -177,18 +214,27 @@ CODECS = _codecs()
 """The compression methods the endpoint reads and writes, by ``Content-Encoding`` name."""
 
 
-def _decompress(body: bytes, encoding: str) -> bytes:
+def _decoded_body(pieces: Iterable[bytes], encoding: str, block_compressed: bool) -> Iterable[bytes]:
+    """A body's data as its pieces arrive, undoing its ``Content-Encoding`` and then ClickHouse's own
+    block compression (``decompress=1``)."""
     encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        return body
-    if encoding not in CODECS:
-        raise ClickHouseHttpError(36, "BAD_ARGUMENTS", f"Unknown HTTP Content-Encoding: {encoding}")
+    if encoding not in ("", "identity"):
+        if encoding not in CODECS:
+            raise ClickHouseHttpError(36, "BAD_ARGUMENTS", f"Unknown HTTP Content-Encoding: {encoding}")
+        pieces = _errors_as(CODECS[encoding].decompress_stream(pieces), 36, "BAD_ARGUMENTS", f" as {encoding}")
+    if block_compressed:
+        pieces = _errors_as(native_compression.decompress_stream(pieces), 271, "CANNOT_DECOMPRESS", "")
+    return pieces
+
+
+def _errors_as(pieces: Iterator[bytes], code: int, name: str, how: str) -> Iterator[bytes]:
+    """The pieces a decompressor yields, its failure as ClickHouse's error ``code``."""
     try:
-        return CODECS[encoding][1](body)
-    except Exception as exc:
-        raise ClickHouseHttpError(
-            36, "BAD_ARGUMENTS", f"Cannot decompress the request body as {encoding}: {exc}"
-        ) from exc
+        yield from pieces
+    except ClickHouseHttpError:
+        raise
+    except Exception as exc:  # each library raises its own error for a corrupt stream
+        raise ClickHouseHttpError(code, name, f"Cannot decompress the request body{how}: {exc}") from exc
 
 
 def _response_encoding(accept_encoding: str) -> str | None:
@@ -259,6 +305,70 @@ _INSERT_WITH_FORMAT = re.compile(
 )
 """``INSERT INTO target [SETTINGS ...] FORMAT name``, the data after it (the first FORMAT word ends it)."""
 
+STATEMENT_SEARCH_BYTES = 1 << 20
+"""How far into a body the statement's end is looked for; past it, the body is one SQL text (an INSERT's
+data found there is cut out at the end)."""
+
+
+def _data_start(text: bytes | bytearray, *, complete: bool) -> tuple[int, int] | None:
+    """For ``INSERT ... FORMAT f`` + data: where its statement ends and its data starts in ``text``; None if
+    ``text`` is not one, or (``complete`` False: more is to come) cannot be told yet."""
+    insert = _INSERT_WITH_FORMAT.match(text)
+    if insert is None:
+        return None
+    at = insert.end()  # where ClickHouse's parser starts an INSERT's data: blanks, then one line end
+    while at < len(text) and text[at] in b" \t\f":
+        at += 1
+    at += text[at : at + 1] == b"\r"
+    at += text[at : at + 1] == b"\n"
+    if at >= len(text) and not complete:  # the format's name or the blanks may go on in the next piece
+        return None
+    return insert.end(), at
+
+
+def _split_body(query: bytes, pieces: Iterable[bytes], temp_dir: Path) -> tuple[bytes, Path | None]:
+    """The request's statement (the ``query`` parameter, then the body) and, for ``INSERT ... FORMAT``, a
+    private file in ``temp_dir`` with its data, written as the pieces arrive: a large insert is never
+    whole in memory. The caller deletes the file; a full disk is ClickHouse's NOT_ENOUGH_SPACE."""
+    text, split, data, name = bytearray(query), None, None, None
+    try:
+        for piece in pieces:
+            if data is not None:
+                data.write(piece)
+                continue
+            if query and piece and len(text) == len(query):
+                text += b"\n"
+            searched = len(text) <= STATEMENT_SEARCH_BYTES
+            text += piece
+            if searched and (split := _data_start(text, complete=False)):
+                data, name = _data_file(temp_dir)
+                data.write(memoryview(text)[split[1] :])
+                del text[split[0] :]
+        if data is None and (split := _data_start(text, complete=True)):
+            data, name = _data_file(temp_dir)
+            data.write(memoryview(text)[split[1] :])
+            del text[split[0] :]
+        if data is not None:
+            data.close()
+    except OSError as exc:
+        if name is not None:
+            Path(name).unlink(missing_ok=True)
+        raise ClickHouseHttpError(243, "NOT_ENOUGH_SPACE", f"Cannot buffer the INSERT's data: {exc}") from exc
+    except BaseException:
+        if name is not None:
+            Path(name).unlink(missing_ok=True)
+        raise
+    finally:
+        if data is not None:
+            data.close()
+    return bytes(text), None if name is None else Path(name)
+
+
+def _data_file(temp_dir: Path) -> tuple[Any, str]:
+    descriptor, name = tempfile.mkstemp(prefix="insert-", dir=temp_dir)  # mkstemp: 0600
+    return os.fdopen(descriptor, "wb"), name
+
+
 _OUTPUT_FORMAT = re.compile(r"\bFORMAT\s+(\w+)\s*;?\s*$", re.I)
 
 _CONTENT_TYPES = {
@@ -286,7 +396,7 @@ class _Request:
     user: HttpUser
     method: str
     text: bytes
-    """The query, with an INSERT's data after it (the ``query`` parameter, a newline, the body)."""
+    """The statement (the ``query`` parameter, a newline, the body), without an INSERT's data."""
     database: str | None
     """The ``database`` parameter (None: the session's current one, or the default)."""
     default_format: str
@@ -295,6 +405,8 @@ class _Request:
     session_id: str | None = None
     session_timeout_s: float = 60.0
     session_check: bool = False
+    insert_data: Path | None = None
+    """The data of an ``INSERT ... FORMAT``, in a private file."""
 
 
 @dataclass
@@ -548,8 +660,8 @@ class ChdbHttpServer:
         try:
             self._run(handle, f"USE {_identifier(request.database or self.database)}")
             if request.user.read_only:
-                query = b"" if _INSERT_WITH_FORMAT.match(request.text) else request.text  # not an INSERT's data
-                settings = {**request.settings, **_closing_settings(query.decode(errors="replace"))}
+                query = "" if request.insert_data else request.text.decode(errors="replace")
+                settings = {**request.settings, **_closing_settings(query)}
                 self._set(handle, {name: value for name, value in settings.items() if name != "readonly"})
                 self._run(handle, "SET readonly = 1")
             else:
@@ -611,9 +723,8 @@ class ChdbHttpServer:
 
     def _statement(self, handle: Any, request: _Request) -> tuple[bool, Any, str | None]:
         """Run the request's statement: (whether it is an INSERT with data, chdb's result, its output format)."""
-        insert = _INSERT_WITH_FORMAT.match(request.text)
-        if insert:
-            return True, self._insert(handle, request, insert), None
+        if request.insert_data is not None:
+            return True, self._insert(handle, request, request.insert_data), None
         sql = self._text(request.text)
         if not sql.strip():
             raise ClickHouseHttpError(62, "SYNTAX_ERROR", "Empty query")
@@ -621,27 +732,16 @@ class ChdbHttpServer:
         fmt = stated.group(1) if stated else request.default_format
         return False, self._run(handle, sql, fmt, request.parameters), fmt
 
-    def _insert(self, handle: Any, request: _Request, insert: re.Match[bytes]) -> Any:
-        """``INSERT ... FORMAT f`` + data: the data goes to chdb through a private temporary file."""
-        data = request.text[insert.end() :]
-        data = data.lstrip(b" \t\f")  # where ClickHouse's parser starts an INSERT's data
-        data = data[1:] if data.startswith(b"\r") else data
-        data = data[1:] if data.startswith(b"\n") else data
-        descriptor, name = tempfile.mkstemp(prefix="insert-", dir=self.temp_dir)  # mkstemp: 0600
-        try:
-            try:
-                with os.fdopen(descriptor, "wb") as out:
-                    out.write(data)
-            except OSError as exc:
-                raise ClickHouseHttpError(243, "NOT_ENOUGH_SPACE", f"Cannot buffer the INSERT's data: {exc}") from exc
-            settings = f" SETTINGS {self._text(insert['settings'])}" if insert["settings"] else ""
-            sql = (
-                f"INSERT INTO {self._text(insert['target'])} FROM INFILE {_sql_string(name)}{settings}"
-                f" FORMAT {self._text(insert['format'])}"
-            )
-            return self._run(handle, sql, "TabSeparated", request.parameters)
-        finally:
-            Path(name).unlink(missing_ok=True)
+    def _insert(self, handle: Any, request: _Request, data: Path) -> Any:
+        """``INSERT ... FORMAT f`` with its data in a file: chdb reads the file."""
+        insert = _INSERT_WITH_FORMAT.match(request.text)
+        assert insert is not None  # the body was split at this statement's end
+        settings = f" SETTINGS {self._text(insert['settings'])}" if insert["settings"] else ""
+        sql = (
+            f"INSERT INTO {self._text(insert['target'])} FROM INFILE {_sql_string(str(data))}{settings}"
+            f" FORMAT {self._text(insert['format'])}"
+        )
+        return self._run(handle, sql, "TabSeparated", request.parameters)
 
     @staticmethod
     def _text(sql: bytes) -> str:
@@ -656,6 +756,67 @@ class ChdbHttpServer:
             return handle.query(sql, fmt, params=parameters or {})
         except Exception as exc:  # chdb raises its own errors with ClickHouse's code in the text
             raise _engine_error(exc) from exc
+
+
+class _RawBody:
+    """A request's body as it comes off the connection (``Content-Length`` or chunked), piece by piece."""
+
+    PIECE_BYTES = 1 << 18
+    """The most read at once (what a piece of a compressed body may grow to stays small too)."""
+
+    def __init__(self, stream: Any, headers: Any):
+        self._stream = stream
+        self._headers = headers
+        self._pieces = self._read()
+        self.complete = False
+        """True once the whole body was read (the connection is at the next request)."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self._pieces
+
+    def discard_rest(self) -> bool:
+        """Read what is left and drop it; False if the body is malformed (OSError if the client went away)."""
+        try:
+            for _ in self._pieces:
+                pass
+        except ClickHouseHttpError:
+            return False
+        return self.complete
+
+    def _read(self) -> Iterator[bytes]:
+        if "chunked" in self._headers.get("Transfer-Encoding", "").lower():
+            while size := self._chunk_size():
+                yield from self._exactly(size)
+                self._stream.readline(3)  # the CRLF after the chunk
+            while self._stream.readline(65537).strip():  # trailers, up to the blank line
+                pass
+        else:
+            try:
+                length = int(self._headers.get("Content-Length", 0))
+            except ValueError:
+                raise ClickHouseHttpError(27, "CANNOT_PARSE_INPUT", "Malformed Content-Length") from None
+            if length < 0:
+                raise ClickHouseHttpError(27, "CANNOT_PARSE_INPUT", "Malformed Content-Length")
+            yield from self._exactly(length)
+        self.complete = True
+
+    def _chunk_size(self) -> int:
+        line = self._stream.readline(65537)
+        try:
+            size = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            size = -1
+        if size < 0:
+            raise ClickHouseHttpError(27, "CANNOT_PARSE_INPUT", "Malformed chunked request body")
+        return size
+
+    def _exactly(self, size: int) -> Iterator[bytes]:
+        while size > 0:
+            piece = self._stream.read(min(size, self.PIECE_BYTES))
+            if not piece:
+                raise OSError("the client went away mid-request")
+            size -= len(piece)
+            yield piece
 
 
 class _Server(ThreadingHTTPServer):
@@ -709,62 +870,76 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parameters = dict(parse_qsl(url.query, keep_blank_values=True))
         query_id = parameters.get("query_id") or str(uuid.uuid4())
+        body = _RawBody(self.rfile, self.headers)
+        insert_data: Path | None = None
         try:
-            body = self._read_body()
-        except OSError:  # the client stalled past the timeout or went away mid-request
-            self.close_connection = True
-            return
-        except ClickHouseHttpError as exc:
-            self._reply_error(exc, query_id)
-            return
-        if url.path == "/ping" or (url.path == "/" and self.command in ("GET", "HEAD") and "query" not in parameters):
-            self._reply(_Reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"}))
-            return
-        try:
+            if url.path == "/ping" or (
+                url.path == "/" and self.command in ("GET", "HEAD") and "query" not in parameters
+            ):
+                if self._finish_body(body):
+                    self._reply(_Reply(200, b"Ok.\n", {"Content-Type": "text/html; charset=UTF-8"}))
+                return
             if url.path not in ("/", HAND_OVER_PATH):
                 raise ClickHouseHttpError(48, "NOT_IMPLEMENTED", f"There is no handle {url.path}: use / or /ping")
-            body = _decompress(body, self.headers.get("Content-Encoding", ""))
-            if parameters.get("decompress") == "1":  # ClickHouse's own block compression
-                try:
-                    body = native_compression.decompress(body)
-                except (native_compression.NativeCompressionError, ValueError) as exc:
-                    raise ClickHouseHttpError(271, "CANNOT_DECOMPRESS", f"Cannot decompress the body: {exc}") from exc
-            body = self._form_fields(body, parameters)
-            user = self.endpoint.authenticate(*self._credentials(parameters))
+            user = self.endpoint.authenticate(*self._credentials(parameters))  # before the body is kept anywhere
             if url.path == HAND_OVER_PATH:
-                self._hand_over(user)
+                if self._finish_body(body):
+                    self._hand_over(user)
                 return
+            pieces = _decoded_body(body, self.headers.get("Content-Encoding", ""), parameters.get("decompress") == "1")
+            if self._is_form():
+                self._form_fields(b"".join(pieces), parameters)
+                pieces = ()
+            query = parameters.get("query", "").encode()
+            text, insert_data = _split_body(query, pieces, self.endpoint.temp_dir)
             with self.endpoint.running() as open_:
                 if not open_:  # this process is giving chdb up: the client finds the next owner
                     self.close_connection = True
                     return
-                reply = self.endpoint.execute(self._request(user, parameters, body))
+                reply = self.endpoint.execute(self._request(user, parameters, text, insert_data))
+        except OSError:  # the client stalled past the timeout or went away mid-request
+            self.close_connection = True
+            return
         except ClickHouseHttpError as exc:
-            self._reply_error(exc, query_id)
+            if self._finish_body(body):
+                self._reply_error(exc, query_id)
             return
         except Exception as exc:  # a bug here: answered as ClickHouse answers its own, and logged
             logger.exception("trainwire: the chdb owner's endpoint failed on a request")
-            self._reply_error(ClickHouseHttpError(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {exc}"), query_id)
+            if self._finish_body(body):
+                self._reply_error(ClickHouseHttpError(1001, "STD_EXCEPTION", f"{type(exc).__name__}: {exc}"), query_id)
             return
+        finally:
+            if insert_data is not None:
+                insert_data.unlink(missing_ok=True)
         reply.headers["X-ClickHouse-Query-Id"] = query_id
         if parameters.get("compress") == "1" and reply.body:  # ClickHouse's own block compression
             reply.body = native_compression.compress(reply.body)
         accept = self.headers.get("Accept-Encoding", "")
         encoding = _response_encoding(accept) if parameters.get("enable_http_compression") == "1" else None
         if encoding and reply.body:
-            reply.body = CODECS[encoding][0](reply.body)
+            reply.body = CODECS[encoding].compress(reply.body)
             reply.headers["Content-Encoding"] = encoding
         self._reply(reply)
 
-    def _request(self, user: HttpUser, parameters: dict[str, str], body: bytes) -> _Request:
+    def _finish_body(self, body: _RawBody) -> bool:
+        """Read past what is left of the body (unanswered, it would be read as the next request); if the
+        body is malformed the connection closes after the reply. False: the client is gone, answer nothing."""
+        try:
+            if not body.discard_rest():
+                self.close_connection = True
+        except OSError:
+            self.close_connection = True
+            return False
+        return True
+
+    def _request(self, user: HttpUser, parameters: dict[str, str], text: bytes, insert_data: Path | None) -> _Request:
         try:
             timeout = float(parameters.get("session_timeout", 60))
         except ValueError:
             raise ClickHouseHttpError(
                 36, "BAD_ARGUMENTS", f"Invalid session timeout: {parameters['session_timeout']!r}"
             ) from None
-        query = parameters.get("query", "").encode()
-        text = query + b"\n" + body if query and body else query or body
         return _Request(
             user=user,
             method=self.command,
@@ -778,6 +953,7 @@ class _Handler(BaseHTTPRequestHandler):
             session_id=parameters.get("session_id") or None,
             session_timeout_s=timeout,
             session_check=parameters.get("session_check") == "1",
+            insert_data=insert_data,
         )
 
     def _credentials(self, parameters: dict[str, str]) -> tuple[str, bytes]:
@@ -793,42 +969,18 @@ class _Handler(BaseHTTPRequestHandler):
             return self.headers["X-ClickHouse-User"], password
         return parameters.get("user", "default"), parameters.get("password", "").encode()
 
-    def _read_body(self) -> bytes:
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            chunks = []
-            while True:
-                size_line = self.rfile.readline(65537)
-                try:
-                    size = int(size_line.split(b";")[0].strip(), 16)
-                except ValueError:
-                    raise ClickHouseHttpError(27, "CANNOT_PARSE_INPUT", "Malformed chunked request body") from None
-                if size == 0:
-                    while self.rfile.readline(65537).strip():  # trailers, up to the blank line
-                        pass
-                    return b"".join(chunks)
-                chunks.append(self.rfile.read(size))
-                self.rfile.readline(3)  # the CRLF after the chunk
-        try:
-            length = int(self.headers.get("Content-Length", 0))
-        except ValueError:
-            raise ClickHouseHttpError(27, "CANNOT_PARSE_INPUT", "Malformed Content-Length") from None
-        body = self.rfile.read(length) if length > 0 else b""
-        if len(body) < length:
-            raise OSError("the client went away mid-request")
-        return body
+    def _is_form(self) -> bool:
+        return self.headers.get("Content-Type", "").lower().startswith("multipart/form-data")
 
-    def _form_fields(self, body: bytes, parameters: dict[str, str]) -> bytes:
+    def _form_fields(self, body: bytes, parameters: dict[str, str]) -> None:
         """A ``multipart/form-data`` body's ``query`` and ``param_*`` fields moved to ``parameters``."""
         content_type = self.headers.get("Content-Type", "")
-        if not content_type.lower().startswith("multipart/form-data"):
-            return body
         message = BytesParser(policy=HTTP).parsebytes(b"Content-Type: " + content_type.encode() + b"\r\n\r\n" + body)
         for part in message.iter_parts():
             name = part.get_param("name", header="content-disposition")
             if part.get_filename() is not None:
                 raise ClickHouseHttpError(48, "NOT_IMPLEMENTED", f"External data ({name}) is not supported here")
             parameters[str(name)] = part.get_payload(decode=True).decode()
-        return b""
 
     def _hand_over(self, user: HttpUser) -> None:
         if user.read_only:

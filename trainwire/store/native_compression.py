@@ -18,6 +18,7 @@ DBeaver reads; a bulk export is faster with HTTP compression (``enable_http_comp
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Iterator
 
 _MASK = (1 << 64) - 1
 _K0 = 0xC3A5C85C97CB3127
@@ -180,26 +181,40 @@ def compress(data: bytes) -> bytes:
     return b"".join(out)
 
 
+MAX_BLOCK_SIZE = 1 << 30
+"""The largest compressed block ClickHouse accepts (DBMS_MAX_COMPRESSED_SIZE)."""
+
+
 def decompress(body: bytes) -> bytes:
     """ClickHouse's compressed blocks (LZ4 or none) back to the data; checksums verified."""
+    return b"".join(decompress_stream([body]))
+
+
+def decompress_stream(pieces: Iterable[bytes]) -> Iterator[bytes]:
+    """ClickHouse's compressed blocks back to the data block by block, as the pieces of the body arrive
+    (only the block being read is held); checksums verified."""
     import lz4.block
 
-    out, at = [], 0
-    while at < len(body):
-        if len(body) - at < 16 + _HEADER.size:
-            raise NativeCompressionError(f"a compressed block is cut short at byte {at}")
-        method, size, original = _HEADER.unpack_from(body, at + 16)
-        block = body[at + 16 : at + 16 + size]
-        if size < _HEADER.size or len(block) < size:
-            raise NativeCompressionError(f"a compressed block at byte {at} is cut short")
-        if _checksum(block) != body[at : at + 16]:
-            raise NativeCompressionError(f"the checksum of the compressed block at byte {at} does not match")
-        payload = block[_HEADER.size :]
-        if method == METHOD_LZ4:
-            out.append(lz4.block.decompress(payload, uncompressed_size=original))
-        elif method == METHOD_NONE:
-            out.append(payload)
-        else:
-            raise NativeCompressionError(f"unknown compression method 0x{method:02x} at byte {at}")
-        at += 16 + size
-    return b"".join(out)
+    buffer, at = bytearray(), 0  # at: where the buffer starts in the body
+    for piece in pieces:
+        buffer += piece
+        while len(buffer) >= 16 + _HEADER.size:
+            method, size, original = _HEADER.unpack_from(buffer, 16)
+            if not _HEADER.size <= size <= MAX_BLOCK_SIZE:
+                raise NativeCompressionError(f"the compressed block at byte {at} claims an impossible size {size}")
+            if len(buffer) < 16 + size:
+                break
+            block = bytes(buffer[16 : 16 + size])
+            if _checksum(block) != buffer[:16]:
+                raise NativeCompressionError(f"the checksum of the compressed block at byte {at} does not match")
+            payload = block[_HEADER.size :]
+            if method == METHOD_LZ4:
+                yield lz4.block.decompress(payload, uncompressed_size=original)
+            elif method == METHOD_NONE:
+                yield payload
+            else:
+                raise NativeCompressionError(f"unknown compression method 0x{method:02x} at byte {at}")
+            del buffer[: 16 + size]
+            at += 16 + size
+    if buffer:
+        raise NativeCompressionError(f"a compressed block is cut short at byte {at}")
