@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import logging
 import math
 import os
@@ -33,6 +34,9 @@ from trl import GRPOConfig, GRPOTrainer
 from trainwire.bus import Emitter, open_consumer
 from trainwire.config import Settings
 from trainwire.events import Event, Interaction, TrainStep, decode
+from trainwire.judge.client import JudgeConfig
+from trainwire.judge.reward import judge_reward_function
+from trainwire.judge.servers import Reply, ScriptedJudgeServer, group_answers
 from trainwire.producers.tiny import TINY_CORPUS, build_tiny_model
 from trainwire.producers.trainer import (
     TrainwireCallback,
@@ -572,3 +576,35 @@ def test_columns_and_metrics_that_reward_functions_log_reach_the_events(tiny_mod
             "sampling_args/top_k": 5.0,
             "sampling_args/importance_sampling_correction": 0.0,  # no vLLM: TRL does not correct
         }
+
+
+def test_group_judge_reward_function_scores_each_grpo_group_in_one_request(tiny_model, embedded_settings, tmp_path):
+    """``judge_reward_function(mode="group")`` as a real GRPOTrainer's reward function: one judge request
+    per prompt's ``num_generations`` completions, each completion's score where TRL expects it."""
+
+    def reply(body: dict) -> Reply:  # the second answer of each group scores 5 of 5, the first 1
+        answers = group_answers(body)
+        return Reply(json.dumps([{"id": i, "score": 1 + 4 * n} for n, (i, _) in enumerate(answers)]))
+
+    emitter = Emitter(embedded_settings)
+    with ScriptedJudgeServer(reply) as server:
+        config = JudgeConfig(base_url=server.base_url, model=server.model, max_retries=0)
+        trainer = GRPOTrainer(
+            model=str(tiny_model),
+            processing_class=AutoTokenizer.from_pretrained(tiny_model),
+            reward_funcs=[judge_reward_function(config, mode="group", cache_dir=tmp_path / "cache")],
+            args=grpo_args(tmp_path, max_steps=2),
+            train_dataset=math_dataset(4),
+        )
+        instrument_trainer(trainer, run_id="group-judged", emitter=emitter)
+        trainer.train()
+        requests = [group_answers(body) for body in server.requests]
+    emitter.close()
+
+    assert [len(answers) for answers in requests] == [2] * 4  # 2 steps x 4 completions in groups of 2
+    interactions, _ = split(read_events(embedded_settings))
+    assert len(interactions) == 8
+    groups = defaultdict(list)
+    for interaction in interactions:
+        groups[interaction.group_id].append((interaction.group_index, interaction.rewards["judge_reward"]))
+    assert sorted(sorted(group) for group in groups.values()) == [[(0, 0.0), (1, 1.0)]] * 4
