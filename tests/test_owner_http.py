@@ -150,8 +150,21 @@ def test_a_response_is_compressed_as_the_client_accepts(owner: OwnerEndpoint, en
     )
     assert (status, headers["Content-Encoding"]) == (200, encoding)
     assert CODECS[encoding].decompress(body) == b'"one"\n"two"\n"three"\n'
-    status, headers, body = request(owner, "POST", "/", query, **{"Accept-Encoding": encoding})
+    status, headers, body = request(
+        owner, "POST", "/?enable_http_compression=0", query, **{"Accept-Encoding": encoding}
+    )
     assert "Content-Encoding" not in headers and body == b'"one"\n"two"\n"three"\n'  # not asked for
+
+
+def test_a_response_is_compressed_for_clickhouse_connect_without_the_url_setting(owner: OwnerEndpoint) -> None:
+    """clickhouse-connect (compress=True, lz4, zstd, gzip) sends only Accept-Encoding when system.settings
+    shows enable_http_compression on, as chdb's does: the response is compressed then too."""
+    ch = client(owner, compress="zstd")
+    shown = ch.query("SELECT value FROM system.settings WHERE name = 'enable_http_compression'").result_rows
+    assert shown == [("1",)]
+    ch.close()
+    status, headers, body = request(owner, "POST", "/", b"SELECT 1", **{"Accept-Encoding": "zstd"})
+    assert (status, headers["Content-Encoding"], CODECS["zstd"].decompress(body)) == (200, "zstd", b"1\n")
 
 
 def test_clickhouse_block_compression_both_ways(owner: OwnerEndpoint) -> None:

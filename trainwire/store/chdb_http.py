@@ -523,10 +523,18 @@ class ChdbHttpServer:
         self.on_hand_over = on_hand_over
         probe = self._connect()
         try:
-            version, self.timezone = probe.query("SELECT version(), timezone()", "TSV").bytes().decode().split()
+            version, self.timezone, compression = (
+                probe.query("SELECT version(), timezone(), getSetting('enable_http_compression')", "TSV")
+                .bytes()
+                .decode()
+                .split()
+            )
         finally:
             probe.close()
         self.version = version
+        self.http_compression = compression in ("1", "true")
+        """``enable_http_compression`` where a request does not set it: the engine's, as ``system.settings``
+        shows it (clickhouse-connect sends only ``Accept-Encoding`` when that says it is on)."""
         self.display_name = socket.gethostname()
         self._state = threading.Condition()
         """Guards the three below; notified when a request leaves chdb."""
@@ -916,7 +924,8 @@ class _Handler(BaseHTTPRequestHandler):
         if parameters.get("compress") == "1" and reply.body:  # ClickHouse's own block compression
             reply.body = native_compression.compress(reply.body)
         accept = self.headers.get("Accept-Encoding", "")
-        encoding = _response_encoding(accept) if parameters.get("enable_http_compression") == "1" else None
+        compressed = parameters.get("enable_http_compression", "1" if self.endpoint.http_compression else "0") == "1"
+        encoding = _response_encoding(accept) if compressed else None
         if encoding and reply.body:
             reply.body = CODECS[encoding].compress(reply.body)
             reply.headers["Content-Encoding"] = encoding
