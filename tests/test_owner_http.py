@@ -191,11 +191,16 @@ def test_an_insert_in_other_formats_with_a_compressed_body(owner: OwnerEndpoint)
     request(owner, "POST", "/", b"CREATE TABLE fmt_in (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
     sink = io.BytesIO()
     pq.write_table(pa.table({"id": pa.array([1], pa.uint32()), "name": ["parquet"]}), sink)
+    stream = io.BytesIO()
+    arrow_rows = pa.table({"id": pa.array([5], pa.uint32()), "name": ["arrowstream"]})
+    with pa.ipc.new_stream(stream, arrow_rows.schema) as writer:
+        writer.write_table(arrow_rows)
     bodies = {
         "Parquet": sink.getvalue(),
         "TabSeparated": b"2\ttsv\n",
         "RowBinary": (3).to_bytes(4, "little") + bytes([9]) + b"rowbinary",
         "Native": None,
+        "ArrowStream": stream.getvalue(),
     }
     for fmt, data in bodies.items():
         if data is None:  # Native as ClickHouse writes it: from a query of the same columns
@@ -212,7 +217,7 @@ def test_an_insert_in_other_formats_with_a_compressed_body(owner: OwnerEndpoint)
         assert status == 200, body
         assert json.loads(headers["X-ClickHouse-Summary"])["written_rows"] == "1"
     _, _, body = request(owner, "POST", "/", b"SELECT name FROM fmt_in ORDER BY id FORMAT CSV")
-    assert body == b'"parquet"\n"tsv"\n"rowbinary"\n"native"\n'
+    assert body == b'"parquet"\n"tsv"\n"rowbinary"\n"native"\n"arrowstream"\n'
 
 
 def test_an_insert_the_disk_has_no_room_for_is_refused_for_now_and_nothing_is_half_written(
