@@ -10,6 +10,7 @@ and, for comparison, the "ad-hoc script" peer: the same numbers computed by pyar
 the columns fetched once (the fetch timed separately).
 
     python bench/bench_analysis.py [--rows 10000000] [--runs 50] [--repeat 3] [--data-dir DIR] [--compare DIR]
+    python bench/bench_analysis.py --data-dir DIR --analyze --repeat 3 --no-peer
 
 ``--data-dir`` keeps the generated store between runs (generation is skipped when it already
 holds the requested rows; generating 10 M rows takes about 90 s). ``--no-optimize`` leaves the
@@ -17,13 +18,20 @@ parts unmerged (a store whose background merges have not caught up; ``FINAL`` th
 query time). ``--compare DIR`` times another version of the queries (a folder of query files, e.g.
 ``trainwire/analysis/queries`` of an earlier checkout) on the same store, alternating with the
 current ones run by run, and says whether each returns the same rows (floats up to 1e-9).
+``--analyze`` times ``trainwire analyze`` on the store instead (target <= 10 s at 10 M rows): the
+command in a process of its own (wall seconds and peak RSS, median of ``--repeat``), beside its
+standard queries run alone in the same run, and then the report's phases timed in this process.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -158,6 +166,7 @@ def main() -> None:
     parser.add_argument("--no-optimize", action="store_true", help="Leave the parts unmerged.")
     parser.add_argument("--no-peer", action="store_true", help="Skip the pyarrow/pandas comparison.")
     parser.add_argument("--compare", type=Path, default=None, help="Also time the query files in this folder.")
+    parser.add_argument("--analyze", action="store_true", help="Time `trainwire analyze` instead of the queries.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or Path(tmp)
@@ -174,7 +183,9 @@ def main() -> None:
                     for table in _TABLES:
                         store.command(f"OPTIMIZE TABLE {table} FINAL")
                     print(f"OPTIMIZE FINAL in {time.perf_counter() - t0:.1f} s")
-            if args.compare:
+            if args.analyze:
+                pass  # timed once this process has closed the store (a second process would go through its owner)
+            elif args.compare:
                 _compare(store, args.compare, args.repeat, args.rows)
             else:
                 rows = []
@@ -188,6 +199,8 @@ def main() -> None:
                 )
             if not args.no_peer:
                 _peer(store, args.repeat)
+        if args.analyze:
+            _analyze(data_dir, args.repeat, args.rows)
 
 
 def _compare(store: Store, folder: Path, repeat: int, n_rows: int) -> None:
@@ -215,6 +228,62 @@ def _compare(store: Store, folder: Path, repeat: int, n_rows: int) -> None:
         f"load average {load_before} before, {_load()} after",
         ["query", "result rows", f"{folder} s", "these s", "speed-up", "same rows"],
         rows,
+    )
+
+
+def _analyze(data_dir: Path, repeat: int, n_rows: int) -> None:
+    """``trainwire analyze`` in a process of its own, beside its queries alone; then its phases in this one."""
+    from trainwire.analysis import report
+
+    env = {**os.environ, "TRAINWIRE_DATA_DIR": str(data_dir)}
+    load_before = _load()
+    wall, peaks = [], []
+    with tempfile.TemporaryDirectory() as out:
+        for _ in range(repeat):
+            child = "from trainwire.cli import main; main()"
+            command = [sys.executable, "-c", child, "analyze", "--output", out]
+            t0 = time.perf_counter()
+            subprocess.run(command, env=env, check=True, stdout=subprocess.DEVNULL)
+            wall.append(time.perf_counter() - t0)
+            peaks.append(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)  # the largest child so far
+        phases: dict[str, list[float]] = {}
+
+        def timed(name: str, fn: Any, *args: Any) -> Any:
+            t0 = time.perf_counter()
+            value = fn(*args)
+            phases.setdefault(name, []).append(time.perf_counter() - t0)
+            return value
+
+        from trainwire.analysis.dashboard import write_dashboard
+        from trainwire.analysis.plots import write_plots
+
+        with open_store(Settings(data_dir=data_dir)) as store:
+            for _ in range(repeat):
+                results = timed("queries (collect)", report.collect, store)
+                timed("write_results", report.write_results, results, Path(out))
+                timed("write_samples", report.write_samples, results, Path(out))
+                timed("write_plots", write_plots, results, Path(out))
+                timed("write_dashboard", write_dashboard, results, Path(out))
+        size = (Path(out) / "analysis_results.json").stat().st_size
+    seconds = statistics.median(wall)
+    queries = statistics.median(phases["queries (collect)"])
+    print_table(
+        f"trainwire analyze on {n_rows:,} interactions (median of {repeat}), load average {load_before} before, "
+        f"{_load()} after; analysis_results.json {size / 2**20:.0f} MiB",
+        ["run", "seconds", "peak MiB", "vs its queries alone", "<= 10 s"],
+        [
+            (
+                "trainwire analyze (own process)",
+                seconds,
+                max(peaks),
+                f"{seconds / queries:.2f}x",
+                "ok" if seconds <= 10 else "SLOW",
+            ),
+            *(
+                (f"  {name}", statistics.median(times), "", f"{statistics.median(times) / seconds:.0%} of analyze", "")
+                for name, times in phases.items()
+            ),
+        ],
     )
 
 
