@@ -71,6 +71,7 @@ from trainwire.bus.base import Record
 from trainwire.bus.kafka import FETCH_MAX_WAIT_MS
 from trainwire.config import Settings
 from trainwire.errors import BusError, ConfigError
+from trainwire.events import Event
 from trainwire.private_files import private_dir
 from trainwire.processors.base import StateError
 from trainwire.runtime import WorkerOptions, build_core, build_stages
@@ -173,18 +174,24 @@ class FaustRuntime:
         """Take fetched records (topic partition -> aiokafka records, in offset order), then checkpoint if due.
 
         Waits for a running checkpoint first (records added to a sink while it flushes in its
-        thread would be lost), and checkpoints once ``max_batch`` records are pending.
+        thread would be lost), decoding the records meanwhile (the flush's insert runs without
+        the GIL), and checkpoints once ``max_batch`` records are pending.
         """
-        await self.wait_checkpoint()
+        decoded = None
+        if self._lock.locked():
+            decoded = {tp: self.core.decode_ahead(r.value for r in records) for tp, records in batches.items()}
+            await self.wait_checkpoint()
         for tp, records in batches.items():
-            self.take_batch(tp, records)
+            self.take_batch(tp, records, None if decoded is None else decoded[tp])
         if self._seeks:
             await self.seek_skipped()
         if self._pending >= self.max_batch:
             await self.checkpoint()
 
-    def take_batch(self, tp: Any, records: list[Any]) -> None:
+    def take_batch(self, tp: Any, records: list[Any], decoded: list[Event | None] | None = None) -> None:
         """Hand one partition's fetched records to the sinks and that partition's stages (no I/O).
+
+        ``decoded``: their events from :meth:`WorkerCore.decode_ahead`, in the same order, if taken.
 
         Only the next record of the partition is taken each time, so the offset committed for it
         never passes a record that was not taken: records left over from before a rebalance, or
@@ -200,7 +207,8 @@ class FaustRuntime:
             self.first_record_at = time.monotonic()
         partition = tp.partition
         taken: list[Record] = []
-        for r in records:
+        events: list[Event | None] = []
+        for index, r in enumerate(records):
             offset = r.offset
             if offset < expected:
                 continue
@@ -211,9 +219,11 @@ class FaustRuntime:
                     "trainwire: %s has no records %d..%d; going on from %d", tp, expected, offset - 1, offset
                 )
             taken.append(Record(r.topic, partition, offset, r.key, r.value, r.timestamp, tuple(r.headers or ())))
+            if decoded is not None:
+                events.append(decoded[index])
             expected = offset + 1
         if taken:
-            self.core.handle_batch(taken, self._stage_set(partition))
+            self.core.handle_batch(taken, self._stage_set(partition), events if decoded is not None else None)
             self._next_offsets[tp] = expected
             self._uncommitted.add(tp)
             self._touched.add(partition)

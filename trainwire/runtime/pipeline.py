@@ -227,17 +227,17 @@ class WorkerCore:
                     handle(record, stages, event)
 
     @staticmethod
-    def decode_ahead(records: Iterable[Record]) -> list[Event | None]:
-        """The events of ``records``, decoded with no side effect, for :meth:`handle_batch` later.
+    def decode_ahead(values: Iterable[bytes | None]) -> list[Event | None]:
+        """The events in records' ``values``, decoded with no side effect, for :meth:`handle_batch` later.
 
-        A record that does not decode gets None: :meth:`handle` decodes it again and makes it a
-        dead letter with the reason then, in its turn.
+        A value that does not decode gets None: :meth:`handle` decodes its record again and makes
+        it a dead letter with the reason then, in its turn.
         """
         events: list[Event | None] = []
         with gc_paused():
-            for record in records:
+            for value in values:
                 try:
-                    events.append(decode(record.value))
+                    events.append(decode(value))  # type: ignore[arg-type]  # None fails like bad bytes
                 except Exception:
                     events.append(None)
         return events
@@ -368,7 +368,7 @@ class Pipeline:
                 if not records:
                     break
                 ahead.extend(records)
-                decoded.extend(self.core.decode_ahead(records))
+                decoded.extend(self.core.decode_ahead(r.value for r in records))
         finally:
             await flushing  # a flush that failed raises here (the records read ahead are read again)
         held: dict[tuple[str, int], int] = {}
