@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +32,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, OperationalError
 
 from trainwire.cli import main
 from trainwire.config import Settings
-from trainwire.store import native_compression
+from trainwire.store import chdb_http, native_compression
 from trainwire.store.chdb_http import CODECS, HttpUser
 from trainwire.store.clickhouse import EmbeddedStore, OwnerEndpoint, open_store
 
@@ -394,6 +395,33 @@ def test_one_request_at_a_time_in_a_session(owner: OwnerEndpoint) -> None:
     status, headers, _ = request(owner, "POST", "/?session_id=never-opened&session_check=1", b"SELECT 1")
     assert headers["X-ClickHouse-Exception-Code"] == "372"
     watch.close()
+
+
+def test_connections_past_the_limit_are_refused_as_clickhouse_does_and_served_again_once_one_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each connection holds a thread: past MAX_CONNECTIONS a client gets 503 / 202 at once, not a new thread."""
+    monkeypatch.setattr(chdb_http, "MAX_CONNECTIONS", 2)
+
+    def ping(connection: http.client.HTTPConnection) -> tuple[int, str | None, bytes]:
+        connection.request("GET", "/ping")
+        response = connection.getresponse()
+        return response.status, response.getheader("X-ClickHouse-Exception-Code"), response.read()
+
+    with open_store(Settings(data_dir=tmp_path)) as store:
+        port = store.endpoint.port
+        kept = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(2)]
+        assert [ping(connection)[0] for connection in kept] == [200, 200]  # both kept alive, each on a thread
+        status, code, body = ping(http.client.HTTPConnection("127.0.0.1", port, timeout=30))
+        assert (status, code) == (503, "202") and b"TOO_MANY_SIMULTANEOUS_QUERIES" in body
+        kept.pop().close()
+        for _ in range(200):  # until the server has seen the close and freed the connection's thread
+            if ping(http.client.HTTPConnection("127.0.0.1", port, timeout=30))[0] == 200:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("a connection closed by its client never freed its place")
+        kept.pop().close()
 
 
 def test_ping_and_root_answer_ok_without_login(owner: OwnerEndpoint) -> None:

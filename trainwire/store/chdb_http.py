@@ -73,6 +73,10 @@ logger = logging.getLogger("trainwire.store")
 IDLE_TIMEOUT_S = 30.0
 """How long the endpoint waits for a client that sends nothing before closing its connection."""
 
+MAX_CONNECTIONS = 512
+"""Client connections served at once (a thread each); one more is answered 503, ClickHouse's 202
+TOO_MANY_SIMULTANEOUS_QUERIES, and closed, rather than start threads without end."""
+
 HAND_OVER_PATH = "/trainwire/hand-over"
 """trainwire's one path of its own: a process waiting to own chdb asks the owner to hand it over."""
 
@@ -830,6 +834,37 @@ class _RawBody:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     endpoint: ChdbHttpServer
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]):
+        self._served = threading.Semaphore(MAX_CONNECTIONS)
+        """One slot per connection with a thread of its own."""
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._served.acquire(blocking=False):
+            message = (
+                f"Code: 202. DB::Exception: Too many connections (more than {MAX_CONNECTIONS})."
+                " (TOO_MANY_SIMULTANEOUS_QUERIES)\n"
+            )
+            head = (
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=UTF-8\r\n"
+                f"X-ClickHouse-Exception-Code: 202\r\nConnection: close\r\nContent-Length: {len(message)}\r\n\r\n"
+            )
+            with contextlib.suppress(OSError):
+                request.sendall((head + message).encode())
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started: the slot is free again
+            self._served.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._served.release()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         if isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away: nothing to answer
