@@ -6,9 +6,13 @@ import dataclasses
 import http.client
 import socket
 import threading
+from datetime import UTC, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
+import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trainwire.config import Settings
 from trainwire.errors import StoreError
@@ -17,7 +21,7 @@ from trainwire.store import chdb_http
 from trainwire.store.chdb_http import HttpUser
 from trainwire.store.clickhouse import EmbeddedStore, OwnerClientStore, OwnerEndpoint, open_store
 from trainwire.store.migrations import available_migrations
-from trainwire.store.schema import expected_columns
+from trainwire.store.schema import events_to_arrow, expected_columns
 
 
 def schema_snapshot(store) -> list[tuple]:
@@ -254,3 +258,22 @@ def test_the_next_owner_serves_the_same_port_and_users_so_a_client_set_up_once_g
         with open_store(embedded_settings) as store:
             assert store.endpoint.port != endpoint.port and store.endpoint.user == endpoint.user
             assert OwnerEndpoint.read(data_dir).port == store.endpoint.port
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.datetimes(
+            min_value=datetime(1970, 1, 2),
+            max_value=datetime(2200, 1, 1),
+            timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_events_ts_column_holds_each_instant_in_utc_microseconds(times):
+    events = [Event("r", Interaction(prompt="p", completion="c"), ts=ts) for ts in times]
+    column = events_to_arrow(Interaction, events).column("ts")
+    assert column.type == pa.timestamp("us", tz="UTC")
+    assert column.to_pylist() == [ts.astimezone(UTC) for ts in times]
