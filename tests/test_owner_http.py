@@ -15,6 +15,7 @@ import http.client
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -345,6 +346,34 @@ def test_the_read_only_user_may_change_query_settings_as_dashboards_do(owner: Ow
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")  # readonly itself is not theirs to change
 
 
+@pytest.mark.parametrize(
+    ("raw", "status", "code"),
+    [
+        (b"GARBAGE\r\n\r\n", None, "36"),  # a request line http.server cannot read: no status line to send
+        (b"GET / HTTP/9.9\r\n\r\n", None, "36"),
+        (b"PUT / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", 501, "48"),
+        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nX-" + b"h" * 70_000 + b": 1\r\n\r\nSELEC", 431, "36"),
+    ],
+)
+def test_a_request_http_cannot_parse_gets_a_clickhouse_error(
+    owner: OwnerEndpoint, raw: bytes, status: int | None, code: str
+) -> None:
+    """Not Python's HTML error page: ClickHouse's ``Code: N. DB::Exception`` text (and its header when the
+    request line could be read), then the connection closes."""
+    with socket.create_connection(("127.0.0.1", owner.port), timeout=30) as connection:
+        connection.sendall(raw)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    if status is None:
+        assert answer.startswith(f"Code: {code}. DB::Exception: ".encode()), answer
+        return
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode()) or head.startswith(f"HTTP/1.0 {status} ".encode()), head
+    assert f"X-ClickHouse-Exception-Code: {code}".encode() in head
+    assert body.startswith(f"Code: {code}. DB::Exception: ".encode())
+
+
 def test_a_get_may_not_write(owner: OwnerEndpoint) -> None:
     status, headers, _ = request(owner, "GET", "/?query=CREATE+TABLE+by_get+(x+Int8)+ENGINE+%3D+Memory")
     assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164")
@@ -398,30 +427,34 @@ def test_one_request_at_a_time_in_a_session(owner: OwnerEndpoint) -> None:
 
 
 def test_connections_past_the_limit_are_refused_as_clickhouse_does_and_served_again_once_one_closes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    owned_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each connection holds a thread: past MAX_CONNECTIONS a client gets 503 / 202 at once, not a new thread."""
     monkeypatch.setattr(chdb_http, "MAX_CONNECTIONS", 2)
+    server = chdb_http.ChdbHttpServer(  # a second endpoint on this process's chdb, with the limit at 2
+        owned_dir / "clickhouse", [HttpUser("trainwire", "pw")], database="trainwire", temp_dir=tmp_path
+    )
 
     def ping(connection: http.client.HTTPConnection) -> tuple[int, str | None, bytes]:
         connection.request("GET", "/ping")
         response = connection.getresponse()
         return response.status, response.getheader("X-ClickHouse-Exception-Code"), response.read()
 
-    with open_store(Settings(data_dir=tmp_path)) as store:
-        port = store.endpoint.port
-        kept = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(2)]
+    try:
+        kept = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30) for _ in range(2)]
         assert [ping(connection)[0] for connection in kept] == [200, 200]  # both kept alive, each on a thread
-        status, code, body = ping(http.client.HTTPConnection("127.0.0.1", port, timeout=30))
+        status, code, body = ping(http.client.HTTPConnection("127.0.0.1", server.port, timeout=30))
         assert (status, code) == (503, "202") and b"TOO_MANY_SIMULTANEOUS_QUERIES" in body
         kept.pop().close()
         for _ in range(200):  # until the server has seen the close and freed the connection's thread
-            if ping(http.client.HTTPConnection("127.0.0.1", port, timeout=30))[0] == 200:
+            if ping(http.client.HTTPConnection("127.0.0.1", server.port, timeout=30))[0] == 200:
                 break
             time.sleep(0.05)
         else:
             pytest.fail("a connection closed by its client never freed its place")
         kept.pop().close()
+    finally:
+        server.close()
 
 
 def test_ping_and_root_answer_ok_without_login(owner: OwnerEndpoint) -> None:

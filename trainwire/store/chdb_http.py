@@ -900,6 +900,16 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """A request http.server cannot parse (request line, version, method, headers), answered as
+        ClickHouse answers an error instead of an HTML page; the connection closes after it."""
+        self.close_connection = True
+        if code == 501:
+            error = ClickHouseHttpError(48, "NOT_IMPLEMENTED", message or "Not implemented")
+        else:
+            error = ClickHouseHttpError(36, "BAD_ARGUMENTS", message or "Bad request")
+        self._reply_error(error, str(uuid.uuid4()), status=code)
+
     def do_HEAD(self) -> None:
         self.do_GET()
 
@@ -1035,14 +1045,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(_Reply(202, b"Ok.\n", {"Content-Type": "text/plain"}))
         threading.Thread(target=self.endpoint.on_hand_over, name="trainwire-chdb-hand-over").start()
 
-    def _reply_error(self, error: ClickHouseHttpError, query_id: str) -> None:
+    def _reply_error(self, error: ClickHouseHttpError, query_id: str, status: int | None = None) -> None:
+        """``error`` as ClickHouse sends it, with the HTTP status of its code (unless ``status`` is given)."""
         body = f"Code: {error.code}. DB::Exception: {error.message}. ({error.name}) (version {self.endpoint.version})\n"
         headers = {
             "Content-Type": "text/plain; charset=UTF-8",
             "X-ClickHouse-Exception-Code": str(error.code),
             "X-ClickHouse-Query-Id": query_id,
         }
-        self._reply(_Reply(_HTTP_STATUS_OF_CODE.get(error.code, 500), body.encode(), headers))
+        if self.close_connection:
+            headers["Connection"] = "close"
+        self._reply(_Reply(status or _HTTP_STATUS_OF_CODE.get(error.code, 500), body.encode(), headers))
 
     def _reply(self, reply: _Reply) -> None:
         self.send_response(reply.status)
