@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -67,9 +69,17 @@ def emit(settings: Settings, events: list[Event]) -> None:
 
 
 def start_worker(
-    settings: Settings, data_dir: Path, group: str, *extra: str, env: dict[str, str] | None = None
+    settings: Settings,
+    data_dir: Path,
+    group: str,
+    *extra: str,
+    env: dict[str, str] | None = None,
+    stderr: int | None = None,
 ) -> subprocess.Popen:
-    """``trainwire worker --runtime faust`` in a process of its own; ``env`` adds environment variables."""
+    """``trainwire worker --runtime faust`` in a process of its own; ``env`` adds environment variables.
+
+    Its output goes to ``{data_dir}.log``; its stderr goes to ``stderr`` (a file descriptor) when given.
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -95,7 +105,29 @@ def start_worker(
     ]
     log = open(data_dir.parent / f"{data_dir.name}.log", "ab")  # noqa: SIM115 - closed with the process
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=stderr or subprocess.STDOUT, env=env)
+
+
+def read_terminal() -> tuple[int, threading.Thread, bytearray]:
+    """A pseudo-terminal for a process's stderr: its follower's descriptor, and a thread reading everything
+    written to it (so the writer never blocks) into the bytearray until no process holds it."""
+    leader, follower = pty.openpty()
+    screen = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: no process holds the terminal any more
+                break
+            if not chunk:
+                break
+            screen.extend(chunk)
+        os.close(leader)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return follower, reader, screen
 
 
 async def _lag(settings: Settings, group: str, partitions: int = PARTITIONS) -> int | None:
@@ -190,6 +222,7 @@ def test_one_worker_stores_events_stats_alerts_and_dead_letters(kafka_settings: 
     data_dir = tmp_path / "w1"
     dataset = tmp_path / "out" / "sft.jsonl"
     web_port = local_broker.free_port()
+    terminal, reader, screen = read_terminal()
     worker = start_worker(
         kafka_settings,
         data_dir,
@@ -202,13 +235,30 @@ def test_one_worker_stores_events_stats_alerts_and_dead_letters(kafka_settings: 
         "prompt+completion",
         "--web-port",
         str(web_port),
+        env={"COLUMNS": "160"},  # the progress line on one line of the terminal
+        stderr=terminal,
     )
+    os.close(terminal)
     try:
         wait_until_caught_up(kafka_settings, "one", [worker])
         with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/", timeout=10) as page:  # faust's web server
             assert page.status == 200
     finally:
         stop(worker)
+        reader.join(60)
+
+    # On a terminal the faust runtime shows the progress line too; its last count is the summary's, on stdout.
+    # The worker consumes the events, the garbage record, and what it published itself but the dead letter.
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen.decode(errors="replace"))
+    frames = re.findall(r"worker .*?(\d+) consumed \(\d+/s\) · (\d+) stored \(\d+/s\)", shown)
+    summary = (data_dir.parent / f"{data_dir.name}.log").read_text().splitlines()[-1]
+    counts = re.fullmatch(
+        r"worker stopped: (\d+) records consumed, (\d+) stored, (\d+) published, 1 dead letters .*", summary
+    )
+    assert counts, summary
+    consumed, stored_, published = (int(n) for n in counts.groups())
+    assert consumed == len(events) + 1 + published - 1 and stored_ == consumed - 1, summary
+    assert frames and frames[-1] == (str(consumed), str(stored_)), shown
 
     ids, rows = event_ids(data_dir)
     assert ids == {e.event_id for e in events}
