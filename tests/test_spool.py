@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
+
+import pytest
 
 from trainwire.bus import Emitter, open_consumer
 from trainwire.bus.base import Message, frame, read_records
@@ -95,3 +98,25 @@ def test_replay_takes_whole_blocks_in_order(tmp_path: Path) -> None:
     assert [m for b in batches for m in b] == messages
     assert spool.path.stat().st_size == 0
     spool.close()
+
+
+def test_a_block_that_cannot_be_decompressed_is_named_and_the_rest_replays(
+    embedded_settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A whole record (its checksum holds) whose block is not zstd: named by its byte offset, the spool set aside."""
+    before, after = numbered(10), numbered(10, start=10)
+    spool, later = Spool(spool_dir(embedded_settings.data_dir, "local")), Spool(embedded_settings.data_dir / "other")
+    spool.append(before)
+    later.append(after)
+    spool.close()
+    later.close()
+    bad_at = spool.path.stat().st_size
+    with open(spool.path, "ab") as handle:
+        handle.write(frame(Message(BLOCK_TOPIC, None, b"not zstd at all"), 0))
+        handle.write(later.path.read_bytes())
+
+    with caplog.at_level(logging.WARNING, logger="trainwire.emitter"):
+        assert replayed_values(embedded_settings) == [m.value for m in before + after]
+    warnings = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"{spool.path}: the block at byte {bad_at} cannot be decompressed" in warnings
+    assert spool.path.with_name(spool.path.name + ".unreadable").exists()
