@@ -457,6 +457,27 @@ def test_connections_past_the_limit_are_refused_as_clickhouse_does_and_served_ag
         server.close()
 
 
+def test_a_kept_alive_connection_serves_request_after_request_errors_included(owner: OwnerEndpoint) -> None:
+    """HTTP keep-alive as clients pool connections: a refused login (its body never read), a failed query and
+    an insert leave the connection ready for the next request."""
+    good = "Basic " + base64.b64encode(f"{owner.user.name}:{owner.user.password}".encode()).decode()
+    bad = "Basic " + base64.b64encode(f"{owner.user.name}:wrong".encode()).decode()
+    request(owner, "POST", "/", b"CREATE TABLE kept_alive (id UInt32, name String) ENGINE = MergeTree ORDER BY id")
+    connection = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=30)
+    answers = []
+    for login, target, body in [
+        (bad, "/", b"SELECT 1" * 10_000),
+        (good, "/", b"SELECT * FROM no_such_table"),
+        (good, "/?query=INSERT+INTO+kept_alive+FORMAT+CSV", b"4,four\n"),
+        (good, "/", b"SELECT count() FROM kept_alive"),
+    ]:
+        connection.request("POST", target, body=body, headers={"Authorization": login})
+        response = connection.getresponse()
+        answers.append((response.status, response.read()[:9]))
+    assert answers == [(403, b"Code: 516"), (404, b"Code: 60."), (200, b""), (200, b"1\n")]
+    connection.close()
+
+
 def test_ping_and_root_answer_ok_without_login(owner: OwnerEndpoint) -> None:
     for target in ("/ping", "/"):
         connection = http.client.HTTPConnection("127.0.0.1", owner.port, timeout=30)
