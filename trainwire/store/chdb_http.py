@@ -528,7 +528,10 @@ class ChdbHttpServer:
         probe = self._connect()
         try:
             version, self.timezone, compression = (
-                probe.query("SELECT version(), timezone(), getSetting('enable_http_compression')", "TSV")
+                probe.query(
+                    "SELECT version(), timezone(), value FROM system.settings WHERE name = 'enable_http_compression'",
+                    "TSV",
+                )
                 .bytes()
                 .decode()
                 .split()
@@ -536,7 +539,7 @@ class ChdbHttpServer:
         finally:
             probe.close()
         self.version = version
-        self.http_compression = compression in ("1", "true")
+        self.http_compression = compression == "1"
         """``enable_http_compression`` where a request does not set it: the engine's, as ``system.settings``
         shows it (clickhouse-connect sends only ``Accept-Encoding`` when that says it is on)."""
         self.display_name = socket.gethostname()
