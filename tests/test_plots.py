@@ -17,11 +17,13 @@ from test_analysis import _fill
 
 from trainwire.analysis.dashboard import build_charts
 from trainwire.analysis.plots import (
+    plot_group_stats,
     plot_lengths,
     plot_logits_heatmap,
     plot_logits_models,
     plot_reward_by_step,
     plot_reward_by_time,
+    plot_train_metrics,
 )
 from trainwire.analysis.report import AnalysisResults, analyze, collect
 from trainwire.store.clickhouse import open_store
@@ -108,6 +110,24 @@ def test_length_axes_show_whole_characters():
     (chart,) = [c for c in build_charts(results) if c["title"] == "Lengths"]
     assert chart["data"][0]["x"] == [36, 37, 38, 39, 40]
     assert chart["layout"]["xaxis"]["tickformat"] == "d" and chart["layout"]["xaxis"]["dtick"] == 1
+
+
+def test_step_axes_show_whole_steps():
+    """A short run (three steps): matplotlib's own ticks were 1.00, 1.25, 1.50, ..."""
+    steps = [1, 2, 3]
+    results = _results(
+        reward_by_step=[{"run_id": "a", "step": s, "mean": s / 3} for s in steps],
+        judge_by_step=[{"run_id": "a", "step": s, "mean_score_normalized": s / 4} for s in steps],
+        train_metrics=[
+            {"run_id": "a", "step": s, "loss": 1 / s, "learning_rate": 1e-5, "grad_norm": 1.0, "mean_reward": s / 3}
+            for s in steps
+        ],
+        group_stats=[{"run_id": "a", "step": s, "zero_variance_share": 0.5, "mean_group_std": 0.1} for s in steps],
+    )
+    for plot in (plot_reward_by_step, plot_train_metrics, plot_group_stats):
+        for ax in _drawn(plot(results)).axes:
+            labels = _ticks(ax.xaxis)
+            assert labels and all(re.fullmatch(r"\d+", label) for label in labels), (plot.__name__, labels)
 
 
 def test_probe_tokens_show_their_spaces_and_heatmap_cells_enough_digits():

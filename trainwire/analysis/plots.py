@@ -107,7 +107,7 @@ def _finish(fig: Figure, hidden: int = 0) -> Figure:
 
 
 def _integer_ticks(*axes: Any) -> None:
-    """Ticks at whole numbers only on these x axes (lengths: there is no half a character)."""
+    """Ticks at whole numbers only on these x axes (lengths and steps: there is no half a character or step)."""
     from matplotlib.ticker import MaxNLocator
 
     for ax in axes:
@@ -171,6 +171,7 @@ def plot_reward_by_step(results: AnalysisResults) -> Figure | None:
         _lines(ax2, judge, "step", "mean_score_normalized", "judge ", colours, linestyle="--")
         ax2.set_ylabel("mean judge score (normalized 0-1)")
     ax.set(title="Reward over training steps", xlabel="step", ylabel="mean reward")
+    _integer_ticks(ax)
     lines = [line for axes in fig.axes for line in axes.lines]  # one legend for both axes, on top of both
     fig.axes[-1].legend(lines, [line.get_label() for line in lines], loc="best", fontsize=8)
     return _finish(fig, hidden)
@@ -226,6 +227,7 @@ def plot_train_metrics(results: AnalysisResults) -> Figure | None:
         ax.set(title=column, xlabel="step")
         if ax.lines:
             ax.legend(fontsize=7)
+    _integer_ticks(*axes.flat)
     return _finish(fig, hidden)
 
 
@@ -240,6 +242,7 @@ def plot_group_stats(results: AnalysisResults) -> Figure | None:
     _lines(axes[1], rows, "step", "mean_group_std")
     axes[0].set(title="Share of zero-variance groups", xlabel="step")
     axes[1].set(title="Mean within-group reward std", xlabel="step")
+    _integer_ticks(*axes)
     axes[0].legend(fontsize=7)
     return _finish(fig, hidden)
 
