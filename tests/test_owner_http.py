@@ -288,6 +288,23 @@ def test_a_large_insert_streams_to_chdb_without_holding_the_body_in_memory(
     assert counted == f"{LARGE_INSERT_ROWS}\t{LARGE_INSERT_ROWS - 1}\n".encode()
 
 
+def test_an_insert_by_the_read_only_user_is_refused_before_its_data_is_kept(
+    owned_dir: Path, owner: OwnerEndpoint
+) -> None:
+    """The read-only user's body is never written under the data directory: on a full disk (a real 1 MB
+    tmpfs) its insert is still READONLY, not NOT_ENOUGH_SPACE."""
+    inserts = owned_dir / "clickhouse.inserts"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(inserts)], check=True)
+    try:
+        rows = b"".join(b"%d,name-%d,\\N\n" % (i, i) for i in range(200_000))  # about 3 MB
+        status, headers, body = request(owner, "POST", "/?query=INSERT+INTO+t+FORMAT+CSV", rows, read_only=True)
+        assert (status, headers["X-ClickHouse-Exception-Code"]) == (403, "164"), body
+        assert list(inserts.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(inserts)], check=True)
+    assert request(owner, "POST", "/", b"SELECT count() FROM t")[2] == b"3\n"
+
+
 def test_errors_as_clickhouse_sends_them(owner: OwnerEndpoint) -> None:
     ch = client(owner)
     with pytest.raises(DatabaseError) as syntax:

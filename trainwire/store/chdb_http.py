@@ -330,10 +330,13 @@ def _data_start(text: bytes | bytearray, *, complete: bool) -> tuple[int, int] |
     return insert.end(), at
 
 
-def _split_body(query: bytes, pieces: Iterable[bytes], temp_dir: Path) -> tuple[bytes, Path | None]:
+def _split_body(
+    query: bytes, pieces: Iterable[bytes], temp_dir: Path, *, read_only: bool = False
+) -> tuple[bytes, Path | None]:
     """The request's statement (the ``query`` parameter, then the body) and, for ``INSERT ... FORMAT``, a
     private file in ``temp_dir`` with its data, written as the pieces arrive: a large insert is never
-    whole in memory. The caller deletes the file; a full disk is ClickHouse's NOT_ENOUGH_SPACE."""
+    whole in memory. The caller deletes the file; a full disk is ClickHouse's NOT_ENOUGH_SPACE. A
+    ``read_only`` user's insert is refused (READONLY) before any of its data is kept."""
     text, split, data, name = bytearray(query), None, None, None
     try:
         for piece in pieces:
@@ -345,11 +348,11 @@ def _split_body(query: bytes, pieces: Iterable[bytes], temp_dir: Path) -> tuple[
             searched = len(text) <= STATEMENT_SEARCH_BYTES
             text += piece
             if searched and (split := _data_start(text, complete=False)):
-                data, name = _data_file(temp_dir)
+                data, name = _data_file(temp_dir, read_only)
                 data.write(memoryview(text)[split[1] :])
                 del text[split[0] :]
         if data is None and (split := _data_start(text, complete=True)):
-            data, name = _data_file(temp_dir)
+            data, name = _data_file(temp_dir, read_only)
             data.write(memoryview(text)[split[1] :])
             del text[split[0] :]
         if data is not None:
@@ -368,7 +371,9 @@ def _split_body(query: bytes, pieces: Iterable[bytes], temp_dir: Path) -> tuple[
     return bytes(text), None if name is None else Path(name)
 
 
-def _data_file(temp_dir: Path) -> tuple[Any, str]:
+def _data_file(temp_dir: Path, read_only: bool) -> tuple[Any, str]:
+    if read_only:
+        raise ClickHouseHttpError(164, "READONLY", "Cannot execute query in readonly mode")
     descriptor, name = tempfile.mkstemp(prefix="insert-", dir=temp_dir)  # mkstemp: 0600
     return os.fdopen(descriptor, "wb"), name
 
@@ -947,7 +952,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._form_fields(b"".join(pieces), parameters)
                 pieces = ()
             query = parameters.get("query", "").encode()
-            text, insert_data = _split_body(query, pieces, self.endpoint.temp_dir)
+            text, insert_data = _split_body(query, pieces, self.endpoint.temp_dir, read_only=user.read_only)
             with self.endpoint.running() as open_:
                 if not open_:  # this process is giving chdb up: the client finds the next owner
                     self.close_connection = True
