@@ -947,8 +947,11 @@ def import_command(
     if hint:
         click.echo(hint)
     if summary.error_count or summary.failed:
-        problems = [f"{summary.error_count} record(s) could not be imported"] if summary.error_count else []
-        problems += [f"{summary.failed} event(s) could not be published"] if summary.failed else []
-        raise click.ClickException(" and ".join(problems) + " (listed above)")
+        problems = []
+        if summary.error_count:
+            problems.append(f"{summary.error_count} record(s) could not be imported (listed above)")
+        if summary.failed:
+            problems.append(f"{summary.failed} event(s) could not be published (kept in rejected/)")
+        raise click.ClickException("; ".join(problems))
     if summary.spooled:
         sys.exit(EXIT_SPOOLED)
