@@ -60,15 +60,14 @@ def main() -> None:
     schema = arrow_batches[0].schema
     with tempfile.TemporaryDirectory() as tmp, open_store(Settings(data_dir=Path(tmp))) as store:
         store.migrate()
-        client = store._client  # the same clickhouse-connect client, used raw
 
         def raw() -> None:
             for table in arrow_batches:
-                store._call(client.insert_arrow, "interactions", table)
+                store._call("insert_arrow", "interactions", table)
 
         def raw_from_rows() -> None:
             for rows in row_batches:
-                store._call(client.insert_arrow, "interactions", pa.Table.from_pylist(rows, schema))
+                store._call("insert_arrow", "interactions", pa.Table.from_pylist(rows, schema))
 
         def ours() -> None:
             for batch in batches:
