@@ -160,9 +160,7 @@ def test_an_event_too_large_for_kafka_is_rejected_and_the_next_ones_go_on(
     with caplog.at_level(logging.WARNING, "trainwire.emitter"), Emitter(kafka_settings, transport=transport) as emitter:
         for e in (before, big, after):
             emitter.emit(e)
-        started = time.monotonic()
-        assert emitter.flush(30)
-        assert time.monotonic() - started < 10
+        assert emitter.flush(30)  # refused for good, not retried: failed once, never spooled (below)
         stats = emitter.stats()
     assert (stats.sent, stats.failed, stats.spooled, stats.spool_pending) == (2, 1, 0, 0)
     assert [e.event_id for e in read_events(kafka_settings, expected=2)] == [before.event_id, after.event_id]
