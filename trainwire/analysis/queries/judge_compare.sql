@@ -15,38 +15,38 @@
 -- param: runs Array(String) = [] -- run ids to include; empty: every run
 SELECT
     count() AS n,
-    avg(a.score = b.score) AS agreement,
-    if(isFinite(corr(a.norm, b.norm)), corr(a.norm, b.norm), NULL) AS pearson,
-    avg(a.norm) AS mean_score_normalized_a,
-    avg(b.norm) AS mean_score_normalized_b,
-    avg(b.norm - a.norm) AS mean_difference,
-    avg(abs(b.norm - a.norm)) AS mean_abs_difference
+    avg(score_a = score_b) AS agreement,
+    if(isFinite(corr(norm_a, norm_b)), corr(norm_a, norm_b), NULL) AS pearson,
+    avg(norm_a) AS mean_score_normalized_a,
+    avg(norm_b) AS mean_score_normalized_b,
+    avg(norm_b - norm_a) AS mean_difference,
+    avg(abs(norm_b - norm_a)) AS mean_abs_difference
 FROM
 (
+    -- one pass over the scores: each interaction's latest score on each side
     SELECT
         interaction_id,
-        argMax(assumeNotNull(score), inserted_at) AS score,
-        argMax(assumeNotNull(score_normalized), inserted_at) AS norm
-    FROM judge_scores FINAL
-    WHERE success AND isFinite(score_normalized) = 1
-        AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-        AND ({a_model:String} = '' OR judge_model = {a_model:String})
-        AND ({a_template:String} = '' OR template_name = {a_template:String} OR template_version = {a_template:String})
-        AND ({a_mode:String} = '' OR mode = {a_mode:String})
+        argMaxIf(assumeNotNull(score), inserted_at, on_a) AS score_a,
+        argMaxIf(assumeNotNull(score_normalized), inserted_at, on_a) AS norm_a,
+        argMaxIf(assumeNotNull(score), inserted_at, on_b) AS score_b,
+        argMaxIf(assumeNotNull(score_normalized), inserted_at, on_b) AS norm_b
+    FROM
+    (
+        SELECT
+            interaction_id, score, score_normalized, inserted_at,
+            ({a_model:String} = '' OR judge_model = {a_model:String})
+                AND ({a_template:String} = '' OR template_name = {a_template:String}
+                     OR template_version = {a_template:String})
+                AND ({a_mode:String} = '' OR mode = {a_mode:String}) AS on_a,
+            ({b_model:String} = '' OR judge_model = {b_model:String})
+                AND ({b_template:String} = '' OR template_name = {b_template:String}
+                     OR template_version = {b_template:String})
+                AND ({b_mode:String} = '' OR mode = {b_mode:String}) AS on_b
+        FROM judge_scores FINAL
+        WHERE success AND isFinite(score_normalized) = 1
+            AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
+    )
     GROUP BY interaction_id
-) AS a
-INNER JOIN
-(
-    SELECT
-        interaction_id,
-        argMax(assumeNotNull(score), inserted_at) AS score,
-        argMax(assumeNotNull(score_normalized), inserted_at) AS norm
-    FROM judge_scores FINAL
-    WHERE success AND isFinite(score_normalized) = 1
-        AND (empty({runs:Array(String)}) OR has({runs:Array(String)}, run_id))
-        AND ({b_model:String} = '' OR judge_model = {b_model:String})
-        AND ({b_template:String} = '' OR template_name = {b_template:String} OR template_version = {b_template:String})
-        AND ({b_mode:String} = '' OR mode = {b_mode:String})
-    GROUP BY interaction_id
-) AS b USING (interaction_id)
+    HAVING countIf(on_a) > 0 AND countIf(on_b) > 0
+)
 HAVING n > 0
