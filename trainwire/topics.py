@@ -7,6 +7,8 @@ Event topics are named after the payload's ``TOPIC`` (which is also its ClickHou
 
 from __future__ import annotations
 
+import functools
+
 from trainwire.events import PAYLOAD_TYPES
 
 DEAD_LETTER = "dead_letter"
@@ -18,8 +20,10 @@ def topic_name(prefix: str, name: str) -> str:
     return f"{prefix}.{name}"
 
 
+@functools.cache
 def event_topic(prefix: str, event_type: str) -> str:
-    """The topic events of ``event_type`` are published to."""
+    """The topic events of ``event_type`` are published to (looked up once per prefix and type:
+    the emitter and the workers ask for every event)."""
     return topic_name(prefix, PAYLOAD_TYPES[event_type].TOPIC)
 
 

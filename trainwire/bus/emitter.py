@@ -47,12 +47,12 @@ from typing import Any
 import orjson
 
 from trainwire.bus.base import Message, Refused, Transport, WriteFailed, frame
+from trainwire.bus.publisher import event_message
 from trainwire.bus.rejected import RejectedEvents
 from trainwire.bus.spool import Spool, spool_dir
 from trainwire.config import Settings
 from trainwire.errors import BusError, EventError
-from trainwire.events import Event, check_event, encode
-from trainwire.topics import event_topic
+from trainwire.events import Event, check_event
 
 logger = logging.getLogger("trainwire.emitter")
 
@@ -142,8 +142,6 @@ class Emitter:
         self._close_timeout_s = close_timeout_s
         self._backoff_min, self._backoff_max = retry_backoff_s
         self._max_inflight = max_inflight
-        self._topics: dict[str, str] = {}
-        """Each event type's topic, looked up once per emitter rather than once per event."""
         target = "local" if self.settings.embedded_bus else str(self.settings.kafka)
         self._spool = Spool(spool_dir(self.settings.data_dir, target))
         self._rejected = RejectedEvents(self.settings.data_dir)
@@ -501,15 +499,11 @@ class Emitter:
         self._backoff = min(self._backoff * 2, self._backoff_max)
 
     def _encode(self, events: list[Event]) -> list[Message]:
-        topics = self._topics
+        prefix = self.settings.topic_prefix
         messages = []
         for event in events:
             try:
-                event_type = event.payload.EVENT_TYPE
-                topic = topics.get(event_type) or topics.setdefault(
-                    event_type, event_topic(self.settings.topic_prefix, event_type)
-                )
-                messages.append(Message(topic, event.key, encode(event)))
+                messages.append(event_message(prefix, event))
             except Exception as exc:  # whatever a value of a foreign type raises: this event's alone
                 if self._count_failed(NOT_SERIALIZABLE, 1):
                     logger.warning(
