@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,20 +122,7 @@ def _checked(score: float, reasoning: str | None, out_of: float | None, scale: S
 
 def _from_json(text: str) -> tuple[float, str | None, float | None] | str | None:
     """``(score, reasoning, out_of)``, an error message, or None when the text holds no JSON judgement."""
-    candidates = [m.group("body") for m in _FENCE_RE.finditer(text)]
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        candidates.insert(0, stripped)
-    start = text.find("{")
-    if start >= 0:
-        end = text.rfind("}")
-        if end > start:
-            candidates.append(text[start : end + 1])
-    for candidate in candidates:
-        try:
-            obj = orjson.loads(candidate.strip())
-        except orjson.JSONDecodeError:
-            continue
+    for obj in _json_values(text, ("{}",)):
         if not isinstance(obj, dict):
             continue
         lowered = {str(k).lower(): v for k, v in obj.items()}
@@ -247,19 +235,24 @@ def _ids(ids: list[str]) -> str:
     return ", ".join(ids)
 
 
-def _json_array(text: str) -> list[Any] | None:
-    """The array of scores in ``text``: a JSON array, or the ``scores`` of a JSON object; None if none."""
-    candidates = [m.group("body") for m in _FENCE_RE.finditer(text)]
-    candidates.insert(0, text.strip())
-    for opening, closing in (("[", "]"), ("{", "}")):
+def _json_values(text: str, brackets: tuple[str, ...]) -> Iterator[Any]:
+    """The JSON values ``text`` may hold, most likely first: the whole text, each fenced block, then
+    for each pair of ``brackets`` (``"{}"``, ``"[]"``) the span from its first opening to its last closing."""
+    candidates = [text, *(m.group("body") for m in _FENCE_RE.finditer(text))]
+    for opening, closing in brackets:
         start, end = text.find(opening), text.rfind(closing)
         if 0 <= start < end:
             candidates.append(text[start : end + 1])
     for candidate in candidates:
         try:
-            obj = orjson.loads(candidate.strip())
+            yield orjson.loads(candidate.strip())
         except orjson.JSONDecodeError:
             continue
+
+
+def _json_array(text: str) -> list[Any] | None:
+    """The array of scores in ``text``: a JSON array, or the ``scores`` of a JSON object; None if none."""
+    for obj in _json_values(text, ("[]", "{}")):
         if isinstance(obj, dict):
             obj = next((v for k, v in obj.items() if str(k).lower() == "scores"), None)
         if isinstance(obj, list):
