@@ -207,6 +207,7 @@ def test_the_migration_builds_the_index_for_rows_already_stored(
 ) -> None:
     shipped = migrations.available_migrations()
     with open_store(embedded_settings) as store:
+        # a store an older release made: its migrations only (the shipped list cut before 0007)
         monkeypatch.setattr(migrations, "available_migrations", lambda: [m for m in shipped if m.version < 7])
         store.migrate()
         _fill_granules(store)  # stored before migration 0007
